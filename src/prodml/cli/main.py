@@ -1,0 +1,53 @@
+"""The root of the CLI: global options and one sub-app per lifecycle stage."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from prodml import __version__
+from prodml.cli import data, features
+from prodml.cli._common import State
+from prodml.cli.demo import demo
+from prodml.cli.project import init
+from prodml.core.logging import configure_logging
+from prodml.core.settings import Settings
+
+app = typer.Typer(
+    name="prodml",
+    help="From raw data to a monitored production ML service, driven by prodml.yaml.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(data.app, name="data")
+app.add_typer(features.app, name="features")
+app.command()(init)
+app.command()(demo)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"prodml {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    project: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option("--project", "-p", help="prodml.yaml, or its directory (default: ./prodml.yaml)."),
+    ] = None,
+    debug: Annotated[bool, typer.Option(help="Show tracebacks and debug logs.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
+) -> None:
+    """prodml: one project file, one CLI, the whole ML lifecycle."""
+    settings = Settings()
+    configure_logging("DEBUG" if debug or settings.debug else settings.log_level,
+                      json_lines=settings.log_json)
+    ctx.obj = State(project=project or settings.project, debug=debug or settings.debug)

@@ -1,0 +1,473 @@
+"""The project file, ``prodml.yaml``, as one validated pydantic model.
+
+Every command reads the project through :func:`load_project`, which turns YAML and validation problems
+into one :class:`~prodml.core.errors.ConfigError` naming each key path, the offending value and the fix.
+
+Example:
+    >>> project = load_project("examples/churn/prodml.yaml")  # doctest: +SKIP
+    >>> project.target.column
+    'churned'
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+
+from prodml.core.errors import ConfigError
+from prodml.core.types import DType, StrPath, Task
+
+__all__ = [
+    "Aggregate",
+    "Attributes",
+    "ColumnRule",
+    "Features",
+    "Project",
+    "Source",
+    "TableContract",
+    "Target",
+    "Transform",
+    "env_overrides",
+    "load_project",
+]
+
+PROJECT_FILE = "prodml.yaml"
+# Sections a PRODML_<SECTION>__<KEY> variable may override: deployment targets and secrets, never the
+# model or the features, so that a trained model is reproducible from the committed file alone.
+OVERRIDABLE = ("serve", "rollout", "monitor", "tracking", "sources")
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+Identifier = Annotated[str, Field(pattern=_IDENT.pattern)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- data -------------------------------------------------------------------------------------------
+
+
+class PostgresSpec(_Strict):
+    """A PostgreSQL table or query. The DSN comes from the file, or from ``dsn_env`` for secrets."""
+
+    dsn: str | None = None
+    dsn_env: str | None = None
+    table: str | None = None
+    query: str | None = None
+
+    @model_validator(mode="after")
+    def _one_of(self) -> PostgresSpec:
+        if (self.table is None) == (self.query is None):
+            raise ValueError("give exactly one of 'table' or 'query'")
+        if (self.dsn is None) == (self.dsn_env is None):
+            raise ValueError("give exactly one of 'dsn' or 'dsn_env' (the variable holding the DSN)")
+        return self
+
+
+class Source(_Strict):
+    """One data source: a file/glob (local or ``s3://``), DuckDB SQL over other sources, or PostgreSQL."""
+
+    path: str | None = None
+    format: Literal["parquet", "orc", "csv"] | None = None
+    sql: str | None = None
+    postgres: PostgresSpec | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Source:
+        kinds = [k for k in ("path", "sql", "postgres") if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            raise ValueError("a source needs exactly one of 'path', 'sql' or 'postgres'")
+        if self.format is not None and self.path is None:
+            raise ValueError("'format' applies only to a 'path' source")
+        return self
+
+    @property
+    def kind(self) -> Literal["file", "sql", "postgres"]:
+        if self.path is not None:
+            return "file"
+        return "sql" if self.sql is not None else "postgres"
+
+
+class ColumnRule(_Strict):
+    """Rules for one column. Unset rules are not checked."""
+
+    dtype: DType | None = None
+    nullable: bool = True
+    min: float | None = None
+    max: float | None = None
+    allowed: list[str | int | bool] | None = None
+    regex: str | None = None
+    unique: bool = False
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ColumnRule:
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
+        if self.regex is not None:
+            try:
+                re.compile(self.regex)
+            except re.error as exc:
+                raise ValueError(f"regex {self.regex!r} does not compile: {exc}") from exc
+        return self
+
+
+class RowCount(_Strict):
+    min: int | None = Field(default=None, ge=0)
+    max: int | None = Field(default=None, ge=0)
+
+
+class Freshness(_Strict):
+    column: str
+    max_age_days: float = Field(gt=0)
+
+
+class TableContract(_Strict):
+    """The contract of one source: column rules, row count and freshness."""
+
+    columns: dict[str, ColumnRule] = Field(default_factory=dict)
+    row_count: RowCount | None = None
+    freshness: Freshness | None = None
+    id_column: str | None = None
+    """Column whose values identify rows in violation samples (default: the row number)."""
+
+
+# --- target and features ----------------------------------------------------------------------------
+
+
+class Target(_Strict):
+    """Where labels live: a source, its label column and (for time-aware data) its timestamp."""
+
+    source: str
+    column: str
+    timestamp: str | None = None
+
+
+Agg = Literal["count", "sum", "mean", "min", "max"]
+
+
+class Metric(_Strict):
+    column: str = "*"
+    agg: list[Agg] = Field(default_factory=lambda: ["count"], min_length=1)
+
+    @model_validator(mode="after")
+    def _star_is_count(self) -> Metric:
+        if self.column == "*" and self.agg != ["count"]:
+            raise ValueError("column '*' supports only agg [count]")
+        return self
+
+
+class Aggregate(_Strict):
+    """Per-entity window aggregates over an event table, as of each label's timestamp."""
+
+    source: str
+    timestamp: str
+    windows: list[Annotated[int, Field(gt=0)]] = Field(default_factory=lambda: [7, 30, 90])
+    metrics: list[Metric] = Field(default_factory=lambda: [Metric()])
+    days_since_last: bool = True
+    prefix: Identifier | None = None
+
+
+class Attributes(_Strict):
+    """Columns of an entity table; with ``timestamp`` the value known at label time (as-of join)."""
+
+    source: str
+    columns: list[str] = Field(min_length=1)
+    timestamp: str | None = None
+
+
+class Transform(_Strict):
+    """A row transform fitted with the model (so it ends up inside the ONNX graph)."""
+
+    column: str
+    op: Literal["scale", "onehot", "bucketize", "log"]
+    boundaries: list[float] | None = None
+
+    @model_validator(mode="after")
+    def _bucketize_needs_boundaries(self) -> Transform:
+        if (self.op == "bucketize") != (self.boundaries is not None):
+            raise ValueError("'boundaries' is required for op 'bucketize' and only for it")
+        if self.boundaries is not None and self.boundaries != sorted(set(self.boundaries)):
+            raise ValueError("'boundaries' must be strictly increasing")
+        return self
+
+
+class Features(_Strict):
+    aggregates: list[Aggregate] = Field(default_factory=list)
+    attributes: list[Attributes] = Field(default_factory=list)
+    transforms: list[Transform] = Field(default_factory=list)
+    output: str = ".prodml/features/training.parquet"
+
+
+# --- model, validation, gate ------------------------------------------------------------------------
+
+
+class ModelSpec(_Strict):
+    estimator: str = "hist_gradient_boosting"
+    params: dict[str, Any] = Field(default_factory=dict)
+    tune: dict[str, Any] | None = None
+
+
+class Validation(_Strict):
+    strategy: Literal["kfold", "stratified", "group", "timeseries"] = "stratified"
+    folds: int = Field(default=5, ge=2, le=50)
+    holdout: float = Field(default=0.2, ge=0.0, lt=0.9)
+    seed: int = 0
+
+
+class Promotion(_Strict):
+    metric: str = "roc_auc"
+    min: float | None = None
+    max_drop_vs_champion: float | None = 0.002
+
+
+# --- serve, rollout, monitor, tracking --------------------------------------------------------------
+
+
+class CacheSpec(_Strict):
+    enabled: bool = True
+    redis_url: str | None = None
+    ttl_s: int = Field(default=300, gt=0)
+    max_items: int = Field(default=10_000, gt=0)
+
+
+class Serve(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    grpc_port: int = Field(default=8081, ge=0, le=65535)
+    admin_host: str = "127.0.0.1"
+    admin_port: int = Field(default=8082, ge=0, le=65535)
+    workers: int = Field(default=1, ge=1, le=64)
+    max_batch_size: int = Field(default=64, ge=1)
+    max_wait_ms: float = Field(default=2.0, ge=0)
+    max_body_bytes: int = Field(default=8 << 20, gt=0)
+    max_rows: int = Field(default=10_000, gt=0)
+    unknown_category: Literal["reject", "map"] = "reject"
+    cache: CacheSpec = Field(default_factory=CacheSpec)
+
+
+class Rollout(_Strict):
+    steps: list[Annotated[int, Field(gt=0, le=100)]] = Field(default_factory=lambda: [10, 25, 50, 100])
+    interval_s: float = Field(default=60, gt=0)
+    max_error_rate: float = Field(default=0.01, ge=0, le=1)
+    max_p99_ms: float | None = None
+    failure_threshold: int = Field(default=3, ge=1)
+
+
+class Monitor(_Strict):
+    window_rows: int = Field(default=10_000, gt=0)
+    psi_threshold: float = Field(default=0.2, gt=0)
+    ks_threshold: float = Field(default=0.1, gt=0, le=1)
+
+
+class Tracking(_Strict):
+    uri: str | None = None
+    registered_model: str | None = None
+
+
+# --- the project ------------------------------------------------------------------------------------
+
+
+class Project(_Strict):
+    """A prodml project: everything ``prodml.yaml`` declares."""
+
+    name: Identifier
+    task: Task = "binary"
+    entity: str | None = None
+    sources: dict[Identifier, Source]
+    target: Target
+    contract: dict[str, TableContract] = Field(default_factory=dict)
+    features: Features = Field(default_factory=Features)
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    validation: Validation = Field(default_factory=Validation)
+    metrics: list[str] = Field(default_factory=list)
+    promotion: Promotion = Field(default_factory=Promotion)
+    serve: Serve = Field(default_factory=Serve)
+    rollout: Rollout = Field(default_factory=Rollout)
+    monitor: Monitor = Field(default_factory=Monitor)
+    tracking: Tracking = Field(default_factory=Tracking)
+
+    _root: Path = PrivateAttr(default_factory=Path.cwd)
+
+    @property
+    def root(self) -> Path:
+        """The directory holding ``prodml.yaml``; relative paths resolve against it."""
+        return self._root
+
+    @property
+    def state_dir(self) -> Path:
+        """``<root>/.prodml``: the embedded profile's tracking store, caches and outputs."""
+        return self._root / ".prodml"
+
+    def resolve(self, path: str) -> str:
+        """Resolve a path of the project file: URIs as they are, relative paths against the root."""
+        if "://" in path:
+            return path
+        p = Path(path).expanduser()
+        return str(p if p.is_absolute() else self._root / p)
+
+
+# --- loading ----------------------------------------------------------------------------------------
+
+
+def env_overrides(data: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
+    """Apply ``PRODML_<SECTION>__<KEY>[__<KEY>…]`` variables to the parsed project file.
+
+    Only the sections in ``OVERRIDABLE`` can be overridden. Values are parsed as YAML scalars, so
+    ``PRODML_SERVE__PORT=9000`` sets an int.
+
+    Example:
+        >>> env_overrides({"serve": {}}, {"PRODML_SERVE__PORT": "9000"})
+        {'serve': {'port': 9000}}
+    """
+    for name, raw in sorted(environ.items()):
+        if not name.startswith("PRODML_") or "__" not in name:
+            continue
+        keys = [k.lower() for k in name.removeprefix("PRODML_").split("__")]
+        if keys[0] not in OVERRIDABLE or not all(keys):
+            continue
+        node = data
+        for key in keys[:-1]:
+            child = node.get(key)
+            if not isinstance(child, dict):
+                child = node[key] = {}
+            node = child
+        node[keys[-1]] = yaml.safe_load(raw) if raw else raw
+    return data
+
+
+def load_project(
+    path: StrPath | None = None, *, environ: Mapping[str, str] | None = None
+) -> Project:
+    """Read, override and validate a project file.
+
+    Args:
+        path: ``prodml.yaml`` or the directory holding it; default: the current directory.
+        environ: the environment to take ``PRODML_*`` overrides from; default: ``os.environ``.
+
+    Raises:
+        ConfigError: the file is missing, is not YAML, or breaks the schema (every problem listed).
+    """
+    file = Path(path) if path is not None else Path.cwd()
+    if file.is_dir():
+        file = file / PROJECT_FILE
+    if not file.is_file():
+        raise ConfigError(
+            f"no project file at {file}",
+            hint="run 'prodml init DIR' to create one, or pass --project PATH",
+        )
+    try:
+        data = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(
+            f"{file} is not valid YAML{where}: {getattr(exc, 'problem', exc)}",
+            hint="check the indentation and quoting around that line",
+        ) from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{file} must hold a mapping of keys (name, sources, target, …)")
+    data = env_overrides(data, os.environ if environ is None else environ)
+    try:
+        project = Project.model_validate(data)
+    except ValidationError as exc:
+        problems = [_describe(err) for err in exc.errors()]
+        lines = "\n".join(f"  - {loc}: {msg}" for loc, msg in problems)
+        raise ConfigError(
+            f"{file} has {len(problems)} problem(s):\n{lines}",
+            hint="fix the keys above; 'prodml init' writes a commented example",
+            problems=problems,
+        ) from None
+    project._root = file.parent.resolve()
+    _check_references(project, file)
+    return project
+
+
+def _key_path(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _fields_at(loc: tuple[int | str, ...]) -> list[str]:
+    """The keys allowed at the model that ``loc`` points into (for did-you-mean hints)."""
+    model: Any = Project
+    for part in loc:
+        if isinstance(part, int) or model is None:
+            continue
+        field = model.model_fields.get(part) if hasattr(model, "model_fields") else None
+        if field is None:
+            model = None
+            continue
+        model = _inner_model(field.annotation)
+    return list(model.model_fields) if model is not None and hasattr(model, "model_fields") else []
+
+
+def _inner_model(annotation: Any) -> Any:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _inner_model(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _describe(err: Any) -> tuple[str, str]:
+    loc = tuple(err["loc"])
+    kind = err["type"]
+    value = err.get("input")
+    if kind == "extra_forbidden":
+        key = str(loc[-1])
+        allowed = _fields_at(loc[:-1])
+        close = difflib.get_close_matches(key, allowed, n=1)
+        fix = f"did you mean '{close[0]}'?" if close else f"allowed keys: {', '.join(allowed)}"
+        return _key_path(loc), f"unknown key '{key}' — {fix}"
+    if kind == "missing":
+        return _key_path(loc), "required key is missing — add it"
+    shown = repr(value) if not isinstance(value, dict | list) else type(value).__name__
+    if len(shown) > 60:
+        shown = shown[:57] + "..."
+    return _key_path(loc), f"{err['msg']} (got {shown})"
+
+
+def _check_references(project: Project, file: Path) -> None:
+    problems: list[tuple[str, str]] = []
+    names = set(project.sources)
+
+    def need_source(where: str, name: str) -> None:
+        if name not in names:
+            close = difflib.get_close_matches(name, sorted(names), n=1)
+            fix = f"did you mean '{close[0]}'?" if close else f"declared: {', '.join(sorted(names))}"
+            problems.append((where, f"unknown source '{name}' — {fix}"))
+
+    need_source("target.source", project.target.source)
+    for table in project.contract:
+        need_source(f"contract.{table}", table)
+    for i, agg in enumerate(project.features.aggregates):
+        need_source(f"features.aggregates[{i}].source", agg.source)
+    for i, att in enumerate(project.features.attributes):
+        need_source(f"features.attributes[{i}].source", att.source)
+    if (project.features.aggregates or any(a.timestamp for a in project.features.attributes)) and (
+        project.entity is None or project.target.timestamp is None
+    ):
+        problems.append(
+            (
+                "entity / target.timestamp",
+                "time-aware features need 'entity' and 'target.timestamp' for the point-in-time join",
+            )
+        )
+    if problems:
+        lines = "\n".join(f"  - {loc}: {msg}" for loc, msg in problems)
+        raise ConfigError(
+            f"{file} has {len(problems)} problem(s):\n{lines}",
+            hint="declare each source under 'sources:' and refer to it by that name",
+            problems=problems,
+        )
