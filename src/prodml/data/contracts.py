@@ -145,7 +145,6 @@ class _Check:
     detail: str
     where: str | None = None  # SQL condition selecting offending rows
     expr: str | None = None  # SQL aggregate counting them (default: count(*) FILTER (WHERE where))
-    sample_sql: str | None = None
 
 
 def _validate_one(
@@ -222,7 +221,7 @@ def _validate_one(
                     continue
                 sample: list[Any] = []
                 if check.where is not None and sample_size:
-                    sql = check.sample_sql or f"SELECT {ident} FROM __t WHERE {check.where}"
+                    sql = f"SELECT {ident} FROM __t WHERE {check.where}"
                     sample = [
                         r[0]
                         for r in con.execute(
@@ -253,15 +252,17 @@ def _column_checks(col: str, rule: ColumnRule, found: DType | None) -> list[_Che
                 f"contract: 'min'/'max' on column '{col}' need a numeric column (found {found})",
                 hint="remove min/max for this column, or use 'allowed' / 'regex'",
             )
+        # NaN sorts above every number in DuckDB; it is the not_null rule's business, not the range's.
+        not_nan = f" AND NOT isnan({q})" if found == "float" else ""
         if rule.min is not None:
             checks.append(
                 _Check(col, "min", f"has values below the minimum {_fmt(rule.min)} — fix the data or "
-                       "lower 'min'", where=f"{q} < {rule.min!r}")
+                       "lower 'min'", where=f"{q} < {rule.min!r}{not_nan}")
             )
         if rule.max is not None:
             checks.append(
                 _Check(col, "max", f"has values above the maximum {_fmt(rule.max)} — fix the data or "
-                       "raise 'max'", where=f"{q} > {rule.max!r}")
+                       "raise 'max'", where=f"{q} > {rule.max!r}{not_nan}")
             )
     if rule.allowed is not None:
         values = ", ".join(_literal(str(v) if found == "string" else v) for v in rule.allowed)

@@ -14,6 +14,7 @@ import fnmatch
 import glob
 import logging
 import os
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -71,7 +72,7 @@ def list_files(path: str) -> tuple[pafs.FileSystem, list[str]]:
         try:
             if any(c in bare for c in "*?["):
                 base = bare[: min(bare.index(c) for c in "*?[" if c in bare)].rsplit("/", 1)[0]
-                infos = fs.get_file_info(pafs.FileSelector(base, recursive=True))
+                infos = fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
                 files = [i.path for i in infos if i.is_file and fnmatch.fnmatch(i.path, bare)]
             else:
                 info = fs.get_file_info(bare)
@@ -103,17 +104,17 @@ def read_files(path: str, fmt: str | None = None, *, name: str = "") -> pa.Table
         DataError: the files cannot be read in that format, or their schemas differ.
     """
     label = f"source '{name}': " if name else ""
-    fmt = fmt or infer_format(path)
-    if fmt not in ("parquet", "orc", "csv"):
-        raise ConfigError(
-            f"{label}cannot tell the format of {path}",
-            hint="add 'format: parquet' (or orc, csv) to the source",
-        )
     fs, files = list_files(path)
     if not files:
         raise SourceNotFound(
             f"{label}no file matches {path}",
             hint="check the path (relative paths start at the directory of prodml.yaml)",
+        )
+    fmt = fmt or infer_format(path) or infer_format(files[0])
+    if fmt not in ("parquet", "orc", "csv"):
+        raise ConfigError(
+            f"{label}cannot tell the format of {path}",
+            hint="add 'format: parquet' (or orc, csv) to the source",
         )
     try:
         fmt_obj: Any = ds.CsvFileFormat() if fmt == "csv" else fmt
@@ -141,6 +142,7 @@ class Catalog:
         self._tables: dict[str, pa.Table] = dict(overrides or {})
         self._con: duckdb.DuckDBPyConnection | None = None
         self._registered: set[str] = set()
+        self._reading: list[str] = []
 
     @property
     def names(self) -> list[str]:
@@ -169,7 +171,17 @@ class Catalog:
             assert src.postgres is not None
             table = read_postgres(src.postgres, name=name)
         else:
-            table = self._run_sql_source(name)
+            if name in self._reading:
+                cycle = " -> ".join([*self._reading[self._reading.index(name) :], name])
+                raise ConfigError(
+                    f"SQL sources refer to each other in a cycle: {cycle}",
+                    hint="break the cycle: one of them must read from a file or PostgreSQL source",
+                )
+            self._reading.append(name)
+            try:
+                table = self._run_sql_source(name)
+            finally:
+                self._reading.pop()
         self._tables[name] = table
         return table
 
@@ -181,9 +193,13 @@ class Catalog:
             self._register(name)
         return self._con
 
-    def query(self, sql: str, *, label: str = "query") -> pa.Table:
-        """Run DuckDB SQL over the sources and return an Arrow table."""
-        con = self.connection(_referenced(sql, self.names))
+    def query(self, sql: str, *, label: str = "query", exclude: Iterable[str] = ()) -> pa.Table:
+        """Run DuckDB SQL over the sources and return an Arrow table.
+
+        Sources named in the SQL are read and registered first, except those in ``exclude``.
+        """
+        skip = set(exclude)
+        con = self.connection([n for n in _referenced(sql, self.names) if n not in skip])
         try:
             return con.sql(sql).to_arrow_table()
         except duckdb.Error as exc:
@@ -202,14 +218,11 @@ class Catalog:
     def _run_sql_source(self, name: str) -> pa.Table:
         sql = self.source(name).sql
         assert sql is not None
-        deps = [n for n in _referenced(sql, self.names) if n != name]
-        self.connection(deps)
-        return self.query(sql, label=f"source '{name}'")
+        # The source's own name may appear in its SQL (as an alias); it is not a dependency.
+        return self.query(sql, label=f"source '{name}'", exclude=[name])
 
 
 def _referenced(sql: str, names: Iterable[str]) -> list[str]:
     """Source names that appear as words in ``sql`` (registering extra ones is harmless)."""
-    import re
-
     words = set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", sql))
     return [n for n in names if n in words]

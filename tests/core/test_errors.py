@@ -1,0 +1,42 @@
+import prodml.core as core
+from prodml.core.errors import (
+    ConfigError,
+    ContractViolation,
+    DataError,
+    MissingDependency,
+    ProdmlError,
+    SourceNotFound,
+)
+
+
+def test_every_error_maps_to_distinct_transport_codes() -> None:
+    classes = [getattr(core, n) for n in core.__all__ if n.endswith(("Error", "Violation", "Found",
+                                                                     "Input", "Unavailable", "Dependency"))]
+    assert ProdmlError in classes
+    for cls in classes:
+        assert issubclass(cls, ProdmlError)
+        assert 100 <= cls.http_status < 600
+        assert cls.grpc_code.isupper()
+        assert 0 < cls.exit_code < 128
+    assert ConfigError.exit_code == 2
+    assert ContractViolation.exit_code == 3
+
+
+def test_subclass_refines_codes_and_keeps_message_and_hint() -> None:
+    err = SourceNotFound("no file matches data/x.parquet", hint="check the path")
+    assert isinstance(err, DataError)
+    assert (err.http_status, err.grpc_code, err.exit_code) == (404, "NOT_FOUND", 4)
+    assert str(err) == "no file matches data/x.parquet\n  hint: check the path"
+
+
+def test_missing_dependency_names_the_pip_command() -> None:
+    err = MissingDependency("psycopg", "postgres")
+    assert err.hint == "pip install 'prodml[postgres]'"
+
+
+def test_public_api_is_pinned() -> None:
+    assert sorted(core.__all__) == [
+        "ConfigError", "ContractViolation", "DataError", "FeatureError", "InvalidInput",
+        "MissingDependency", "NotFound", "ProdmlError", "Project", "Settings", "SourceNotFound",
+        "Unavailable", "load_project",
+    ]
