@@ -54,21 +54,48 @@ def postgres_server() -> Iterator[str]:
         as_postgres = ["runuser", "-u", "postgres", "--"]
     try:
         subprocess.run(
-            [*as_postgres, str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
-             "-E", "UTF8", "--no-sync"],
-            check=True, capture_output=True, timeout=60,
+            [
+                *as_postgres,
+                str(bindir / "initdb"),
+                "-D",
+                str(data),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=60,
         )
         subprocess.run(
-            [*as_postgres, str(bindir / "pg_ctl"), "-D", str(data), "-w", "-t", "30", "-l",
-             str(root / "log"), "-o", f"-p {port} -c listen_addresses=127.0.0.1 -k {root} -c fsync=off",
-             "start"],
-            check=True, capture_output=True, timeout=60,
+            [
+                *as_postgres,
+                str(bindir / "pg_ctl"),
+                "-D",
+                str(data),
+                "-w",
+                "-t",
+                "30",
+                "-l",
+                str(root / "log"),
+                "-o",
+                f"-p {port} -c listen_addresses=127.0.0.1 -k {root} -c fsync=off",
+                "start",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=60,
         )
         yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
     finally:
         subprocess.run(
             [*as_postgres, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
-            capture_output=True, timeout=30, check=False,
+            capture_output=True,
+            timeout=30,
+            check=False,
         )
         shutil.rmtree(root, ignore_errors=True)
 
@@ -80,7 +107,8 @@ def s3_server() -> Iterator[str]:
     exe = Path(sys.executable).with_name("moto_server")
     proc = subprocess.Popen(
         [str(exe), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         wait_for_port(port)

@@ -10,8 +10,11 @@ from prodml.core.errors import (
 
 
 def test_every_error_maps_to_distinct_transport_codes() -> None:
-    classes = [getattr(core, n) for n in core.__all__ if n.endswith(("Error", "Violation", "Found",
-                                                                     "Input", "Unavailable", "Dependency"))]
+    classes = [
+        getattr(core, n)
+        for n in core.__all__
+        if n.endswith(("Error", "Violation", "Found", "Input", "Unavailable", "Dependency"))
+    ]
     assert ProdmlError in classes
     for cls in classes:
         assert issubclass(cls, ProdmlError)
@@ -36,7 +39,17 @@ def test_missing_dependency_names_the_pip_command() -> None:
 
 def test_public_api_is_pinned() -> None:
     assert sorted(core.__all__) == [
-        "ConfigError", "ContractViolation", "DataError", "FeatureError", "InvalidInput",
-        "MissingDependency", "NotFound", "ProdmlError", "Project", "Settings", "SourceNotFound",
-        "Unavailable", "load_project",
+        "ConfigError",
+        "ContractViolation",
+        "DataError",
+        "FeatureError",
+        "InvalidInput",
+        "MissingDependency",
+        "NotFound",
+        "ProdmlError",
+        "Project",
+        "Settings",
+        "SourceNotFound",
+        "Unavailable",
+        "load_project",
     ]

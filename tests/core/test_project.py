@@ -58,11 +58,14 @@ def test_nested_key_path_value_and_message(tmp_path: Path) -> None:
 
 
 def test_list_index_in_key_path(tmp_path: Path) -> None:
-    text = MINIMAL + """
+    text = (
+        MINIMAL
+        + """
 features:
   aggregates:
     - {source: t, timestamp: ts, windows: [7, -1]}
 """
+    )
     with pytest.raises(ConfigError) as info:
         load_project(_write(tmp_path, text), environ={})
     assert info.value.problems[0][0] == "features.aggregates[0].windows[1]"
@@ -90,8 +93,9 @@ def test_source_kinds_are_exclusive(tmp_path: Path) -> None:
     text = MINIMAL.replace("{path: data/t.parquet}", "{path: a.csv, sql: SELECT 1}")
     with pytest.raises(ConfigError, match="exactly one of 'path', 'sql' or 'postgres'"):
         load_project(_write(tmp_path, text), environ={})
-    text = MINIMAL.replace("  t: {path: data/t.parquet}",
-                           "  t: {path: data/t.parquet}\n  pg: {postgres: {table: x}}")
+    text = MINIMAL.replace(
+        "  t: {path: data/t.parquet}", "  t: {path: data/t.parquet}\n  pg: {postgres: {table: x}}"
+    )
     with pytest.raises(ConfigError, match="'dsn' or 'dsn_env'"):
         load_project(_write(tmp_path, text), environ={})
 
@@ -118,8 +122,12 @@ def test_bucketize_needs_increasing_boundaries(tmp_path: Path) -> None:
 
 
 def test_environment_overrides_deployment_sections_only(tmp_path: Path) -> None:
-    env = {"PRODML_SERVE__PORT": "9001", "PRODML_SERVE__CACHE__REDIS_URL": "redis://h:6379/0",
-           "PRODML_MODEL__ESTIMATOR": "nope", "PRODML_LOG_LEVEL": "DEBUG"}
+    env = {
+        "PRODML_SERVE__PORT": "9001",
+        "PRODML_SERVE__CACHE__REDIS_URL": "redis://h:6379/0",
+        "PRODML_MODEL__ESTIMATOR": "nope",
+        "PRODML_LOG_LEVEL": "DEBUG",
+    }
     project = load_project(_write(tmp_path, MINIMAL), environ=env)
     assert project.serve.port == 9001
     assert project.serve.cache.redis_url == "redis://h:6379/0"

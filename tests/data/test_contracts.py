@@ -17,14 +17,16 @@ def _rules(report) -> dict[tuple[str | None, str], tuple[int, list[object]]]:  #
     return {(v.column, v.rule): (v.count, v.sample) for v in report.violations}
 
 
-GOOD = pa.table({
-    "id": pa.array([1, 2, 3, 4], pa.int64()),
-    "age": pa.array([20, 30, 40, 50], pa.int32()),
-    "score": pa.array([0.1, 0.5, 0.9, 1.0]),
-    "plan": pa.array(["basic", "pro", "basic", "enterprise"]),
-    "email": pa.array(["a@x.io", "b@y.com", None, "c@z.org"]),
-    "ts": pa.array([datetime(2025, 1, d) for d in (1, 2, 3, 4)], pa.timestamp("us")),
-})
+GOOD = pa.table(
+    {
+        "id": pa.array([1, 2, 3, 4], pa.int64()),
+        "age": pa.array([20, 30, 40, 50], pa.int32()),
+        "score": pa.array([0.1, 0.5, 0.9, 1.0]),
+        "plan": pa.array(["basic", "pro", "basic", "enterprise"]),
+        "email": pa.array(["a@x.io", "b@y.com", None, "c@z.org"]),
+        "ts": pa.array([datetime(2025, 1, d) for d in (1, 2, 3, 4)], pa.timestamp("us")),
+    }
+)
 
 FULL = TableContract(
     id_column="id",
@@ -48,14 +50,16 @@ def test_good_data_passes_every_rule() -> None:
 
 
 def test_each_rule_catches_its_violation_with_counts_and_sample_ids() -> None:
-    bad = pa.table({
-        "id": pa.array([10, 11, 11, 13, 14], pa.int64()),
-        "age": pa.array([5, 30, 200, None, 40], pa.int32()),
-        "score": pa.array([0.1, float("nan"), None, 1.5, -0.5]),
-        "plan": pa.array(["basic", "gold", "pro", None, "silver"]),
-        "email": pa.array(["a@x.io", "nope", "b@y.com", "c@", None]),
-        "ts": pa.array([datetime(2024, 6, 1)] * 5, pa.timestamp("us")),
-    })
+    bad = pa.table(
+        {
+            "id": pa.array([10, 11, 11, 13, 14], pa.int64()),
+            "age": pa.array([5, 30, 200, None, 40], pa.int32()),
+            "score": pa.array([0.1, float("nan"), None, 1.5, -0.5]),
+            "plan": pa.array(["basic", "gold", "pro", None, "silver"]),
+            "email": pa.array(["a@x.io", "nope", "b@y.com", "c@", None]),
+            "ts": pa.array([datetime(2024, 6, 1)] * 5, pa.timestamp("us")),
+        }
+    )
     rules = _rules(_check(bad, FULL, as_of=datetime(2025, 1, 5)))
     assert rules[("id", "unique")] == (1, [11, 11])
     assert rules[("age", "min")] == (1, [10])
@@ -101,9 +105,16 @@ def test_unknown_id_column_is_a_config_error() -> None:
 
 def test_dictionary_strings_and_integer_categories() -> None:
     table = pa.table({"plan": pa.array(["a", "b", "c"]).dictionary_encode(), "k": [0, 1, 2]})
-    contract = TableContract(columns={"plan": ColumnRule(dtype="string", allowed=["a", "b"]),
-                                      "k": ColumnRule(dtype="int", allowed=[0, 1])})
-    assert _rules(_check(table, contract)) == {("plan", "allowed"): (1, [2]), ("k", "allowed"): (1, [2])}
+    contract = TableContract(
+        columns={
+            "plan": ColumnRule(dtype="string", allowed=["a", "b"]),
+            "k": ColumnRule(dtype="int", allowed=[0, 1]),
+        }
+    )
+    assert _rules(_check(table, contract)) == {
+        ("plan", "allowed"): (1, [2]),
+        ("k", "allowed"): (1, [2]),
+    }
 
 
 def test_large_table_counts_are_exact() -> None:
@@ -119,9 +130,14 @@ def test_large_table_counts_are_exact() -> None:
 
 @pytest.mark.parametrize(
     ("array", "family"),
-    [(pa.array([1], pa.int8()), "int"), (pa.array([1.0], pa.float32()), "float"),
-     (pa.array(["a"], pa.large_string()), "string"), (pa.array([True]), "bool"),
-     (pa.array([datetime(2025, 1, 1)]), "timestamp"), (pa.array([[1]]), None)],
+    [
+        (pa.array([1], pa.int8()), "int"),
+        (pa.array([1.0], pa.float32()), "float"),
+        (pa.array(["a"], pa.large_string()), "string"),
+        (pa.array([True]), "bool"),
+        (pa.array([datetime(2025, 1, 1)]), "timestamp"),
+        (pa.array([[1]]), None),
+    ],
 )
 def test_dtype_families(array: pa.Array, family: str | None) -> None:
     assert dtype_family(array.type) == family

@@ -23,7 +23,8 @@ def test_inferred_contract_holds_on_its_data_and_catches_change() -> None:
     assert contract.columns["age"].nullable is False
     assert validate_tables({"c": customers}, {"c": contract}).ok
     changed = customers.set_column(
-        customers.schema.get_field_index("plan"), "plan",
+        customers.schema.get_field_index("plan"),
+        "plan",
         pa.array(["gold"] * customers.num_rows),
     )
     report = validate_tables({"c": changed}, {"c": contract})

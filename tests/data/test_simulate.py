@@ -50,7 +50,9 @@ def test_drift_shifts_features_after_its_start() -> None:
 
     def mean_duration(world, after):  # type: ignore[no-untyped-def]
         s = world["sessions"]
-        keep = pc.greater_equal(s.column("ts"), pc.min(s.column("ts")).as_py().replace(year=2025, month=4, day=11))
+        keep = pc.greater_equal(
+            s.column("ts"), pc.min(s.column("ts")).as_py().replace(year=2025, month=4, day=11)
+        )
         mask = keep if after else pc.invert(keep)
         return pc.mean(s.filter(mask).column("duration_min")).as_py()
 
@@ -58,10 +60,15 @@ def test_drift_shifts_features_after_its_start() -> None:
     assert mean_duration(drifted, after=False) == pytest.approx(mean_duration(base, after=False), rel=0.05)
 
 
-@pytest.mark.parametrize(("kwargs", "match"), [
-    ({"customers": 1}, "too small"), ({"days": 20}, "no room"), ({"drift": 2.0}, "out of range"),
-    ({"drift": 0.5, "drift_start": 999}, "drift-start"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"customers": 1}, "too small"),
+        ({"days": 20}, "no room"),
+        ({"drift": 2.0}, "out of range"),
+        ({"drift": 0.5, "drift_start": 999}, "drift-start"),
+    ],
+)
 def test_bad_knobs(kwargs: dict[str, float], match: str) -> None:
     with pytest.raises(ConfigError, match=match):
         simulate(**{"customers": 100, "days": 200, **kwargs})  # type: ignore[arg-type]

@@ -11,8 +11,13 @@ from prodml.core.project import load_project
 from prodml.data.sources import Catalog, infer_format, read_files
 from tests.conftest import write_project
 
-ORDERS = pa.table({"customer_id": [1, 1, 2, 3, 3, 3], "amount": [10.0, 5.0, 7.5, 1.0, 2.0, 3.0],
-                   "day": [1, 2, 1, 1, 2, 3]})
+ORDERS = pa.table(
+    {
+        "customer_id": [1, 1, 2, 3, 3, 3],
+        "amount": [10.0, 5.0, 7.5, 1.0, 2.0, 3.0],
+        "day": [1, 2, 1, 1, 2, 3],
+    }
+)
 CUSTOMERS = pa.table({"customer_id": [1, 2, 3], "plan": ["basic", "pro", "basic"]})
 
 
@@ -44,7 +49,7 @@ def test_missing_and_unreadable_files_name_the_fix(tmp_path: Path) -> None:
     assert "source 'orders'" in info.value.message
     bad = tmp_path / "bad.parquet"
     bad.write_bytes(b"this is not parquet")
-    with pytest.raises(DataError, match="cannot read .* as parquet"):
+    with pytest.raises(DataError, match=r"cannot read .* as parquet"):
         read_files(str(bad))
     (tmp_path / "x.json").write_text("{}")
     with pytest.raises(ConfigError, match="format"):
@@ -66,8 +71,11 @@ def test_sql_source_joins_and_windows_over_other_sources(tmp_path: Path) -> None
         "sum(o.amount) OVER (PARTITION BY o.customer_id ORDER BY o.day) AS running "
         "FROM orders o JOIN customers c USING (customer_id)"
     )
-    project = _project(tmp_path, f"  orders: {{path: orders.parquet}}\n"
-                                 f"  customers: {{path: customers.parquet}}\n  running:\n    sql: {sql}")
+    project = _project(
+        tmp_path,
+        f"  orders: {{path: orders.parquet}}\n"
+        f"  customers: {{path: customers.parquet}}\n  running:\n    sql: {sql}",
+    )
     catalog = Catalog(project)
     result = catalog.read("running").sort_by([("customer_id", "ascending"), ("day", "ascending")])
     assert result.column("running").to_pylist() == [10.0, 15.0, 7.5, 1.0, 3.0, 6.0]
@@ -83,7 +91,9 @@ def test_sql_sources_in_a_cycle_are_refused(tmp_path: Path) -> None:
 
 def test_failing_sql_is_a_data_error(tmp_path: Path) -> None:
     pq.write_table(CUSTOMERS, tmp_path / "customers.parquet")
-    project = _project(tmp_path, "  customers: {path: customers.parquet}\n  bad: {sql: SELECT nope FROM customers}")
+    project = _project(
+        tmp_path, "  customers: {path: customers.parquet}\n  bad: {sql: SELECT nope FROM customers}"
+    )
     with pytest.raises(DataError, match="source 'bad': the SQL failed") as info:
         Catalog(project).read("bad")
     assert "customers" in (info.value.hint or "")
@@ -95,8 +105,12 @@ def test_s3_source_through_a_real_s3_api(
 ) -> None:
     import boto3
 
-    for key, value in {"AWS_ENDPOINT_URL": s3_endpoint, "AWS_ACCESS_KEY_ID": "test",
-                       "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+    for key, value in {
+        "AWS_ENDPOINT_URL": s3_endpoint,
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
         monkeypatch.setenv(key, value)
     s3 = boto3.client("s3", endpoint_url=s3_endpoint)
     s3.create_bucket(Bucket="lake")
@@ -105,26 +119,33 @@ def test_s3_source_through_a_real_s3_api(
         pq.write_table(ORDERS.slice(3 * i, 3), local)
         s3.upload_file(str(local), "lake", f"orders/part-{i}.parquet")
     pq.write_table(CUSTOMERS, tmp_path / "customers.parquet")
-    project = _project(tmp_path, "  orders: {path: 's3://lake/orders/*.parquet'}\n"
-                                 "  customers: {path: customers.parquet}")
+    project = _project(
+        tmp_path,
+        "  orders: {path: 's3://lake/orders/*.parquet'}\n  customers: {path: customers.parquet}",
+    )
     catalog = Catalog(project)
     assert catalog.read("orders").num_rows == 6
-    joined = catalog.query("SELECT plan, count(*) AS n FROM orders JOIN customers USING (customer_id) "
-                           "GROUP BY plan ORDER BY plan")
+    joined = catalog.query(
+        "SELECT plan, count(*) AS n FROM orders JOIN customers USING (customer_id) "
+        "GROUP BY plan ORDER BY plan"
+    )
     assert joined.to_pylist() == [{"plan": "basic", "n": 5}, {"plan": "pro", "n": 1}]
     with pytest.raises(SourceNotFound):
         read_files("s3://lake/nothing/*.parquet")
 
 
 @pytest.mark.integration
-def test_postgres_table_and_query_sources(tmp_path: Path, postgres_dsn: str,
-                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_postgres_table_and_query_sources(
+    tmp_path: Path, postgres_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import psycopg
 
     with psycopg.connect(postgres_dsn, autocommit=True) as conn:
         conn.execute("DROP TABLE IF EXISTS pg_customers")
         conn.execute("CREATE TABLE pg_customers (customer_id bigint primary key, plan text, fee float8)")
-        conn.execute("INSERT INTO pg_customers VALUES (1, 'basic', 9.99), (2, 'pro', 29.99), (3, 'pro', NULL)")
+        conn.execute(
+            "INSERT INTO pg_customers VALUES (1, 'basic', 9.99), (2, 'pro', 29.99), (3, 'pro', NULL)"
+        )
     monkeypatch.setenv("TEST_PG_DSN", postgres_dsn)
     project = _project(
         tmp_path,
@@ -138,7 +159,9 @@ def test_postgres_table_and_query_sources(tmp_path: Path, postgres_dsn: str,
     assert customers.num_rows == 3
     assert customers.column("fee").to_pylist() == [9.99, 29.99, None]
     assert catalog.read("pros").column("customer_id").to_pylist() == [2, 3]
-    assert catalog.query("SELECT count(*) AS n FROM customers JOIN pros USING (customer_id)").to_pylist() == [{"n": 2}]
+    assert catalog.query("SELECT count(*) AS n FROM customers JOIN pros USING (customer_id)").to_pylist() == [
+        {"n": 2}
+    ]
     with pytest.raises(SourceNotFound, match="missing_table"):
         catalog.read("ghost")
 
@@ -148,7 +171,8 @@ def test_postgres_down_is_unavailable_quickly(tmp_path: Path) -> None:
     from tests.servers import free_port
 
     project = _project(
-        tmp_path, f"  customers: {{postgres: {{dsn: 'postgresql://u@127.0.0.1:{free_port()}/db', table: t}}}}"
+        tmp_path,
+        f"  customers: {{postgres: {{dsn: 'postgresql://u@127.0.0.1:{free_port()}/db', table: t}}}}",
     )
     with pytest.raises(Unavailable, match="cannot reach PostgreSQL"):
         Catalog(project).read("customers")

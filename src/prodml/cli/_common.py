@@ -16,7 +16,7 @@ from rich.console import Console
 from prodml.core.errors import ProdmlError
 from prodml.core.project import Project, load_project
 
-__all__ = ["State", "console", "err_console", "handle_errors", "project_of"]
+__all__ = ["State", "console", "err_console", "handle_errors", "project_of", "set_state"]
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
@@ -34,14 +34,18 @@ class State:
     debug: bool = False
 
 
-def _state(ctx: typer.Context | None) -> State:
-    obj = ctx.find_root().obj if ctx is not None else None
-    return obj if isinstance(obj, State) else State()
+# Set by the root callback for the one command a process (or a CliRunner call) runs.
+_state = State()
 
 
-def project_of(ctx: typer.Context) -> Project:
+def set_state(state: State) -> None:
+    global _state
+    _state = state
+
+
+def project_of() -> Project:
     """Load the project named by ``--project`` (or ``./prodml.yaml``)."""
-    return load_project(_state(ctx).project)
+    return load_project(_state.project)
 
 
 def handle_errors(fn: Callable[P, R]) -> Callable[P, R]:
@@ -49,8 +53,7 @@ def handle_errors(fn: Callable[P, R]) -> Callable[P, R]:
 
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        ctx = next((a for a in (*args, *kwargs.values()) if isinstance(a, typer.Context)), None)
-        debug = _state(ctx).debug
+        debug = _state.debug
         try:
             return fn(*args, **kwargs)
         except (typer.Exit, typer.Abort):
@@ -68,9 +71,7 @@ def handle_errors(fn: Callable[P, R]) -> Callable[P, R]:
         except Exception as exc:  # an unexpected bug: still no traceback unless asked for
             if debug:
                 err_console.print(traceback.format_exc(), markup=False)
-            err_console.print(
-                f"[bold red]internal error:[/] {type(exc).__name__}: {exc}", soft_wrap=True
-            )
+            err_console.print(f"[bold red]internal error:[/] {type(exc).__name__}: {exc}", soft_wrap=True)
             err_console.print("[yellow]hint:[/] rerun with --debug for the traceback, and report it")
             raise typer.Exit(1) from None
 

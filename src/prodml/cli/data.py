@@ -31,7 +31,8 @@ def simulate(
     ] = None,
 ) -> None:
     """Generate the demo world: customers, sessions, payments, tickets and churn labels."""
-    from prodml.data.simulate import simulate as run, write_world
+    from prodml.data.simulate import simulate as run
+    from prodml.data.simulate import write_world
 
     start = time.perf_counter()
     world = run(customers, days, seed, drift, drift_start)
@@ -50,7 +51,6 @@ def simulate(
 @app.command()
 @handle_errors
 def validate(
-    ctx: typer.Context,
     source: Annotated[
         Optional[list[str]],  # noqa: UP045
         typer.Option("--source", "-s", help="Validate only these sources (repeatable)."),
@@ -69,7 +69,7 @@ def validate(
     from prodml.data.sources import Catalog
     from prodml.data.validate import validate_project, write_report
 
-    project = project_of(ctx)
+    project = project_of()
     catalog = Catalog(project)
     names = source or list(project.contract)
     with Progress(console=console, transient=True) as progress:
@@ -107,7 +107,6 @@ def _print_report(report: object) -> None:
 @app.command()
 @handle_errors
 def profile(
-    ctx: typer.Context,
     source: Annotated[
         Optional[list[str]],  # noqa: UP045
         typer.Option("--source", "-s", help="Profile only these sources (repeatable)."),
@@ -123,7 +122,7 @@ def profile(
     from prodml.data.profile import infer_contract, profile_table
     from prodml.data.sources import Catalog
 
-    project = project_of(ctx)
+    project = project_of()
     catalog = Catalog(project)
     names = source or catalog.names
     contracts = {}
@@ -135,15 +134,24 @@ def profile(
             table.add_column(col, justify="right" if col in ("nulls", "distinct") else "left")
         for c in cols:
             top = ", ".join(f"{v} ({k:,})" for v, k in c.top[:4])
-            table.add_row(c.name, c.dtype or "?", f"{c.nulls:,}", f"{c.distinct:,}",
-                          _short(c.min), _short(c.max), top)
+            table.add_row(
+                c.name,
+                c.dtype or "?",
+                f"{c.nulls:,}",
+                f"{c.distinct:,}",
+                _short(c.min),
+                _short(c.max),
+                top,
+            )
         console.print(table)
         if write_contract:
             contracts[name] = infer_contract(data)
     if write_contract:
         path = contract_file if contract_file.is_absolute() else project.root / contract_file
-        header = ("# Inferred by `prodml data profile --write-contract`: edit it, then paste it under "
-                  "`contract:` in prodml.yaml.\n")
+        header = (
+            "# Inferred by `prodml data profile --write-contract`: edit it, then paste it under "
+            "`contract:` in prodml.yaml.\n"
+        )
         atomic_write_text(path, header + yaml.safe_dump({"contract": contracts}, sort_keys=False))
         console.print(f"inferred contract written to {path}")
 
@@ -156,7 +164,6 @@ def _short(v: object) -> str:
 @app.command()
 @handle_errors
 def query(
-    ctx: typer.Context,
     sql: Annotated[str, typer.Argument(help="DuckDB SQL; tables are the source names.")],
     limit: Annotated[int, typer.Option(help="Rows to print.")] = 20,
     out: Annotated[
@@ -170,7 +177,7 @@ def query(
 
     if limit < 0:
         raise ConfigError(f"--limit {limit} is negative", hint="use 0 or more")
-    project = project_of(ctx)
+    project = project_of()
     result = Catalog(project).query(sql)
     if out is not None:
         with atomic_path(out) as tmp:

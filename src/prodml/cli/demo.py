@@ -51,8 +51,13 @@ def demo(
 
         start = time.perf_counter()
         frame, output = build_features(catalog)
-        steps.append(("features", time.perf_counter() - start,
-                      f"{frame.table.num_rows:,} rows × {len(frame.features)} features, {output}"))
+        steps.append(
+            (
+                "features",
+                time.perf_counter() - start,
+                f"{frame.table.num_rows:,} rows × {len(frame.features)} features, {output}",
+            )
+        )
         progress.update(task, advance=1, description="done")
 
     table = Table(title=f"prodml demo in {directory}", title_justify="left")

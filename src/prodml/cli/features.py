@@ -11,12 +11,12 @@ app = typer.Typer(help="Build features.", no_args_is_help=True)
 
 @app.command()
 @handle_errors
-def build(ctx: typer.Context) -> None:
+def build() -> None:
     """Compute every feature as of each label's timestamp and write the training frame (Parquet)."""
     from prodml.data.sources import Catalog
     from prodml.features.build import build_features, lineage_path
 
-    project = project_of(ctx)
+    project = project_of()
     with console.status("building features"):
         frame, output = build_features(Catalog(project))
     console.print(kv_table("Training frame", summary_rows(frame, output)))
@@ -38,6 +38,9 @@ def summary_rows(frame: object, output: object) -> list[tuple[str, object]]:
     numeric = pa.types.is_integer(target.type) or pa.types.is_floating(target.type)
     if frame.table.num_rows and numeric:
         rows.append(("target mean", f"{pc.mean(target).as_py():.4f}"))
-    rows += [("time", fmt_seconds(frame.seconds)), ("lineage hash", frame.lineage["hash"][:16]),
-             ("output", output)]
+    rows += [
+        ("time", fmt_seconds(frame.seconds)),
+        ("lineage hash", frame.lineage["hash"][:16]),
+        ("output", output),
+    ]
     return rows

@@ -9,7 +9,7 @@ import typer
 
 from prodml import __version__
 from prodml.cli import data, features
-from prodml.cli._common import State
+from prodml.cli._common import State, set_state
 from prodml.cli.demo import demo
 from prodml.cli.project import init
 from prodml.core.logging import configure_logging
@@ -36,7 +36,6 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def root(
-    ctx: typer.Context,
     project: Annotated[
         Optional[Path],  # noqa: UP045
         typer.Option("--project", "-p", help="prodml.yaml, or its directory (default: ./prodml.yaml)."),
@@ -48,6 +47,7 @@ def root(
 ) -> None:
     """prodml: one project file, one CLI, the whole ML lifecycle."""
     settings = Settings()
-    configure_logging("DEBUG" if debug or settings.debug else settings.log_level,
-                      json_lines=settings.log_json)
-    ctx.obj = State(project=project or settings.project, debug=debug or settings.debug)
+    configure_logging(
+        "DEBUG" if debug or settings.debug else settings.log_level, json_lines=settings.log_json
+    )
+    set_state(State(project=project or settings.project, debug=debug or settings.debug))

@@ -14,9 +14,7 @@ from prodml.core.errors import ConfigError
 @handle_errors
 def init(
     directory: Annotated[Path, typer.Argument(help="Directory to create the project in.")] = Path(),
-    example: Annotated[
-        str, typer.Option(help="Which example: churn, breast-cancer or diabetes.")
-    ] = "churn",
+    example: Annotated[str, typer.Option(help="Which example: churn, breast-cancer or diabetes.")] = "churn",
     customers: Annotated[int, typer.Option(help="churn: number of customers.")] = 5_000,
     days: Annotated[int, typer.Option(help="churn: days of history.")] = 365,
     seed: Annotated[int, typer.Option(help="churn: random seed.")] = 0,
@@ -28,7 +26,13 @@ def init(
     if example not in EXAMPLES:
         raise ConfigError(f"unknown example '{example}'", hint=f"choose one of: {', '.join(EXAMPLES)}")
     with console.status(f"writing the {example} example"):
-        path = write_example(directory, example, customers=customers, days=days, seed=seed,  # type: ignore[arg-type]
-                             force=force)
+        path = write_example(
+            directory,
+            example,
+            customers=customers,
+            days=days,
+            seed=seed,
+            force=force,
+        )
     console.print(f"[green]created[/] {path}")
     console.print(f"next: cd {directory} && prodml data validate && prodml features build")

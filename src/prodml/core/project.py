@@ -152,9 +152,13 @@ class Target(_Strict):
 Agg = Literal["count", "sum", "mean", "min", "max"]
 
 
+def _count_only() -> list[Agg]:
+    return ["count"]
+
+
 class Metric(_Strict):
     column: str = "*"
-    agg: list[Agg] = Field(default_factory=lambda: ["count"], min_length=1)
+    agg: list[Agg] = Field(default_factory=_count_only, min_length=1)
 
     @model_validator(mode="after")
     def _star_is_count(self) -> Metric:
@@ -342,9 +346,7 @@ def env_overrides(data: dict[str, Any], environ: Mapping[str, str]) -> dict[str,
     return data
 
 
-def load_project(
-    path: StrPath | None = None, *, environ: Mapping[str, str] | None = None
-) -> Project:
+def load_project(path: StrPath | None = None, *, environ: Mapping[str, str] | None = None) -> Project:
     """Read, override and validate a project file.
 
     Args:

@@ -7,7 +7,13 @@ from typing import Any
 
 import pyarrow as pa
 
-from prodml.core.errors import ConfigError, DataError, MissingDependency, SourceNotFound, Unavailable
+from prodml.core.errors import (
+    ConfigError,
+    DataError,
+    MissingDependency,
+    SourceNotFound,
+    Unavailable,
+)
 from prodml.core.project import PostgresSpec
 
 __all__ = ["read_postgres", "resolve_dsn"]

@@ -37,7 +37,12 @@ def profile_table(table: pa.Table) -> tuple[int, list[ColumnProfile]]:
         exprs = ["count(*)"]
         for c in cols:
             qc = quote_ident(c)
-            exprs += [f"count(*) - count({qc})", f"approx_count_distinct({qc})", f"min({qc})", f"max({qc})"]
+            exprs += [
+                f"count(*) - count({qc})",
+                f"approx_count_distinct({qc})",
+                f"min({qc})",
+                f"max({qc})",
+            ]
         row = con.execute(f"SELECT {', '.join(exprs)} FROM __t").fetchall()[0]
         assert row is not None
         n, out = int(row[0]), []

@@ -104,9 +104,7 @@ def simulate(
     d0 = float(days if drift_start is None or drift == 0 else drift_start)  # first drifted day
 
     # Static attributes. A third of the customers exist before day 0, the rest sign up over the period.
-    signup = np.where(
-        rng.random(n) < 0.35, -rng.random(n) * 365.0, rng.random(n) * (days - HORIZON_DAYS)
-    )
+    signup = np.where(rng.random(n) < 0.35, -rng.random(n) * 365.0, rng.random(n) * (days - HORIZON_DAYS))
     plan_i = rng.choice(3, size=n, p=PLAN_P)
     drifted_signup = signup >= d0
     age = np.clip(rng.normal(38 + 10 * drift * drifted_signup, 11), 18, 90).astype(np.int64)
@@ -117,8 +115,7 @@ def simulate(
 
     # Churn: exponential time with a hazard from engagement, plan, payment reliability and age.
     hazard = 0.0025 * np.exp(
-        -0.9 * np.log(engagement) + 0.5 * (plan_i == 0) - 0.4 * (plan_i == 2) + 8 * fail_p
-        - 0.01 * (age - 38)
+        -0.9 * np.log(engagement) + 0.5 * (plan_i == 0) - 0.4 * (plan_i == 2) + 8 * fail_p - 0.01 * (age - 38)
     )
     churn = signup + rng.exponential(1.0 / hazard)
     end = np.minimum(churn, days)
@@ -139,8 +136,12 @@ def simulate(
     duration = rng.lognormal(np.log(12 * eng_of**0.3), 0.5)
     duration = np.where(s_day >= d0, duration * (1 - 0.5 * drift), duration).round(2)
     sessions = pa.table(
-        {"customer_id": s_owner, "ts": _ts(s_day), "duration_min": duration,
-         "device": rng.choice(np.array(["web", "ios", "android"]), size=s_owner.size)}
+        {
+            "customer_id": s_owner,
+            "ts": _ts(s_day),
+            "duration_min": duration,
+            "device": rng.choice(np.array(["web", "ios", "android"]), size=s_owner.size),
+        }
     )
 
     # Payments: every 30 days from signup while active; failures more likely in the decline window.
@@ -152,8 +153,12 @@ def simulate(
     in_decline = p_day >= decline_from[p_owner_i]
     failed = rng.random(p_owner_i.size) < np.where(in_decline, fail_p[p_owner_i] + 0.15, fail_p[p_owner_i])
     payments = pa.table(
-        {"customer_id": ids[p_owner_i], "ts": _ts(p_day), "amount": fee[p_owner_i].round(2),
-         "failed": failed}
+        {
+            "customer_id": ids[p_owner_i],
+            "ts": _ts(p_day),
+            "amount": fee[p_owner_i].round(2),
+            "failed": failed,
+        }
     )
 
     # Support tickets: rare, three times as frequent before churning.
@@ -161,28 +166,46 @@ def simulate(
     t2o, t2d = _segments(rng, ids, np.maximum(decline_from, lo), end, np.full(n, 0.03))
     t_owner, t_day = np.concatenate([t1o, t2o]), np.concatenate([t1d, t2d])
     tickets = pa.table(
-        {"customer_id": t_owner, "ts": _ts(t_day),
-         "severity": rng.choice(np.array([1, 2, 3]), size=t_owner.size, p=[0.6, 0.3, 0.1])}
+        {
+            "customer_id": t_owner,
+            "ts": _ts(t_day),
+            "severity": rng.choice(np.array([1, 2, 3]), size=t_owner.size, p=[0.6, 0.3, 0.1]),
+        }
     )
 
     # Labels: weekly prediction times for active customers; churned = churns within 30 days.
     times = np.arange(WARMUP_DAYS, days - HORIZON_DAYS + 1, LABEL_EVERY_DAYS, dtype=np.float64)
-    cust, tix = np.meshgrid(np.arange(n), np.arange(times.size), indexing="ij")
-    cust, t = cust.ravel(), times[tix.ravel()]
+    grid_c, grid_t = np.meshgrid(np.arange(n), np.arange(times.size), indexing="ij")
+    cust, t = grid_c.ravel(), times[grid_t.ravel()]
     active = (signup[cust] <= t) & (churn[cust] > t)
     cust, t = cust[active], t[active]
     labels = pa.table(
-        {"customer_id": ids[cust], "prediction_ts": _ts(t),
-         "label_ts": _ts(t + HORIZON_DAYS),
-         "churned": (churn[cust] <= t + HORIZON_DAYS).astype(np.int64)}
+        {
+            "customer_id": ids[cust],
+            "prediction_ts": _ts(t),
+            "label_ts": _ts(t + HORIZON_DAYS),
+            "churned": (churn[cust] <= t + HORIZON_DAYS).astype(np.int64),
+        }
     )
     emails = np.char.add(np.char.add("user", ids.astype(str)), "@example.com")
     customers_t = pa.table(
-        {"customer_id": ids, "signup_ts": _ts(signup), "plan": PLANS[plan_i], "country": country,
-         "age": age, "monthly_fee": fee.round(2), "email": emails}
+        {
+            "customer_id": ids,
+            "signup_ts": _ts(signup),
+            "plan": PLANS[plan_i],
+            "country": country,
+            "age": age,
+            "monthly_fee": fee.round(2),
+            "email": emails,
+        }
     )
-    return {"customers": customers_t, "sessions": sessions, "payments": payments,
-            "tickets": tickets, "labels": labels}
+    return {
+        "customers": customers_t,
+        "sessions": sessions,
+        "payments": payments,
+        "tickets": tickets,
+        "labels": labels,
+    }
 
 
 def write_world(world: dict[str, pa.Table], out: Path) -> dict[str, Path]:

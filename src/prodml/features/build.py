@@ -24,8 +24,13 @@ def build_features(catalog: Catalog) -> tuple[TrainingFrame, Path]:
     project = catalog.project
     frame = build_training_frame(catalog)
     output = Path(project.resolve(project.features.output))
-    lineage = {**frame.lineage, "categorical": frame.categorical, "target": project.target.column,
-               "entity": project.entity, "timestamp": project.target.timestamp}
+    lineage = {
+        **frame.lineage,
+        "categorical": frame.categorical,
+        "target": project.target.column,
+        "entity": project.entity,
+        "timestamp": project.target.timestamp,
+    }
     # The lineage travels inside the Parquet file too, so the frame is self-describing even if the
     # human-readable sidecar is lost or stale.
     table = frame.table.replace_schema_metadata({"prodml.lineage": json.dumps(lineage)})

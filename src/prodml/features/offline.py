@@ -35,7 +35,13 @@ from prodml.core.project import Aggregate, Attributes, Project
 from prodml.data.contracts import quote_ident as q
 from prodml.data.sources import Catalog
 
-__all__ = ["TrainingFrame", "aggregate_sql", "build_training_frame", "feature_names", "table_digest"]
+__all__ = [
+    "TrainingFrame",
+    "aggregate_sql",
+    "build_training_frame",
+    "feature_names",
+    "table_digest",
+]
 
 LABEL_ROW = "__label_row"
 
@@ -94,8 +100,7 @@ def aggregate_sql(
     value_cols = sorted({m.column for m in agg.metrics if m.column != "*"})
     e, ts = q(entity), q(agg.timestamp)
     ev_values = "".join(
-        f", {f'CAST({q(c)} AS INTEGER)' if c in bool_columns else q(c)} AS {q('v_' + c)}"
-        for c in value_cols
+        f", {f'CAST({q(c)} AS INTEGER)' if c in bool_columns else q(c)} AS {q('v_' + c)}" for c in value_cols
     )
     marker_values = "".join(f", NULL AS {q('v_' + c)}" for c in value_cols)
     selects: list[str] = []
@@ -115,8 +120,7 @@ def aggregate_sql(
                 selects.append(f"{cast.format(f'{sql_fn}({arg}) OVER {wname}')} AS {q(next(names))}")
     if agg.days_since_last:
         windows.append(
-            "wall AS (PARTITION BY __e ORDER BY __ts "
-            "RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)"
+            "wall AS (PARTITION BY __e ORDER BY __ts RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)"
         )
         selects.append("max(CASE WHEN __ev = 1 THEN __ts END) OVER wall AS __last")
     epoch = "EXTRACT(EPOCH FROM (__ts - __last))"
@@ -205,8 +209,12 @@ def build_training_frame(catalog: Catalog) -> TrainingFrame:
         con.register(view, events.select(list(dict.fromkeys(cols))))
         bools = frozenset(c for c in cols[2:] if pa.types.is_boolean(events.schema.field(c).type))
         sql = aggregate_sql(
-            agg, entity=project.entity or "", events=view, spine="__spine",
-            spine_ts=target.timestamp or "", bool_columns=bools,
+            agg,
+            entity=project.entity or "",
+            events=view,
+            spine="__spine",
+            spine_ts=target.timestamp or "",
+            bool_columns=bools,
         )
         parts.append((sql, feature_names(agg)))
         inputs[agg.source] = inputs.get(agg.source) or table_digest(events)
@@ -215,8 +223,12 @@ def build_training_frame(catalog: Catalog) -> TrainingFrame:
         table = catalog.read(att.source)
         columns = _attribute_columns(att, table, project)
         _need_columns(table, att.source, columns, f"features.attributes[{i}].columns")
-        categorical += [c for c in columns if pa.types.is_string(table.schema.field(c).type)
-                        or pa.types.is_large_string(table.schema.field(c).type)]
+        categorical += [
+            c
+            for c in columns
+            if pa.types.is_string(table.schema.field(c).type)
+            or pa.types.is_large_string(table.schema.field(c).type)
+        ]
         if att.source == target.source:
             view = "__labels_full"
             con.register(view, labels.append_column(LABEL_ROW, spine.column(LABEL_ROW)))
@@ -225,8 +237,12 @@ def build_training_frame(catalog: Catalog) -> TrainingFrame:
             continue
         entity = project.entity
         assert entity is not None  # checked when the project was loaded
-        _need_columns(table, att.source, [entity] + ([att.timestamp] if att.timestamp else []),
-                      f"features.attributes[{i}]")
+        _need_columns(
+            table,
+            att.source,
+            [entity] + ([att.timestamp] if att.timestamp else []),
+            f"features.attributes[{i}]",
+        )
         view = f"__att{i}"
         con.register(view, table)
         sel = ", ".join(f"a.{q(c)}" for c in columns)
@@ -236,9 +252,7 @@ def build_training_frame(catalog: Catalog) -> TrainingFrame:
                 f"ON s.{q(entity)} = a.{q(entity)} AND s.{q(target.timestamp or '')} >= a.{q(att.timestamp)}"
             )
         else:
-            dup = con.execute(
-                f"SELECT count(*) - count(DISTINCT {q(entity)}) FROM {view}"
-            ).fetchall()[0]
+            dup = con.execute(f"SELECT count(*) - count(DISTINCT {q(entity)}) FROM {view}").fetchall()[0]
             if dup and dup[0]:
                 raise FeatureError(
                     f"features.attributes[{i}]: source '{att.source}' has {dup[0]} duplicate "
@@ -258,9 +272,7 @@ def build_training_frame(catalog: Catalog) -> TrainingFrame:
         )
     ctes = ",\n".join(f"p{i} AS ({sql})" for i, (sql, _) in enumerate(parts))
     joins = " ".join(f"LEFT JOIN p{i} USING ({LABEL_ROW})" for i in range(len(parts)))
-    select = ", ".join(
-        [*(f"s.{q(k)}" for k in keys), *(q(f) for f in features), f"s.{q(target.column)}"]
-    )
+    select = ", ".join([*(f"s.{q(k)}" for k in keys), *(q(f) for f in features), f"s.{q(target.column)}"])
     order = ", ".join(q(k) for k in reversed(keys)) or LABEL_ROW
     sql = (f"WITH {ctes}\n" if parts else "") + (
         f"SELECT {select} FROM __spine s {joins} ORDER BY {order}, {LABEL_ROW}"
@@ -275,7 +287,11 @@ def build_training_frame(catalog: Catalog) -> TrainingFrame:
     finally:
         con.close()
     definitions = project.features.model_dump(exclude={"output"}, mode="json")
-    spec = {"entity": project.entity, "target": target.model_dump(mode="json"), "features": definitions}
+    spec = {
+        "entity": project.entity,
+        "target": target.model_dump(mode="json"),
+        "features": definitions,
+    }
     definition_hash = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
     lineage = {
         "inputs": dict(sorted(inputs.items())),
