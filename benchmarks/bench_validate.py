@@ -3,7 +3,7 @@
     python benchmarks/bench_validate.py [--rows 10000000] [--only prodml,gx,pandera]
 
 The frame has 20 columns (10 float, 4 int, 3 categorical, 1 e-mail string, 1 unique id, 1 timestamp) and
-a planted 0.1% of bad values; the 36 rules are not-null, between, in-set, regex (anchored, so every tool
+a planted 0.1% of bad values; the 38 rules are not-null, between, in-set, regex (anchored, so every tool
 reads it the same way) and unique. Each tool gets the input it is built for: prodml an Arrow table (also
 timed from pandas, conversion included), GX and pandera a pandas DataFrame. Every tool must find the same
 number of failing rules, or the run fails. Prints one table: seconds, rows/s, and the speed-up vs GX.

