@@ -259,7 +259,7 @@ def _run_checks(
             counts[id(c)] = int(extra or 0)
             if values:
                 c.where = f"{q} IN ({', '.join(_literal(v) for v in values)})"
-    out = []
+    out, k = [], int(sample_size)
     for check in checks:
         count = counts[id(check)]
         if not count:
@@ -267,7 +267,7 @@ def _run_checks(
         sample: list[Any] = []
         if sample_size and check.where is not None:
             for source in ("__head", "__t"):
-                sql = f"SELECT {ident} FROM {source} WHERE {check.where} ORDER BY {ROW_ID} LIMIT {sample_size:d}"
+                sql = f"SELECT {ident} FROM {source} WHERE {check.where} ORDER BY {ROW_ID} LIMIT {k}"
                 sample = [r[0] for r in con.execute(sql).fetchall()]
                 if len(sample) >= min(sample_size, count):
                     break
@@ -341,7 +341,8 @@ def _column_checks(col: str, rule: ColumnRule, found: DType | None) -> list[_Che
             _Check(
                 col,
                 "unique",
-                "has duplicate values; the contract wants them unique — deduplicate upstream or drop 'unique'",
+                "has duplicate values; the contract wants them unique — deduplicate upstream or drop "
+                "'unique'",
                 unique=q,
             )
         )
