@@ -32,6 +32,7 @@ class State:
 
     project: Path | None = None
     debug: bool = False
+    tracking_uri: str | None = None
 
 
 # Set by the root callback for the one command a process (or a CliRunner call) runs.
@@ -41,6 +42,11 @@ _state = State()
 def set_state(state: State) -> None:
     global _state
     _state = state
+
+
+def tracking_uri() -> str | None:
+    """PRODML_TRACKING_URI, when set (it wins over the project file and MLFLOW_TRACKING_URI)."""
+    return _state.tracking_uri
 
 
 def project_of() -> Project:

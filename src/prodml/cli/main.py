@@ -8,10 +8,11 @@ from typing import Annotated, Optional
 import typer
 
 from prodml import __version__
-from prodml.cli import data, features
+from prodml.cli import data, features, models
 from prodml.cli._common import State, set_state
 from prodml.cli.demo import demo
 from prodml.cli.project import init
+from prodml.cli.train import train
 from prodml.core.logging import configure_logging
 from prodml.core.settings import Settings
 
@@ -24,7 +25,9 @@ app = typer.Typer(
 )
 app.add_typer(data.app, name="data")
 app.add_typer(features.app, name="features")
+app.add_typer(models.app, name="models")
 app.command()(init)
+app.command()(train)
 app.command()(demo)
 
 
@@ -50,4 +53,10 @@ def root(
     configure_logging(
         "DEBUG" if debug or settings.debug else settings.log_level, json_lines=settings.log_json
     )
-    set_state(State(project=project or settings.project, debug=debug or settings.debug))
+    set_state(
+        State(
+            project=project or settings.project,
+            debug=debug or settings.debug,
+            tracking_uri=settings.tracking_uri,
+        )
+    )

@@ -39,3 +39,6 @@ def configure_logging(level: str = "INFO", *, json_lines: bool = False) -> None:
     )
     logger.addHandler(handler)
     logger.propagate = False
+    # Libraries that log set-up chatter at INFO (database migrations, artifact uploads).
+    for noisy in ("mlflow", "alembic", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if level.upper() == "DEBUG" else logging.WARNING)

@@ -39,16 +39,14 @@ def _labels(p: Array, threshold: float) -> np.ndarray:
 
 
 def _argmax(p: Array) -> np.ndarray:
-    return np.asarray(p).argmax(axis=1)
+    return np.asarray(np.asarray(p).argmax(axis=1))
 
 
-def _per_group(
-    y: Array, score: Array, group: Array, fn: Callable[[np.ndarray, np.ndarray], float]
-) -> float:
+def _per_group(y: Array, score: Array, group: Array, fn: Callable[[np.ndarray, np.ndarray], float]) -> float:
     y, score, group = np.asarray(y), np.asarray(score), np.asarray(group)
     order = np.argsort(group, kind="stable")
     y, score, group = y[order], score[order], group[order]
-    bounds = np.flatnonzero(np.diff(group)) + 1
+    bounds = np.flatnonzero(group[1:] != group[:-1]) + 1
     values = [
         fn(yy, ss) for yy, ss in zip(np.split(y, bounds), np.split(score, bounds), strict=True) if yy.any()
     ]
@@ -95,7 +93,9 @@ METRICS: dict[str, Metric] = {
         lambda y, p, threshold=0.5, **_: skm.precision_score(y, _labels(p, threshold), zero_division=0),
         ("binary",),
     ),
-    "recall": Metric(lambda y, p, threshold=0.5, **_: skm.recall_score(y, _labels(p, threshold)), ("binary",)),
+    "recall": Metric(
+        lambda y, p, threshold=0.5, **_: skm.recall_score(y, _labels(p, threshold)), ("binary",)
+    ),
     "log_loss": Metric(lambda y, p, **_: skm.log_loss(y, p), ("binary", "multiclass"), False),
     "brier": Metric(lambda y, p, **_: skm.brier_score_loss(y, p), ("binary",), False),
     "accuracy": Metric(
@@ -106,9 +106,7 @@ METRICS: dict[str, Metric] = {
     ),
     # multiclass: prediction = (n, k) probabilities, columns in sorted class order
     "macro_f1": Metric(lambda y, p, **_: skm.f1_score(y, _argmax(p), average="macro"), ("multiclass",)),
-    "weighted_f1": Metric(
-        lambda y, p, **_: skm.f1_score(y, _argmax(p), average="weighted"), ("multiclass",)
-    ),
+    "weighted_f1": Metric(lambda y, p, **_: skm.f1_score(y, _argmax(p), average="weighted"), ("multiclass",)),
     # regression
     "mse": Metric(lambda y, p, **_: skm.mean_squared_error(y, p), ("regression",), False),
     "rmse": Metric(lambda y, p, **_: skm.root_mean_squared_error(y, p), ("regression",), False),

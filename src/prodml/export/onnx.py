@@ -1,0 +1,221 @@
+"""Convert a fitted pipeline (preprocessing + estimator) into one ONNX graph, and prove it agrees.
+
+The graph has one input per feature column, ``[None, 1]`` each: float for numbers, string for
+categories, so a client sends columns by name and the server needs no preprocessing code. Classifiers
+output ``label`` and ``probabilities`` (a plain tensor, no ZipMap); regressors output ``variable``.
+
+prodml's own transformers get ONNX converters here, and LightGBM/XGBoost use onnxmltools' converters
+registered with skl2onnx, so whole pipelines convert in one call.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from prodml.core.errors import MissingDependency, ProdmlError
+
+__all__ = ["ExportError", "check_parity", "onnx_inputs", "to_onnx"]
+
+TARGET_OPSET = {"": 18, "ai.onnx.ml": 3}
+
+
+class ExportError(ProdmlError):
+    """The model cannot be converted to ONNX, or the ONNX graph disagrees with the native model."""
+
+    exit_code = 8
+
+
+def _one_to_one_shape(operator: Any) -> None:
+    from skl2onnx.common.data_types import FloatTensorType
+
+    n, c = operator.inputs[0].type.shape
+    operator.outputs[0].type = FloatTensorType([n, c])
+
+
+def _convert_signed_log1p(scope: Any, operator: Any, container: Any) -> None:
+    from skl2onnx.algebra.onnx_ops import OnnxAbs, OnnxAdd, OnnxLog, OnnxMul, OnnxSign
+
+    opv = container.target_opset
+    x = operator.inputs[0]
+    log = OnnxLog(
+        OnnxAdd(OnnxAbs(x, op_version=opv), np.array([1], np.float32), op_version=opv), op_version=opv
+    )
+    OnnxMul(OnnxSign(x, op_version=opv), log, op_version=opv, output_names=operator.outputs[:1]).add_to(
+        scope, container
+    )
+
+
+def _convert_bucketize(scope: Any, operator: Any, container: Any) -> None:
+    from skl2onnx.algebra.onnx_ops import (
+        OnnxCast,
+        OnnxGreaterOrEqual,
+        OnnxIsNaN,
+        OnnxReduceSum,
+        OnnxUnsqueeze,
+        OnnxWhere,
+    )
+    from skl2onnx.proto import onnx_proto
+
+    opv = container.target_opset
+    x = operator.inputs[0]
+    edges = np.asarray(operator.raw_operator.boundaries_, np.float32).reshape(1, 1, -1)
+    # bucket = number of boundaries <= x, i.e. searchsorted(boundaries, x, side="right")
+    ge = OnnxGreaterOrEqual(OnnxUnsqueeze(x, np.array([2], np.int64), op_version=opv), edges, op_version=opv)
+    count = OnnxReduceSum(
+        OnnxCast(ge, to=onnx_proto.TensorProto.FLOAT, op_version=opv),
+        np.array([2], np.int64),
+        keepdims=0,
+        op_version=opv,
+    )
+    OnnxWhere(
+        OnnxIsNaN(x, op_version=opv), x, count, op_version=opv, output_names=operator.outputs[:1]
+    ).add_to(scope, container)
+
+
+@functools.cache
+def _register_converters() -> None:
+    """Teach skl2onnx prodml's transformers and the boosting libraries that are installed."""
+    from skl2onnx import update_registered_converter
+    from skl2onnx.common.shape_calculator import (
+        calculate_linear_classifier_output_shapes,
+        calculate_linear_regressor_output_shapes,
+    )
+
+    from prodml.features.transforms import Bucketize, SignedLog1p
+
+    update_registered_converter(SignedLog1p, "ProdmlSignedLog1p", _one_to_one_shape, _convert_signed_log1p)
+    update_registered_converter(Bucketize, "ProdmlBucketize", _one_to_one_shape, _convert_bucketize)
+    classifier_options = {"nocl": [True, False], "zipmap": [True, False, "columns"]}
+    try:
+        from lightgbm import LGBMClassifier, LGBMRegressor
+        from onnxmltools.convert.lightgbm.operator_converters.LightGbm import convert_lightgbm
+
+        update_registered_converter(
+            LGBMClassifier,
+            "LightGbmLGBMClassifier",
+            calculate_linear_classifier_output_shapes,
+            convert_lightgbm,
+            options=classifier_options,
+        )
+        update_registered_converter(
+            LGBMRegressor,
+            "LightGbmLGBMRegressor",
+            calculate_linear_regressor_output_shapes,
+            convert_lightgbm,
+            options={"split": None},
+        )
+    except ImportError:
+        pass
+    try:
+        from onnxmltools.convert.xgboost.operator_converters.XGBoost import convert_xgboost
+        from xgboost import XGBClassifier, XGBRegressor
+
+        update_registered_converter(
+            XGBClassifier,
+            "XGBoostXGBClassifier",
+            calculate_linear_classifier_output_shapes,
+            convert_xgboost,
+            options=classifier_options,
+        )
+        update_registered_converter(
+            XGBRegressor, "XGBoostXGBRegressor", calculate_linear_regressor_output_shapes, convert_xgboost
+        )
+    except ImportError:
+        pass
+
+
+def onnx_inputs(frame: pd.DataFrame) -> dict[str, np.ndarray]:
+    """The ONNX feeds for a frame of feature columns: float32 or string, shape ``[n, 1]`` each."""
+    feeds = {}
+    for name in frame.columns:
+        col = frame[name]
+        if col.dtype == object or isinstance(col.dtype, pd.StringDtype | pd.CategoricalDtype):
+            feeds[name] = col.astype(object).fillna("").astype(str).to_numpy(dtype=object).reshape(-1, 1)
+        else:
+            feeds[name] = col.to_numpy(dtype=np.float32, na_value=np.nan).reshape(-1, 1)
+    return feeds
+
+
+def to_onnx(pipeline: Any, sample: pd.DataFrame, *, name: str = "prodml") -> Any:
+    """Convert a fitted pipeline whose input is ``sample``'s columns into an ``onnx.ModelProto``.
+
+    Raises:
+        ExportError: a step has no ONNX converter, or conversion fails.
+        MissingDependency: skl2onnx is not installed.
+    """
+    try:
+        from skl2onnx import convert_sklearn
+        from skl2onnx.common.data_types import FloatTensorType, StringTensorType
+    except ImportError as exc:  # pragma: no cover - depends on the installed extras
+        raise MissingDependency("skl2onnx", "train") from exc
+    _register_converters()
+    types = [
+        (c, StringTensorType([None, 1]) if v.dtype == object else FloatTensorType([None, 1]))
+        for c, v in onnx_inputs(sample.head(1)).items()
+    ]
+    estimator = pipeline.steps[-1][1]
+    options = {id(estimator): {"zipmap": False}} if hasattr(estimator, "predict_proba") else None
+    try:
+        model = convert_sklearn(
+            pipeline, name=name, initial_types=types, options=options, target_opset=TARGET_OPSET
+        )
+    except Exception as exc:  # skl2onnx raises many types; all mean "cannot convert"
+        raise ExportError(
+            f"cannot convert the model to ONNX: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}",
+            hint="choose an estimator and transforms that prodml exports (see README, 'Estimators')",
+        ) from exc
+    if hasattr(estimator, "predict_proba"):
+        outputs = [o.name for o in model.graph.output]
+        if outputs != ["label", "probabilities"]:  # pragma: no cover - converter contract
+            raise ExportError(f"unexpected ONNX outputs {outputs}")
+    return model
+
+
+def predict_onnx(model: Any, frame: pd.DataFrame) -> np.ndarray:
+    """Run the ONNX graph on a frame: probabilities ``(n, k)`` for classifiers, values ``(n,)`` else."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    outputs = session.run(None, onnx_inputs(frame))
+    if len(outputs) == 2:  # classifier: label, probabilities
+        return np.asarray(outputs[1])
+    return np.asarray(outputs[0]).reshape(len(frame))
+
+
+def check_parity(
+    pipeline: Any, model: Any, frame: pd.DataFrame, *, atol: float = 1e-4, rtol: float = 1e-5
+) -> dict[str, float]:
+    """Compare ONNX and native predictions on ``frame``; raise ExportError beyond ``atol + rtol*|y|``.
+
+    The frame's numeric columns are cast to float32 first (what the graph receives), so both sides see
+    the same values and a tree split exactly at a rounded value cannot make them disagree.
+
+    Returns:
+        ``{"max_abs_diff": …, "rows": …}``.
+    """
+    frame32 = frame.copy()
+    for c in frame32.columns:
+        if frame32[c].dtype != object:
+            frame32[c] = frame32[c].astype(np.float32)
+    native = (
+        pipeline.predict_proba(frame32) if hasattr(pipeline, "predict_proba") else pipeline.predict(frame32)
+    )
+    onnx_pred = predict_onnx(model, frame32)
+    native = np.asarray(native, dtype=np.float64).reshape(onnx_pred.shape)
+    diff = np.abs(native - onnx_pred.astype(np.float64))
+    worst = float(np.nanmax(diff)) if diff.size else 0.0
+    over = diff > atol + rtol * np.abs(native)
+    if over.any() or np.isnan(onnx_pred).sum() != np.isnan(native).sum():
+        bad = int(over.any(axis=-1).sum()) if over.ndim > 1 else int(over.sum())
+        raise ExportError(
+            f"the ONNX graph disagrees with the native model on {bad} of {len(frame)} rows "
+            f"(max |diff| {worst:.3g} > {atol:g})",
+            hint="this is a converter bug or an unsupported option; the model was not registered",
+        )
+    return {"max_abs_diff": worst, "rows": float(len(frame))}

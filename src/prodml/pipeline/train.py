@@ -1,0 +1,258 @@
+"""``prodml train``: validate → features → cross-validate → fit → explain → export → register.
+
+Nothing is registered unless every step succeeds: a contract violation, a config error, a failed
+conversion or an ONNX/native disagreement stops the run before the registry sees a version.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from prodml.core.errors import ContractViolation
+from prodml.core.files import atomic_write_text
+from prodml.core.project import Project
+from prodml.data.sources import Catalog
+from prodml.data.validate import validate_project, write_report
+from prodml.export.onnx import check_parity, to_onnx
+from prodml.export.package import write_package
+from prodml.export.profile import reference_profile
+from prodml.export.schema import infer_schema
+from prodml.features.build import build_features
+from prodml.registry.mlflow import ModelVersion, Registry, tracking_uri_for
+from prodml.registry.promotion import METRIC_TAG
+from prodml.train.explain import explain
+from prodml.train.report import render_report
+from prodml.train.trainer import TrainResult, train
+
+__all__ = ["TrainingOutcome", "run_training"]
+
+logger = logging.getLogger(__name__)
+PARITY_ROWS = 5_000
+PACKAGES = (
+    "numpy",
+    "pandas",
+    "scikit-learn",
+    "onnx",
+    "onnxruntime",
+    "skl2onnx",
+    "mlflow",
+    "lightgbm",
+    "xgboost",
+)
+
+
+@dataclass
+class TrainingOutcome:
+    """What a training run left behind."""
+
+    version: ModelVersion
+    tracking_uri: str
+    result: TrainResult
+    report: Path
+    parity: dict[str, float]
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def _git_commit(root: Path) -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return out.stdout.strip() or "unknown"
+
+
+def _versions() -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return found
+
+
+def _card(project: Project, result: TrainResult, mv_name: str, lineage: dict[str, Any]) -> str:
+    metrics = "\n".join(f"| {k} | {v:.4f} |" for k, v in result.holdout.items())
+    cv = "\n".join(f"| {k} | {mean:.4f} ± {std:.4f} |" for k, (mean, std) in result.cv_summary().items())
+    top = "\n".join(f"- {k}: {v:.4f}" for k, v in list(result.importance.items())[:10]) or "- (not computed)"
+    return (
+        f"# {mv_name}\n\n{project.task} model predicting `{project.target.column}` "
+        f"({project.model.estimator}).\n\n"
+        f"## Data\n- training rows: {result.rows['train']:,}; holdout rows: {result.rows['holdout']:,}\n"
+        f"- features ({len(result.features)}): {', '.join(result.features)}\n"
+        f"- lineage hash: `{lineage['data']['hash']}`; code commit: `{lineage['code_commit']}`\n\n"
+        f"## Holdout metrics\n| metric | value |\n|---|---|\n{metrics}\n\n"
+        f"## Cross-validation ({project.validation.strategy}, {project.validation.folds} folds)\n"
+        f"| metric | mean ± std |\n|---|---|\n{cv}\n\n## Most important inputs (permutation)\n{top}\n\n"
+        f"## Intended use and limits\nScores rows shaped like `schema.json`; inputs outside the training "
+        f"ranges or with unseen categories are flagged by the server. Drift is measured against "
+        f"`profile.json`.\n"
+    )
+
+
+def run_training(
+    project: Project,
+    *,
+    tracking_uri: str | None = None,
+    on_step: Callable[[str], None] | None = None,
+) -> TrainingOutcome:
+    """Run the whole training pipeline for ``project`` and register the result.
+
+    Raises:
+        ContractViolation: the data breaks its contract (the validation report says how).
+    """
+    step = on_step or (lambda _: None)
+    timings: dict[str, float] = {}
+    catalog = Catalog(project)
+
+    t0 = time.perf_counter()
+    step("validate")
+    if project.contract:
+        report = validate_project(catalog)
+        json_path, _ = write_report(report, project.state_dir / "reports", project=project.name)
+        if not report.ok:
+            raise ContractViolation(
+                f"the data breaks its contract ({len(report.violations)} violation(s)); nothing was trained",
+                hint=f"see {json_path}, or run 'prodml data validate'",
+            )
+    timings["validate"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    step("features")
+    frame, frame_path = build_features(catalog)
+    timings["features"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    result = train(project, frame, on_step=step)
+    timings["train"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    step("explain")
+    explain(
+        result,
+        project.promotion.metric if project.promotion.metric in result.holdout else result.metric_names[0],
+    )
+    timings["explain"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    step("export")
+    model = to_onnx(result.pipeline, result.X_train.head(100), name=project.name)
+    parity = check_parity(result.pipeline, model, result.X_holdout.head(PARITY_ROWS))
+    schema = infer_schema(
+        result.X_train,
+        result.categorical,
+        task=project.task,
+        classes=result.classes,
+        target=project.target.column,
+    )
+    profile = reference_profile(result.X_train, result.categorical, result.pred_holdout)
+    cv = {f"cv_{k}_mean": mean for k, (mean, _) in result.cv_summary().items()} | {
+        f"cv_{k}_std": std for k, (_, std) in result.cv_summary().items()
+    }
+    metrics = {
+        "holdout": result.holdout,
+        "cv": result.cv,
+        "cv_summary": cv,
+        "parity": parity,
+        "rows": result.rows,
+    }
+    timings["export"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    step("register")
+    registry = Registry(tracking_uri_for(project.state_dir, configured=tracking_uri or project.tracking.uri))
+    name = project.tracking.registered_model or project.name
+    with registry.start_run(project.name, run_name=f"{project.model.estimator}") as run:
+        lineage: dict[str, Any] = {
+            "data": frame.lineage | {"frame": str(frame_path)},
+            "code_commit": _git_commit(project.root),
+            "packages": _versions(),
+            "model": project.model.model_dump(mode="json"),
+            "validation": project.validation.model_dump(mode="json"),
+            "run_id": run.run_id,
+            "tracking_uri": registry.tracking_uri,
+        }
+        run.log_params(
+            {
+                "estimator": project.model.estimator,
+                "task": project.task,
+                **{f"param.{k}": v for k, v in project.model.params.items()},
+                **{f"validation.{k}": v for k, v in project.validation.model_dump().items()},
+                "features": len(result.features),
+                "rows.train": result.rows["train"],
+                "rows.holdout": result.rows["holdout"],
+            }
+        )
+        for i in range(len(next(iter(result.cv.values())))):
+            run.log_metrics({f"cv_{k}": v[i] for k, v in result.cv.items()}, step=i)
+        run.log_metrics(
+            cv
+            | {f"holdout_{k}": v for k, v in result.holdout.items()}
+            | {"parity_max_abs_diff": parity["max_abs_diff"]}
+            | timings
+        )
+        run.set_tags(
+            {
+                "prodml.lineage.hash": frame.lineage["hash"],
+                "prodml.code_commit": lineage["code_commit"],
+                "prodml.packages": json.dumps(lineage["packages"]),
+                "prodml.task": project.task,
+            }
+        )
+        html = render_report(
+            result,
+            title=f"{project.name}: {project.model.estimator}",
+            facts={
+                "run id": run.run_id,
+                "lineage hash": frame.lineage["hash"][:16],
+                "rows (train / holdout)": f"{result.rows['train']:,} / {result.rows['holdout']:,}",
+                "parity max |diff|": f"{parity['max_abs_diff']:.2e}",
+                "code commit": lineage["code_commit"][:12],
+            },
+        )
+        with tempfile.TemporaryDirectory() as tmp:
+            tmp_dir = Path(tmp)
+            (tmp_dir / "report.html").write_text(html, encoding="utf-8")
+            (tmp_dir / "contract.yaml").write_text(
+                yaml.safe_dump(
+                    {k: v.model_dump(mode="json", exclude_none=True) for k, v in project.contract.items()}
+                ),
+                encoding="utf-8",
+            )
+            run.log_artifact(tmp_dir / "report.html")
+            run.log_artifact(tmp_dir / "contract.yaml")
+            digests = write_package(
+                tmp_dir / "package",
+                model=model,
+                schema=schema,
+                profile=profile,
+                metrics=metrics,
+                lineage=lineage,
+                card=_card(project, result, name, lineage),
+            )
+            tags: dict[str, Any] = {METRIC_TAG + k: v for k, v in result.holdout.items() if np.isfinite(v)}
+            tags |= {
+                "prodml.lineage.hash": frame.lineage["hash"],
+                "prodml.task": project.task,
+                "prodml.estimator": project.model.estimator,
+            }
+            mv = registry.register(name, run, tmp_dir / "package", digests, tags)
+    timings["register"] = time.perf_counter() - t0
+    report_path = project.state_dir / "reports" / f"train-{name}-v{mv.version}.html"
+    atomic_write_text(report_path, html)
+    return TrainingOutcome(mv, registry.tracking_uri, result, report_path, parity, timings)
