@@ -182,3 +182,29 @@ def test_constant_target_is_refused(churn_dir: Path, tracking: str) -> None:
     assert result.exit_code == 4
     assert "target 'churned' is constant" in result.stderr
     assert versions(tracking, "churn_const") == 0
+
+
+def test_optuna_search_tracks_each_trial_as_a_child_run(churn_dir: Path, tracking: str) -> None:
+    space = {"learning_rate": {"low": 0.02, "high": 0.3, "log": True}, "max_leaf_nodes": [7, 15]}
+    edit(
+        churn_dir,
+        name="churn_tuned",
+        validation__folds=2,
+        model__params={"max_iter": 20},
+        model__tune={"trials": 3, "space": space},
+    )
+    result = run(tracking, "--project", churn_dir, "train")
+    assert result.exit_code == 0, result.output
+    from prodml.registry.mlflow import Registry
+
+    registry = Registry(tracking)
+    mv = registry.resolve("churn_tuned")
+    parent = registry.client.get_run(mv.run_id)
+    children = registry.client.search_runs(
+        [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{mv.run_id}'"
+    )
+    assert len(children) == 3
+    assert all("cv_roc_auc_mean" in c.data.metrics for c in children)
+    best = max(children, key=lambda c: c.data.metrics["cv_roc_auc_mean"])
+    assert parent.data.params["param.max_leaf_nodes"] == best.data.params["max_leaf_nodes"]
+    assert parent.data.params["param.max_iter"] == "20"

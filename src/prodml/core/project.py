@@ -212,10 +212,37 @@ class Features(_Strict):
 # --- model, validation, gate ------------------------------------------------------------------------
 
 
+class Range(_Strict):
+    """A numeric search range for one hyperparameter."""
+
+    low: float
+    high: float
+    log: bool = False
+    type: Literal["float", "int"] = "float"
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Range:
+        if self.low >= self.high:
+            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError("a log range needs low > 0")
+        return self
+
+
+class Tune(_Strict):
+    """An Optuna search: ``trials`` trials over ``space``, scored by cross-validated ``metric``."""
+
+    trials: int = Field(default=20, ge=1, le=10_000)
+    metric: str | None = None
+    """Default: promotion.metric."""
+    space: dict[str, Range | list[Any]] = Field(min_length=1)
+    seed: int = 0
+
+
 class ModelSpec(_Strict):
     estimator: str = "hist_gradient_boosting"
     params: dict[str, Any] = Field(default_factory=dict)
-    tune: dict[str, Any] | None = None
+    tune: Tune | None = None
 
 
 class Validation(_Strict):

@@ -31,7 +31,7 @@ from prodml.export.package import write_package
 from prodml.export.profile import reference_profile
 from prodml.export.schema import infer_schema
 from prodml.features.build import build_features
-from prodml.registry.mlflow import ModelVersion, Registry, tracking_uri_for
+from prodml.registry.mlflow import ModelVersion, Registry, Run, tracking_uri_for
 from prodml.registry.promotion import METRIC_TAG
 from prodml.train.explain import explain
 from prodml.train.report import render_report
@@ -105,6 +105,16 @@ def _card(project: Project, result: TrainResult, mv_name: str, lineage: dict[str
     )
 
 
+@dataclass
+class _Export:
+    model: Any
+    parity: dict[str, float]
+    schema: dict[str, Any]
+    profile: dict[str, Any]
+    metrics: dict[str, Any]
+    cv: dict[str, float]
+
+
 def run_training(
     project: Project,
     *,
@@ -112,6 +122,9 @@ def run_training(
     on_step: Callable[[str], None] | None = None,
 ) -> TrainingOutcome:
     """Run the whole training pipeline for ``project`` and register the result.
+
+    The MLflow run opens once the data is validated and featurised, so tuning trials are its child runs
+    and a failure after that point leaves a FAILED run (and no registered version) behind.
 
     Raises:
         ContractViolation: the data breaks its contract (the validation report says how).
@@ -137,20 +150,46 @@ def run_training(
     frame, frame_path = build_features(catalog)
     timings["features"] = time.perf_counter() - t0
 
-    t0 = time.perf_counter()
-    result = train(project, frame, on_step=step)
-    timings["train"] = time.perf_counter() - t0
+    registry = Registry(tracking_uri_for(project.state_dir, configured=tracking_uri or project.tracking.uri))
+    name = project.tracking.registered_model or project.name
+    tune_metric = (project.model.tune.metric if project.model.tune else None) or project.promotion.metric
+    with registry.start_run(project.name, run_name=project.model.estimator) as run:
 
-    t0 = time.perf_counter()
-    step("explain")
-    explain(
-        result,
-        project.promotion.metric if project.promotion.metric in result.holdout else result.metric_names[0],
-    )
-    timings["explain"] = time.perf_counter() - t0
+        def log_trial(number: int, params: dict[str, Any], score: float) -> None:
+            with registry.start_run(project.name, run_name=f"trial {number}", parent=run) as child:
+                child.log_params(params)
+                child.log_metrics({f"cv_{tune_metric}_mean": score})
 
-    t0 = time.perf_counter()
-    step("export")
+        t0 = time.perf_counter()
+        result = train(project, frame, on_step=step, on_trial=log_trial)
+        timings["train"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        step("explain")
+        explain(
+            result,
+            project.promotion.metric
+            if project.promotion.metric in result.holdout
+            else result.metric_names[0],
+        )
+        timings["explain"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        step("export")
+        exported = _export(project, result)
+        timings["export"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        step("register")
+        mv, html = _record(project, registry, run, name, frame.lineage, frame_path, result, exported, timings)
+        timings["register"] = time.perf_counter() - t0
+    report_path = project.state_dir / "reports" / f"train-{name}-v{mv.version}.html"
+    atomic_write_text(report_path, html)
+    return TrainingOutcome(mv, registry.tracking_uri, result, report_path, exported.parity, timings)
+
+
+def _export(project: Project, result: TrainResult) -> _Export:
+    """The ONNX graph (checked against the native model on the holdout) and the package's JSON files."""
     model = to_onnx(result.pipeline, result.X_train.head(100), name=project.name)
     parity = check_parity(result.pipeline, model, result.X_holdout.head(PARITY_ROWS))
     schema = infer_schema(
@@ -161,8 +200,9 @@ def run_training(
         target=project.target.column,
     )
     profile = reference_profile(result.X_train, result.categorical, result.pred_holdout)
-    cv = {f"cv_{k}_mean": mean for k, (mean, _) in result.cv_summary().items()} | {
-        f"cv_{k}_std": std for k, (_, std) in result.cv_summary().items()
+    summary = result.cv_summary()
+    cv = {f"cv_{k}_mean": mean for k, (mean, _) in summary.items()} | {
+        f"cv_{k}_std": std for k, (_, std) in summary.items()
     }
     metrics = {
         "holdout": result.holdout,
@@ -170,89 +210,92 @@ def run_training(
         "cv_summary": cv,
         "parity": parity,
         "rows": result.rows,
+        "params": result.params,
     }
-    timings["export"] = time.perf_counter() - t0
+    return _Export(model, parity, schema, profile, metrics, cv)
 
-    t0 = time.perf_counter()
-    step("register")
-    registry = Registry(tracking_uri_for(project.state_dir, configured=tracking_uri or project.tracking.uri))
-    name = project.tracking.registered_model or project.name
-    with registry.start_run(project.name, run_name=f"{project.model.estimator}") as run:
-        lineage: dict[str, Any] = {
-            "data": frame.lineage | {"frame": str(frame_path)},
-            "code_commit": _git_commit(project.root),
-            "packages": _versions(),
-            "model": project.model.model_dump(mode="json"),
-            "validation": project.validation.model_dump(mode="json"),
-            "run_id": run.run_id,
-            "tracking_uri": registry.tracking_uri,
+
+def _record(
+    project: Project,
+    registry: Registry,
+    run: Run,
+    name: str,
+    frame_lineage: dict[str, Any],
+    frame_path: Path,
+    result: TrainResult,
+    exported: _Export,
+    timings: dict[str, float],
+) -> tuple[ModelVersion, str]:
+    """Log the run (params, per-fold metrics, lineage, report, contract) and register the package."""
+    lineage: dict[str, Any] = {
+        "data": frame_lineage | {"frame": str(frame_path)},
+        "code_commit": _git_commit(project.root),
+        "packages": _versions(),
+        "model": project.model.model_dump(mode="json") | {"params": result.params},
+        "validation": project.validation.model_dump(mode="json"),
+        "run_id": run.run_id,
+        "tracking_uri": registry.tracking_uri,
+    }
+    run.log_params(
+        {
+            "estimator": project.model.estimator,
+            "task": project.task,
+            **{f"param.{k}": v for k, v in result.params.items()},
+            **{f"validation.{k}": v for k, v in project.validation.model_dump().items()},
+            "features": len(result.features),
+            "rows.train": result.rows["train"],
+            "rows.holdout": result.rows["holdout"],
         }
-        run.log_params(
-            {
-                "estimator": project.model.estimator,
-                "task": project.task,
-                **{f"param.{k}": v for k, v in project.model.params.items()},
-                **{f"validation.{k}": v for k, v in project.validation.model_dump().items()},
-                "features": len(result.features),
-                "rows.train": result.rows["train"],
-                "rows.holdout": result.rows["holdout"],
-            }
+    )
+    for i in range(len(next(iter(result.cv.values())))):
+        run.log_metrics({f"cv_{k}": v[i] for k, v in result.cv.items()}, step=i)
+    run.log_metrics(
+        exported.cv
+        | {f"holdout_{k}": v for k, v in result.holdout.items()}
+        | {"parity_max_abs_diff": exported.parity["max_abs_diff"]}
+        | timings
+    )
+    run.set_tags(
+        {
+            "prodml.lineage.hash": frame_lineage["hash"],
+            "prodml.code_commit": lineage["code_commit"],
+            "prodml.packages": json.dumps(lineage["packages"]),
+            "prodml.task": project.task,
+        }
+    )
+    html = render_report(
+        result,
+        title=f"{project.name}: {project.model.estimator}",
+        facts={
+            "run id": run.run_id,
+            "lineage hash": frame_lineage["hash"][:16],
+            "rows (train / holdout)": f"{result.rows['train']:,} / {result.rows['holdout']:,}",
+            "parity max |diff|": f"{exported.parity['max_abs_diff']:.2e}",
+            "code commit": lineage["code_commit"][:12],
+            "parameters": json.dumps(result.params, default=str),
+        },
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_dir = Path(tmp)
+        (tmp_dir / "report.html").write_text(html, encoding="utf-8")
+        contract = {k: v.model_dump(mode="json", exclude_none=True) for k, v in project.contract.items()}
+        (tmp_dir / "contract.yaml").write_text(yaml.safe_dump(contract), encoding="utf-8")
+        run.log_artifact(tmp_dir / "report.html")
+        run.log_artifact(tmp_dir / "contract.yaml")
+        digests = write_package(
+            tmp_dir / "package",
+            model=exported.model,
+            schema=exported.schema,
+            profile=exported.profile,
+            metrics=exported.metrics,
+            lineage=lineage,
+            card=_card(project, result, name, lineage),
         )
-        for i in range(len(next(iter(result.cv.values())))):
-            run.log_metrics({f"cv_{k}": v[i] for k, v in result.cv.items()}, step=i)
-        run.log_metrics(
-            cv
-            | {f"holdout_{k}": v for k, v in result.holdout.items()}
-            | {"parity_max_abs_diff": parity["max_abs_diff"]}
-            | timings
-        )
-        run.set_tags(
-            {
-                "prodml.lineage.hash": frame.lineage["hash"],
-                "prodml.code_commit": lineage["code_commit"],
-                "prodml.packages": json.dumps(lineage["packages"]),
-                "prodml.task": project.task,
-            }
-        )
-        html = render_report(
-            result,
-            title=f"{project.name}: {project.model.estimator}",
-            facts={
-                "run id": run.run_id,
-                "lineage hash": frame.lineage["hash"][:16],
-                "rows (train / holdout)": f"{result.rows['train']:,} / {result.rows['holdout']:,}",
-                "parity max |diff|": f"{parity['max_abs_diff']:.2e}",
-                "code commit": lineage["code_commit"][:12],
-            },
-        )
-        with tempfile.TemporaryDirectory() as tmp:
-            tmp_dir = Path(tmp)
-            (tmp_dir / "report.html").write_text(html, encoding="utf-8")
-            (tmp_dir / "contract.yaml").write_text(
-                yaml.safe_dump(
-                    {k: v.model_dump(mode="json", exclude_none=True) for k, v in project.contract.items()}
-                ),
-                encoding="utf-8",
-            )
-            run.log_artifact(tmp_dir / "report.html")
-            run.log_artifact(tmp_dir / "contract.yaml")
-            digests = write_package(
-                tmp_dir / "package",
-                model=model,
-                schema=schema,
-                profile=profile,
-                metrics=metrics,
-                lineage=lineage,
-                card=_card(project, result, name, lineage),
-            )
-            tags: dict[str, Any] = {METRIC_TAG + k: v for k, v in result.holdout.items() if np.isfinite(v)}
-            tags |= {
-                "prodml.lineage.hash": frame.lineage["hash"],
-                "prodml.task": project.task,
-                "prodml.estimator": project.model.estimator,
-            }
-            mv = registry.register(name, run, tmp_dir / "package", digests, tags)
-    timings["register"] = time.perf_counter() - t0
-    report_path = project.state_dir / "reports" / f"train-{name}-v{mv.version}.html"
-    atomic_write_text(report_path, html)
-    return TrainingOutcome(mv, registry.tracking_uri, result, report_path, parity, timings)
+        tags: dict[str, Any] = {METRIC_TAG + k: v for k, v in result.holdout.items() if np.isfinite(v)}
+        tags |= {
+            "prodml.lineage.hash": frame_lineage["hash"],
+            "prodml.task": project.task,
+            "prodml.estimator": project.model.estimator,
+        }
+        mv = registry.register(name, run, tmp_dir / "package", digests, tags)
+    return mv, html

@@ -185,10 +185,13 @@ class Registry:
             return str(self.client.create_experiment(name, artifact_location=self.artifact_root))
 
     @contextlib.contextmanager
-    def start_run(self, experiment: str, *, run_name: str | None = None) -> Iterator[Run]:
-        """Open a run; it ends FINISHED when the block succeeds and FAILED when it raises."""
+    def start_run(
+        self, experiment: str, *, run_name: str | None = None, parent: Run | None = None
+    ) -> Iterator[Run]:
+        """Open a run (a child of ``parent`` if given); it ends FINISHED, or FAILED if the block raises."""
+        tags = {"mlflow.parentRunId": parent.run_id} if parent is not None else None
         with _translate("starting a run"):
-            info = self.client.create_run(self._experiment_id(experiment), run_name=run_name).info
+            info = self.client.create_run(self._experiment_id(experiment), run_name=run_name, tags=tags).info
         run = Run(self.client, info.run_id, info.artifact_uri)
         try:
             with _translate("logging to the run"):

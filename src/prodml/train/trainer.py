@@ -52,6 +52,7 @@ class TrainResult:
     pred_holdout: np.ndarray
     rows: dict[str, int]
     seconds: dict[str, float] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
     importance: dict[str, float] = field(default_factory=dict)
     shap: dict[str, Any] = field(default_factory=dict)
 
@@ -121,7 +122,11 @@ def _fit(pipeline: Any, X: pd.DataFrame, y: np.ndarray) -> Any:
 
 
 def train(
-    project: Project, frame: TrainingFrame, *, on_step: Callable[[str], None] | None = None
+    project: Project,
+    frame: TrainingFrame,
+    *,
+    on_step: Callable[[str], None] | None = None,
+    on_trial: Callable[[int, dict[str, Any], float], None] | None = None,
 ) -> TrainResult:
     """Cross-validate and fit the project's model on ``frame``.
 
@@ -148,9 +153,7 @@ def train(
     base = build_pipeline(project, list(X.columns), frame.categorical)
     timings: dict[str, float] = {}
 
-    start = time.perf_counter()
-    cv: dict[str, list[float]] = {n: [] for n in names}
-    for i, part in enumerate(
+    fold_parts = list(
         folds(
             v,
             task,
@@ -158,12 +161,36 @@ def train(
             groups=None if groups is None else groups[split.train],
             times=None if df_times is None else df_times[split.train],
         )
-    ):
-        step(f"fold {i + 1}/{v.folds}")
-        model = _fit(clone(base), Xt.iloc[part.train], yt[part.train])
-        scores = m.compute(task, names, yt[part.test], predict(model, Xt.iloc[part.test], task))
-        for k, value in scores.items():
-            cv[k].append(value)
+    )
+
+    def cross_validate(pipeline: Any, label: str) -> dict[str, list[float]]:
+        scores: dict[str, list[float]] = {n: [] for n in names}
+        for i, part in enumerate(fold_parts):
+            step(f"{label}fold {i + 1}/{len(fold_parts)}")
+            model = _fit(clone(pipeline), Xt.iloc[part.train], yt[part.train])
+            for k, value in m.compute(
+                task, names, yt[part.test], predict(model, Xt.iloc[part.test], task)
+            ).items():
+                scores[k].append(value)
+        return scores
+
+    best_params: dict[str, Any] = {}
+    if project.model.tune is not None:
+        from prodml.train.tune import search
+
+        start = time.perf_counter()
+        best_params = search(
+            project,
+            lambda params, label: cross_validate(
+                build_pipeline(project, list(X.columns), frame.categorical, params=params), label
+            ),
+            on_trial=on_trial,
+        )
+        base = build_pipeline(project, list(X.columns), frame.categorical, params=best_params)
+        timings["tune"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    cv = cross_validate(base, "")
     timings["cv"] = time.perf_counter() - start
 
     step("fit")
@@ -191,4 +218,5 @@ def train(
         pred_holdout=pred,
         rows={"train": len(yt), "holdout": len(split.test), "folds": v.folds},
         seconds=timings,
+        params={**project.model.params, **best_params},
     )
