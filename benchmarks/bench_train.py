@@ -90,8 +90,8 @@ def main() -> int:
         with threadpool_limits(1):
             native_1 = median_ms(lambda pipe=pipe: pipe.predict_proba(one), 200)
             native_n = median_ms(lambda pipe=pipe: pipe.predict_proba(many), 10)
-        onnx_1 = median_ms(lambda s=session: s.run(None, feeds_one), 2000)
-        onnx_n = median_ms(lambda s=session: s.run(None, feeds_many), 10)
+        onnx_1 = median_ms(lambda s=session, f=feeds_one: s.run(None, f), 2000)
+        onnx_n = median_ms(lambda s=session, f=feeds_many: s.run(None, f), 10)
         rows.append((name, fit_s, auc, native_1, onnx_1, native_n, onnx_n))
         print(f"  {name}: fit {fit_s:.2f} s", flush=True)
 
