@@ -66,6 +66,9 @@ CASES = [
     ("xgboost", "binary"),
     ("xgboost", "multiclass"),
     ("xgboost", "regression"),
+    ("catboost", "binary"),
+    ("catboost", "multiclass"),
+    ("catboost", "regression"),
 ]
 
 

@@ -4,8 +4,8 @@ The graph has one input per feature column, ``[None, 1]`` each: float for number
 categories, so a client sends columns by name and the server needs no preprocessing code. Classifiers
 output ``label`` and ``probabilities`` (a plain tensor, no ZipMap); regressors output ``variable``.
 
-prodml's own transformers get ONNX converters here, and LightGBM/XGBoost use onnxmltools' converters
-registered with skl2onnx, so whole pipelines convert in one call.
+prodml's own transformers get ONNX converters here, LightGBM/XGBoost use onnxmltools' converters and
+CatBoost its own exporter, each registered with skl2onnx, so whole pipelines convert in one call.
 """
 
 from __future__ import annotations
@@ -76,6 +76,61 @@ def _convert_bucketize(scope: Any, operator: Any, container: Any) -> None:
     ).add_to(scope, container)
 
 
+def _parse_catboost_classifier(scope: Any, model: Any, inputs: Any, custom_parsers: Any = None) -> Any:
+    """Declare a CatBoost classifier's outputs the way skl2onnx does for its own classifiers.
+
+    CatBoost's estimators are not ``ClassifierMixin`` subclasses, so skl2onnx's default parser would
+    give them a single output; this declares ``label`` and ``probabilities`` (ZipMap only if asked for).
+    """
+    from skl2onnx._parse import _apply_zipmap, _get_sklearn_operator_name
+    from skl2onnx.common.data_types import Int64TensorType, guess_tensor_type
+
+    options = scope.get_options(model, {"zipmap": True})
+    operator = scope.declare_local_operator(_get_sklearn_operator_name(type(model)), model)
+    operator.inputs = inputs
+    operator.outputs.append(scope.declare_local_variable("label", Int64TensorType()))
+    operator.outputs.append(scope.declare_local_variable("probabilities", guess_tensor_type(inputs[0].type)))
+    if options["zipmap"] is False:
+        return operator.outputs
+    return _apply_zipmap(options["zipmap"], scope, model, inputs[0].type, operator.outputs)
+
+
+def _convert_catboost(scope: Any, operator: Any, container: Any) -> None:
+    """Copy the tree ensemble CatBoost exports for itself into the pipeline's graph.
+
+    ``catboost.utils.convert_to_onnx_object`` returns a graph whose first node is the
+    TreeEnsembleClassifier/TreeEnsembleRegressor (a classifier's is followed by a ZipMap, left out here:
+    skl2onnx adds its own when asked). The node is re-created with this operator's inputs and outputs.
+    """
+    from catboost.utils import convert_to_onnx_object
+    from onnx.helper import get_attribute_value
+
+    onx = convert_to_onnx_object(operator.raw_operator)
+    opsets = {d.domain: d.version for d in onx.opset_import}
+    nodes = list(onx.graph.node)
+    if (
+        not nodes
+        or not nodes[0].op_type.startswith("TreeEnsemble")
+        or any(n.op_type != "ZipMap" for n in nodes[1:])
+        or len(nodes) > 2
+        or onx.graph.initializer
+        or onx.graph.sparse_initializer
+    ):
+        raise NotImplementedError(f"CatBoost exported an unexpected graph: {[n.op_type for n in nodes]}")
+    node = nodes[0]
+    if opsets.get(node.domain, 1) > container.target_opset_any_domain(node.domain):
+        raise RuntimeError(f"CatBoost needs opset {opsets[node.domain]} of '{node.domain}'")
+    container.add_node(
+        node.op_type,
+        [operator.inputs[0].full_name],
+        [o.full_name for o in operator.outputs],
+        op_domain=node.domain,
+        op_version=opsets.get(node.domain),
+        name=scope.get_unique_operator_name(node.op_type),
+        **{a.name: get_attribute_value(a) for a in node.attribute},
+    )
+
+
 @functools.cache
 def _register_converters() -> None:
     """Teach skl2onnx prodml's transformers and the boosting libraries that are installed."""
@@ -123,6 +178,25 @@ def _register_converters() -> None:
         )
         update_registered_converter(
             XGBRegressor, "XGBoostXGBRegressor", calculate_linear_regressor_output_shapes, convert_xgboost
+        )
+    except ImportError:
+        pass
+    try:
+        from catboost import CatBoostClassifier, CatBoostRegressor
+
+        update_registered_converter(
+            CatBoostClassifier,
+            "CatBoostCatBoostClassifier",
+            calculate_linear_classifier_output_shapes,
+            _convert_catboost,
+            parser=_parse_catboost_classifier,
+            options=classifier_options,
+        )
+        update_registered_converter(
+            CatBoostRegressor,
+            "CatBoostCatBoostRegressor",
+            calculate_linear_regressor_output_shapes,
+            _convert_catboost,
         )
     except ImportError:
         pass

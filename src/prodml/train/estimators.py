@@ -98,6 +98,21 @@ ESTIMATORS: dict[str, EstimatorSpec] = {
         handles_nan=True,
         defaults=(("n_jobs", 1), ("random_state", 0)),
     ),
+    "catboost": EstimatorSpec(
+        {
+            "binary": "catboost:CatBoostClassifier",
+            "multiclass": "catboost:CatBoostClassifier",
+            "regression": "catboost:CatBoostRegressor",
+        },
+        extra="catboost",
+        handles_nan=True,
+        defaults=(
+            ("thread_count", 1),
+            ("random_seed", 0),
+            ("verbose", False),
+            ("allow_writing_files", False),
+        ),
+    ),
 }
 
 

@@ -1,0 +1,1 @@
+"""The lifecycle as pipelines of steps: ``prodml.pipeline.train``."""

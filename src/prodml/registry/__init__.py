@@ -1,0 +1,1 @@
+"""MLflow tracking and Model Registry (``prodml.registry.mlflow``) and the promotion gate."""

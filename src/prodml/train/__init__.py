@@ -1,0 +1,1 @@
+"""Training: estimators by name, the model pipeline, validation splits, metrics, tuning, explanations."""
