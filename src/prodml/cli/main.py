@@ -12,6 +12,7 @@ from prodml.cli import data, features, models
 from prodml.cli._common import State, set_state
 from prodml.cli.demo import demo
 from prodml.cli.project import init
+from prodml.cli.serve import serve
 from prodml.cli.train import train
 from prodml.core.logging import configure_logging
 from prodml.core.settings import Settings
@@ -28,6 +29,7 @@ app.add_typer(features.app, name="features")
 app.add_typer(models.app, name="models")
 app.command()(init)
 app.command()(train)
+app.command()(serve)
 app.command()(demo)
 
 

@@ -1,0 +1,69 @@
+"""``prodml serve``: the inference server (OIP v2, KServe v1, MLflow scoring, /predict)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from prodml.cli._common import console, handle_errors, project_of, tracking_uri
+from prodml.core.errors import ConfigError
+
+
+@handle_errors
+def serve(
+    model: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(
+            help="Registry reference: NAME@alias, NAME/VERSION or NAME (default: PROJECT@champion)."
+        ),
+    ] = None,
+    package: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option(help="Serve a local model package directory instead of the registry."),
+    ] = None,
+    host: Annotated[Optional[str], typer.Option(help="Bind address (default: serve.host).")] = None,  # noqa: UP045
+    port: Annotated[Optional[int], typer.Option(help="HTTP port (default: serve.port).")] = None,  # noqa: UP045
+    admin_port: Annotated[Optional[int], typer.Option(help="Admin port (default: serve.admin_port).")] = None,  # noqa: UP045
+    workers: Annotated[Optional[int], typer.Option(help="Worker processes (default: serve.workers).")] = None,  # noqa: UP045
+    poll: Annotated[float, typer.Option(help="Seconds between registry checks for a moved alias.")] = 30.0,
+    log_requests: Annotated[bool, typer.Option(help="Write the request/response log (Parquet).")] = True,
+) -> None:
+    """Serve the champion model with ONNX Runtime until SIGTERM, then drain and exit 0."""
+    from prodml.registry.mlflow import tracking_uri_for  # only a path helper; mlflow is not imported
+    from prodml.serve.server import ServeOptions, run
+
+    project = project_of()
+    updates = {
+        k: v
+        for k, v in {"host": host, "port": port, "admin_port": admin_port, "workers": workers}.items()
+        if v is not None
+    }
+    settings = project.serve.model_copy(update=updates)
+    if package is not None and model is not None:
+        raise ConfigError("give --model or --package, not both", hint="--package serves a local directory")
+    ref = (
+        None
+        if package is not None
+        else (model or f"{project.tracking.registered_model or project.name}@champion")
+    )
+    options = ServeOptions(
+        serve=settings,
+        ref=ref,
+        package_dir=package,
+        cache_dir=project.state_dir / "models",
+        tracking_uri=None
+        if package is not None
+        else tracking_uri_for(project.state_dir, configured=tracking_uri() or project.tracking.uri),
+        log_dir=project.state_dir / "requests" if log_requests else None,
+        admin_token=os.environ.get("PRODML_ADMIN_TOKEN"),
+        poll_s=poll,
+    )
+    console.print(
+        f"serving {ref or package} on http://{settings.host}:{settings.port} "
+        f"({settings.workers} worker(s)); admin on {settings.admin_host}:{settings.admin_port}"
+        + ("" if options.admin_token else " disabled (set PRODML_ADMIN_TOKEN)")
+    )
+    run(options)

@@ -1,0 +1,99 @@
+"""The transport-free core of inference: validate → (online features) → route → cache → run → log.
+
+REST, gRPC and the batch and stream workers are thin adapters that turn their wire format into columns
+(name → values) and call :meth:`DataPlane.infer`; errors are prodml errors that each transport maps once.
+
+Example:
+    >>> prediction = await plane.infer({"age": [42], "plan": ["pro"]}, request_id="r1")  # doctest: +SKIP
+    >>> prediction.version, prediction.outputs[1].shape  # doctest: +SKIP
+    ('3', (1, 2))
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from prodml.serve.cache import Cache, cache_key
+from prodml.serve.metrics import Metrics
+from prodml.serve.model import LoadedModel, ModelManager
+from prodml.serve.reqlog import RequestLog
+
+__all__ = ["DataPlane", "Prediction"]
+
+
+@dataclass
+class Prediction:
+    """The outputs of one request, in graph order, and the model version that produced them."""
+
+    outputs: list[np.ndarray]
+    model: LoadedModel
+    rows: int
+    request_id: str
+    cached: bool = False
+
+    @property
+    def version(self) -> str:
+        return self.model.version
+
+    @property
+    def name(self) -> str:
+        return self.model.name
+
+
+class DataPlane:
+    """One inference path for every transport."""
+
+    def __init__(
+        self,
+        manager: ModelManager,
+        *,
+        metrics: Metrics,
+        cache: Cache | None = None,
+        log: RequestLog | None = None,
+    ) -> None:
+        self.manager = manager
+        self.metrics = metrics
+        self.cache = cache
+        self.log = log
+
+    def model(self, name: str | None = None, version: str | None = None) -> LoadedModel:
+        return self.manager.get(name, version)
+
+    async def infer(
+        self,
+        columns: Mapping[str, Sequence[Any] | np.ndarray],
+        *,
+        request_id: str | None = None,
+        name: str | None = None,
+        version: str | None = None,
+    ) -> Prediction:
+        """Score ``columns`` (feature name → one value per row) with the served model.
+
+        Raises:
+            RequestError: the input breaks the model's schema (400 / INVALID_ARGUMENT).
+            NotFound: another model or version was asked for.
+            Unavailable: no model is loaded yet.
+        """
+        request_id = request_id or uuid.uuid4().hex
+        model = self.manager.get(name, version)  # held for the whole request: a swap cannot pull it away
+        feeds, rows = model.validator.feeds(columns)
+        # online features would join here, keyed by the entity column of the request
+        key = cache_key(model.version, feeds) if self.cache is not None else ""
+        outputs = await self.cache.get(key) if self.cache is not None else None
+        cached = outputs is not None
+        if self.cache is not None:
+            self.metrics.cache.labels("hit" if cached else "miss").inc()
+        if outputs is None:
+            outputs = await model.batcher.submit(feeds, rows)
+            if self.cache is not None:
+                await self.cache.set(key, outputs)
+        self.metrics.rows.inc(rows)
+        if self.log is not None:
+            self.log.record(request_id, model.name, model.version, feeds, outputs, time.time())
+        return Prediction(outputs, model, rows, request_id, cached)

@@ -1,0 +1,247 @@
+"""Model lifecycle: resolve ``NAME@alias`` in the registry, keep a verified local cache, swap on change.
+
+Start-up never waits for the registry: the last good version in the local cache (``refs.json`` records
+which version an alias pointed to, with its digests) is verified and served at once, and a background
+task talks to the registry (importing mlflow off the start path), downloads what changed, verifies it
+and swaps it in. A swap replaces one reference: requests in flight finish on the version they started
+with, so a swap fails no request. A registry that does not answer changes nothing; the poll retries
+with a capped backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from prodml.core.errors import NotFound, ProdmlError, Unavailable
+from prodml.core.files import atomic_write_text
+from prodml.core.project import Serve
+from prodml.export.package import FILES, ModelPackage, load_package, safe_join
+from prodml.serve.metrics import Metrics
+from prodml.serve.runtime import MicroBatcher, Runtime
+from prodml.serve.validation import Validator
+
+__all__ = ["LoadedModel", "ModelManager"]
+
+logger = logging.getLogger(__name__)
+MAX_BACKOFF_S = 30.0
+
+
+@dataclass
+class LoadedModel:
+    """One servable version: its runtime, validator and batcher."""
+
+    name: str
+    version: str
+    runtime: Runtime
+    validator: Validator
+    batcher: MicroBatcher
+    loaded_at: float = field(default_factory=time.time)
+
+    @property
+    def package(self) -> ModelPackage:
+        return self.runtime.package
+
+
+class ModelManager:
+    """Owns the served model.
+
+    Args:
+        ref: ``NAME@alias`` / ``NAME/VERSION`` / ``NAME`` in the registry, or None with ``package_dir``.
+        package_dir: serve this local package instead (digests computed at start: trusted local files).
+        cache_dir: the verified local package cache.
+        tracking_uri: the registry's MLflow URI.
+        serve: the project's ``serve`` settings (batching, limits).
+        poll_s: how often the registry is asked whether the alias moved.
+    """
+
+    def __init__(
+        self,
+        *,
+        ref: str | None,
+        package_dir: Path | None,
+        cache_dir: Path,
+        tracking_uri: str | None,
+        serve: Serve,
+        metrics: Metrics,
+        poll_s: float = 30.0,
+    ) -> None:
+        self.ref = ref
+        self.package_dir = package_dir
+        self.cache_dir = cache_dir
+        self.tracking_uri = tracking_uri
+        self.serve = serve
+        self.metrics = metrics
+        self.poll_s = poll_s
+        self.current: LoadedModel | None = None
+        self.last_error: str | None = None
+        self._registry: Any = None
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._lock = asyncio.Lock()
+
+    # --- start and stop ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load what can be loaded without the registry, then poll it in the background."""
+        if self.package_dir is not None:
+            digests = {n: _sha256(self.package_dir / n) for n in FILES}
+            self._swap(
+                self._build(load_package(self.package_dir, digests), name=self._name(), version="local")
+            )
+            return
+        try:
+            cached = self._load_cached()
+        except ProdmlError as exc:
+            logger.warning("local model cache unusable: %s", exc)
+            cached = None
+        if cached is not None:
+            self._swap(cached)
+        self._task = asyncio.get_running_loop().create_task(self._poll())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self.current is not None:
+            await self.current.batcher.close()
+
+    async def reload(self) -> str:
+        """Ask the registry now (admin endpoint); return the version served afterwards."""
+        if self.package_dir is None:
+            await self._check()
+        return self.current.version if self.current else ""
+
+    # --- internals --------------------------------------------------------------------------------
+
+    def _name(self) -> str:
+        if self.ref is None:
+            return str(self.package_dir.name if self.package_dir else "model")
+        return self.ref.removeprefix("models:/").split("@")[0].split("/")[0]
+
+    def _alias_key(self) -> str:
+        return self.ref.removeprefix("models:/") if self.ref else "local"
+
+    def _refs_path(self) -> Path:
+        return safe_join(self.cache_dir, f"{self._name()}/refs.json")
+
+    def _load_cached(self) -> LoadedModel | None:
+        path = self._refs_path()
+        if not path.is_file():
+            return None
+        entry = json.loads(path.read_text()).get(self._alias_key())
+        if entry is None:
+            return None
+        package = load_package(
+            safe_join(self.cache_dir, f"{self._name()}/{entry['version']}"), entry["digests"]
+        )
+        logger.info("serving cached %s version %s until the registry answers", self._name(), entry["version"])
+        return self._build(package, name=self._name(), version=str(entry["version"]))
+
+    def _remember(self, version: str, digests: dict[str, str]) -> None:
+        path = self._refs_path()
+        refs = json.loads(path.read_text()) if path.is_file() else {}
+        refs[self._alias_key()] = {"version": version, "digests": digests, "at": time.time()}
+        atomic_write_text(path, json.dumps(refs, indent=2))
+
+    def _build(self, package: ModelPackage, *, name: str, version: str) -> LoadedModel:
+        runtime = Runtime(package)
+        validator = Validator(
+            package.schema, unknown_category=self.serve.unknown_category, max_rows=self.serve.max_rows
+        )
+        batcher = MicroBatcher(
+            runtime.run,
+            max_rows=self.serve.max_batch_size,
+            max_wait_s=self.serve.max_wait_ms / 1000,
+            on_batch=self.metrics.batch_rows.observe,
+        )
+        return LoadedModel(name, version, runtime, validator, batcher)
+
+    def _swap(self, model: LoadedModel) -> None:
+        old = self.current
+        self.current = model
+        if old is not None:
+            self.metrics.model.labels(old.name, old.version).set(0)
+            self.metrics.swaps.inc()
+            # the old batcher's queue drains on its own; requests hold their model reference
+        self.metrics.model.labels(model.name, model.version).set(1)
+        logger.info("serving %s version %s", model.name, model.version)
+
+    def _resolve_and_fetch(self) -> tuple[str, ModelPackage | None, dict[str, str]]:
+        """Blocking registry work (in a thread): resolve the ref; download + verify when it moved."""
+        if self._registry is None:
+            from prodml.registry.mlflow import Registry
+
+            assert self.tracking_uri is not None
+            self._registry = Registry(self.tracking_uri)
+        assert self.ref is not None
+        mv = self._registry.resolve(self.ref)
+        if self.current is not None and self.current.version == mv.version:
+            return mv.version, None, mv.digests
+        return mv.version, self._registry.load(mv, self.cache_dir), mv.digests
+
+    async def _check(self) -> None:
+        async with self._lock:
+            try:
+                version, package, digests = await asyncio.to_thread(self._resolve_and_fetch)
+            except (ProdmlError, OSError) as exc:
+                self.last_error = str(exc).splitlines()[0]
+                raise
+            self.last_error = None
+            if package is not None:
+                model = await asyncio.to_thread(self._build, package, name=self._name(), version=version)
+                self._swap(model)
+                self._remember(version, digests)
+
+    async def _poll(self) -> None:
+        backoff = 1.0
+        while True:
+            try:
+                await self._check()
+                backoff = 1.0
+                delay = self.poll_s
+            except (ProdmlError, OSError) as exc:
+                logger.warning(
+                    "registry check failed (%s); serving %s",
+                    exc,
+                    self.current.version if self.current else "nothing",
+                )
+                delay = backoff
+                backoff = min(backoff * 2, MAX_BACKOFF_S)
+            except Exception:  # a bug must not kill the poller
+                logger.exception("registry poll crashed; retrying")
+                delay = backoff
+                backoff = min(backoff * 2, MAX_BACKOFF_S)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._wake.wait()
+            self._wake.clear()
+
+    def get(self, name: str | None = None, version: str | None = None) -> LoadedModel:
+        """The served model, checked against a requested name and version."""
+        model = self.current
+        if model is None:
+            raise Unavailable(
+                "no model is loaded yet", hint=self.last_error or "the registry has not answered"
+            )
+        if name is not None and name != model.name:
+            raise NotFound(f"model '{name}' is not served here", hint=f"this server serves '{model.name}'")
+        if version is not None and version != model.version:
+            raise NotFound(
+                f"version {version} of '{model.name}' is not served here",
+                hint=f"this server serves version {model.version}",
+            )
+        return model
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()

@@ -1,0 +1,273 @@
+"""Wire formats → columns, and outputs → wire formats, for every protocol the server speaks.
+
+- Open Inference Protocol v2 (KServe v2 / Triton): one input tensor per column, BYTES for strings,
+  including the binary tensor data extension (``Inference-Header-Content-Length``).
+- KServe v1: ``{"instances": [...]}`` → ``{"predictions": [...]}``.
+- MLflow scoring: ``dataframe_split``, ``dataframe_records``, ``instances``, ``inputs`` (JSON) and CSV.
+- prodml's ``/predict``: a list of records.
+
+Parsing errors raise :class:`RequestError` naming the offending field.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import struct
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from prodml.serve.validation import RequestError
+
+__all__ = [
+    "columns_from_csv",
+    "columns_from_mlflow",
+    "columns_from_records",
+    "encode_oip",
+    "parse_oip",
+    "predictions",
+]
+
+OIP_NUMERIC = {
+    "BOOL": np.bool_,
+    "UINT8": np.uint8,
+    "UINT16": np.uint16,
+    "UINT32": np.uint32,
+    "UINT64": np.uint64,
+    "INT8": np.int8,
+    "INT16": np.int16,
+    "INT32": np.int32,
+    "INT64": np.int64,
+    "FP16": np.float16,
+    "FP32": np.float32,
+    "FP64": np.float64,
+}
+
+
+def _bad(field: str, error: str) -> RequestError:
+    return RequestError(f"{field}: {error}", [{"field": field, "error": error}])
+
+
+def columns_from_records(records: Any, field: str = "records") -> dict[str, list[Any]]:
+    """``[{"a": 1, "b": "x"}, …]`` → ``{"a": [1, …], "b": ["x", …]}`` (missing keys stay missing)."""
+    if not isinstance(records, list) or not records:
+        raise _bad(field, "expected a non-empty list of records (objects)")
+    if not all(isinstance(r, dict) for r in records):
+        raise _bad(field, "every record must be an object of column: value")
+    names = list(records[0])
+    keys = set(names)
+    for i, r in enumerate(records):
+        if r.keys() != keys:
+            missing, extra = keys - r.keys(), r.keys() - keys
+            raise _bad(
+                f"{field}[{i}]",
+                f"has different columns than record 0 (missing {sorted(missing)}, extra {sorted(extra)})",
+            )
+    return {n: [r[n] for r in records] for n in names}
+
+
+def _columns_from_split(split: Any, field: str) -> dict[str, list[Any]]:
+    if (
+        not isinstance(split, dict)
+        or not isinstance(split.get("columns"), list)
+        or not isinstance(split.get("data"), list)
+    ):
+        raise _bad(field, "expected {'columns': [...], 'data': [[...], ...]}")
+    columns, data = split["columns"], split["data"]
+    if not all(isinstance(c, str) for c in columns):
+        raise _bad(f"{field}.columns", "column names must be strings")
+    for i, row in enumerate(data):
+        if not isinstance(row, list) or len(row) != len(columns):
+            raise _bad(f"{field}.data[{i}]", f"expected a list of {len(columns)} values")
+    return {c: [row[j] for row in data] for j, c in enumerate(columns)}
+
+
+def columns_from_mlflow(body: Any) -> tuple[dict[str, list[Any]], dict[str, Any]]:
+    """MLflow's scoring JSON → (columns, params)."""
+    if not isinstance(body, dict):
+        raise _bad(
+            "body", "expected a JSON object with dataframe_split, dataframe_records, instances or inputs"
+        )
+    params = body.get("params") or {}
+    if not isinstance(params, dict):
+        raise _bad("params", "expected an object")
+    keys = [k for k in ("dataframe_split", "dataframe_records", "instances", "inputs") if k in body]
+    if len(keys) != 1:
+        raise _bad("body", "give exactly one of dataframe_split, dataframe_records, instances, inputs")
+    key = keys[0]
+    value = body[key]
+    if key == "dataframe_split":
+        return _columns_from_split(value, key), params
+    if isinstance(value, dict):  # {"col": [values]} (tensor-style column dict)
+        cols = {k: v if isinstance(v, list) else [v] for k, v in value.items()}
+        return cols, params
+    return columns_from_records(value, key), params
+
+
+def columns_from_csv(text: str) -> dict[str, list[Any]]:
+    """CSV with a header row → columns; numbers become floats, empty cells None."""
+    reader = csv.reader(io.StringIO(text))
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise _bad("body", "empty CSV") from None
+    rows = list(reader)
+    out: dict[str, list[Any]] = {h: [] for h in header}
+    for i, row in enumerate(rows):
+        if len(row) != len(header):
+            raise _bad(f"row {i + 1}", f"has {len(row)} cells, the header has {len(header)}")
+        for h, cell in zip(header, row, strict=True):
+            out[h].append(_csv_value(cell))
+    return out
+
+
+def _csv_value(cell: str) -> Any:
+    if cell == "":
+        return None
+    try:
+        return float(cell)
+    except ValueError:
+        return cell
+
+
+def parse_oip(body: Any, binary: bytes = b"") -> tuple[dict[str, Any], dict[str, Any]]:
+    """An OIP v2 inference request → (columns, request header). ``binary`` holds the appended tensor data."""
+    if not isinstance(body, dict) or not isinstance(body.get("inputs"), list) or not body["inputs"]:
+        raise _bad("inputs", "expected a non-empty list of input tensors")
+    columns: dict[str, Any] = {}
+    offset = 0
+    for i, tensor in enumerate(body["inputs"]):
+        where = f"inputs[{i}]"
+        if not isinstance(tensor, dict):
+            raise _bad(where, "expected an object with name, shape, datatype, data")
+        name, shape, datatype = tensor.get("name"), tensor.get("shape"), tensor.get("datatype")
+        if not isinstance(name, str):
+            raise _bad(f"{where}.name", "expected a string")
+        where = f"inputs[{i}] ({name})"
+        if not isinstance(shape, list) or not shape or not all(isinstance(d, int) and d >= 0 for d in shape):
+            raise _bad(f"{where}.shape", "expected a list of non-negative integers")
+        if datatype != "BYTES" and datatype not in OIP_NUMERIC:
+            raise _bad(f"{where}.datatype", f"unsupported datatype {datatype!r}")
+        count = int(np.prod(shape))
+        if len(shape) > 2 or (len(shape) == 2 and shape[1] != 1):
+            raise _bad(f"{where}.shape", "each input is one column: shape [N] or [N, 1]")
+        params = tensor.get("parameters") or {}
+        size = params.get("binary_data_size") if isinstance(params, dict) else None
+        if size is not None:
+            if not isinstance(size, int) or size < 0 or offset + size > len(binary):
+                raise _bad(f"{where}.parameters.binary_data_size", "does not fit the binary body")
+            chunk = binary[offset : offset + size]
+            offset += size
+            values: Any = _decode_binary(chunk, datatype, count, where)
+        else:
+            values = _flatten(tensor.get("data"), where)
+        if len(values) != count:
+            raise _bad(where, f"shape {shape} needs {count} values, got {len(values)}")
+        columns[name] = values
+    if offset != len(binary):
+        raise _bad("body", f"{len(binary) - offset} binary bytes are not claimed by any input")
+    return columns, body
+
+
+def _flatten(data: Any, where: str) -> list[Any]:
+    if not isinstance(data, list):
+        raise _bad(f"{where}.data", "expected a list")
+    if data and isinstance(data[0], list):
+        flat: list[Any] = []
+        for row in data:
+            if not isinstance(row, list):
+                raise _bad(f"{where}.data", "mixed nested and flat values")
+            flat.extend(row)
+        return flat
+    return data
+
+
+def _decode_binary(chunk: bytes, datatype: str, count: int, where: str) -> Any:
+    if datatype == "BYTES":
+        out, pos = [], 0
+        while pos < len(chunk):
+            if pos + 4 > len(chunk):
+                raise _bad(where, "truncated BYTES element length")
+            (n,) = struct.unpack_from("<I", chunk, pos)
+            pos += 4
+            if pos + n > len(chunk):
+                raise _bad(where, "truncated BYTES element")
+            out.append(chunk[pos : pos + n].decode("utf-8", errors="replace"))
+            pos += n
+        return out
+    dtype = np.dtype(OIP_NUMERIC[datatype]).newbyteorder("<")
+    if len(chunk) != count * dtype.itemsize:
+        raise _bad(
+            where, f"binary data has {len(chunk)} bytes, {count} x {datatype} needs {count * dtype.itemsize}"
+        )
+    arr = np.frombuffer(chunk, dtype=dtype)
+    return arr.astype(np.float64) if arr.dtype.kind in "iuf" else arr
+
+
+def encode_oip(
+    outputs: list[np.ndarray],
+    output_names: list[str],
+    *,
+    model: str,
+    version: str,
+    request_id: str,
+    binary: bool = False,
+) -> tuple[dict[str, Any], bytes]:
+    """Outputs → an OIP v2 response body (and the binary tail when ``binary``)."""
+    tensors, tail = [], b""
+    for name, arr in zip(output_names, outputs, strict=True):
+        datatype = "INT64" if arr.dtype.kind in "iu" else "FP32"
+        arr = arr.astype(np.int64 if datatype == "INT64" else np.float32)
+        tensor: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(arr.shape)}
+        if binary:
+            raw = arr.astype(arr.dtype.newbyteorder("<")).tobytes()
+            tensor["parameters"] = {"binary_data_size": len(raw)}
+            tail += raw
+        else:
+            tensor["data"] = arr.ravel()
+        tensors.append(tensor)
+    return {"model_name": model, "model_version": version, "id": request_id, "outputs": tensors}, tail
+
+
+def predictions(
+    outputs: list[np.ndarray], task: str, classes: Sequence[Any] | None, *, style: str = "proba"
+) -> list[Any]:
+    """Per-row predictions for the JSON protocols.
+
+    ``style``: ``proba`` (class probabilities / values), ``label`` (the class label / value), ``records``
+    (prodml's ``/predict``: label plus probabilities).
+    """
+    if task not in ("binary", "multiclass"):
+        return outputs[0].reshape(-1).astype(float).tolist()
+    labels = [classes[int(i)] if classes else int(i) for i in outputs[0].reshape(-1)]
+    proba = outputs[1]
+    if style == "label":
+        return labels
+    if style == "proba":
+        return list(proba.astype(float).tolist())
+    names = [str(c) for c in (classes or range(proba.shape[1]))]
+    if task == "binary":
+        return [{"label": lab, "probability": float(p[1])} for lab, p in zip(labels, proba, strict=True)]
+    return [
+        {"label": lab, "probabilities": dict(zip(names, map(float, p), strict=True))}
+        for lab, p in zip(labels, proba, strict=True)
+    ]
+
+
+def columns_from_kserve_v1(body: Any, names: Sequence[str]) -> dict[str, list[Any]]:
+    """KServe v1 ``instances``: records, or lists ordered like the model's inputs."""
+    if not isinstance(body, Mapping) or not isinstance(body.get("instances"), list) or not body["instances"]:
+        raise _bad("instances", "expected a non-empty list")
+    instances = body["instances"]
+    if all(isinstance(r, dict) for r in instances):
+        return columns_from_records(instances, "instances")
+    if all(isinstance(r, list) for r in instances):
+        for i, r in enumerate(instances):
+            if len(r) != len(names):
+                raise _bad(
+                    f"instances[{i}]", f"expected {len(names)} values in input order: {', '.join(names)}"
+                )
+        return {n: [r[j] for r in instances] for j, n in enumerate(names)}
+    raise _bad("instances", "expected all records (objects) or all lists")

@@ -1,0 +1,196 @@
+"""The server process: uvicorn for the inference and admin apps, graceful drain on SIGTERM, workers.
+
+SIGTERM (or SIGINT): readiness turns 503 at once, new requests are still served for ``drain_delay_s``
+(so a load balancer that polls readiness stops sending), then the listeners close and requests in flight
+finish (up to ``drain_timeout_s``); the request log is flushed and the process exits 0.
+
+With ``workers > 1`` the parent starts N worker processes that share the port (``SO_REUSEPORT``), and
+forwards SIGTERM to them. The admin port belongs to worker 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+from collections.abc import Generator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from prodml.core.project import Serve
+from prodml.serve.cache import Cache, LRUCache, RedisCache
+from prodml.serve.dataplane import DataPlane
+from prodml.serve.http import ServerState, admin_app, inference_app
+from prodml.serve.metrics import Metrics
+from prodml.serve.model import ModelManager
+from prodml.serve.reqlog import RequestLog
+
+__all__ = ["ServeOptions", "run"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ServeOptions:
+    """Everything a server process needs; built by ``prodml serve`` from the project and the CLI."""
+
+    serve: Serve
+    ref: str | None
+    package_dir: Path | None
+    cache_dir: Path
+    tracking_uri: str | None
+    log_dir: Path | None
+    admin_token: str | None
+    poll_s: float = 30.0
+    drain_delay_s: float = 0.5
+    drain_timeout_s: float = 10.0
+
+
+class _Server:
+    """A uvicorn server whose signals are ours (uvicorn would exit at once on SIGTERM)."""
+
+    def __init__(self, app: Any, sock: socket.socket, drain_timeout_s: float) -> None:
+        import uvicorn
+
+        class Quiet(uvicorn.Server):
+            @contextlib.contextmanager
+            def capture_signals(self) -> Generator[None, None, None]:
+                yield
+
+        config = uvicorn.Config(
+            app,
+            lifespan="off",
+            access_log=False,
+            log_config=None,
+            timeout_graceful_shutdown=int(drain_timeout_s),
+            timeout_keep_alive=5,
+        )
+        self.server = Quiet(config)
+        self.sock = sock
+
+    async def serve(self) -> None:
+        await self.server.serve(sockets=[self.sock])
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+
+
+def _socket(host: str, port: int, *, reuse_port: bool) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _cache(serve: Serve) -> Cache | None:
+    if not serve.cache.enabled:
+        return None
+    if serve.cache.redis_url:
+        return RedisCache(serve.cache.redis_url, ttl_s=serve.cache.ttl_s)
+    return LRUCache(max_items=serve.cache.max_items, ttl_s=serve.cache.ttl_s)
+
+
+async def _main(options: ServeOptions, sock: socket.socket, admin_sock: socket.socket | None) -> None:
+    metrics = Metrics()
+    manager = ModelManager(
+        ref=options.ref,
+        package_dir=options.package_dir,
+        cache_dir=options.cache_dir,
+        tracking_uri=options.tracking_uri,
+        serve=options.serve,
+        metrics=metrics,
+        poll_s=options.poll_s,
+    )
+    log = RequestLog(options.log_dir) if options.log_dir is not None else None
+    plane = DataPlane(manager, metrics=metrics, cache=_cache(options.serve), log=log)
+    state = ServerState(plane, max_body_bytes=options.serve.max_body_bytes)
+    await manager.start()
+    servers = [_Server(inference_app(state), sock, options.drain_timeout_s)]
+    if admin_sock is not None:
+        servers.append(_Server(admin_app(state, options.admin_token), admin_sock, options.drain_timeout_s))
+    loop = asyncio.get_running_loop()
+
+    def drain() -> None:
+        if state.draining:
+            return
+        state.draining = True
+        logger.info("draining: readiness is 503; closing listeners in %.1f s", options.drain_delay_s)
+
+        def stop_all() -> None:
+            for s in servers:
+                s.stop()
+
+        loop.call_later(options.drain_delay_s, stop_all)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, drain)
+
+    async def flush_log() -> None:
+        while log is not None:
+            await asyncio.sleep(5)
+            await asyncio.to_thread(log.flush)
+
+    flusher = loop.create_task(flush_log())
+    try:
+        await asyncio.gather(*(s.serve() for s in servers))
+    finally:
+        flusher.cancel()
+        await manager.stop()
+        if log is not None:
+            log.flush()
+
+
+def _worker(options: ServeOptions, fd: int, admin_fd: int | None) -> None:
+    sock = socket.socket(fileno=fd)
+    admin_sock = socket.socket(fileno=admin_fd) if admin_fd is not None else None
+    _run_loop(options, sock, admin_sock)
+
+
+def _run_loop(options: ServeOptions, sock: socket.socket, admin_sock: socket.socket | None) -> None:
+    try:
+        import uvloop
+
+        uvloop.run(_main(options, sock, admin_sock))
+    except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard]
+        asyncio.run(_main(options, sock, admin_sock))
+
+
+def run(options: ServeOptions) -> None:
+    """Serve until SIGTERM/SIGINT, then drain and return."""
+    serve = options.serve
+    sock = _socket(serve.host, serve.port, reuse_port=serve.workers > 1)
+    admin_sock = (
+        _socket(serve.admin_host, serve.admin_port, reuse_port=False) if options.admin_token else None
+    )
+    if serve.workers == 1:
+        _run_loop(options, sock, admin_sock)
+        return
+    # fork, not spawn: the children inherit the listening sockets; nothing is loaded in the parent yet.
+    ctx = multiprocessing.get_context("fork")
+    procs = []
+    for i in range(serve.workers):
+        admin_fd = admin_sock.fileno() if (admin_sock is not None and i == 0) else None
+        proc = ctx.Process(target=_worker, args=(options, sock.fileno(), admin_fd), daemon=False)
+        proc.start()
+        procs.append(proc)
+
+    def forward(sig: int, _: object) -> None:
+        for proc in procs:
+            if proc.pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, sig)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for proc in procs:
+        proc.join()
