@@ -7,6 +7,7 @@ import glob
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -119,3 +120,84 @@ def s3_server() -> Iterator[str]:
             proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+@contextlib.contextmanager
+def redis_server(port: int | None = None) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """Start redis-server in the foreground on a free port; yield (url, process)."""
+    exe = shutil.which("redis-server")
+    if exe is None:
+        pytest.fail("redis-server is not installed: run 'make setup' (it installs redis-server with apt-get)")
+    port = port or free_port()
+    proc = subprocess.Popen(
+        [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port)
+        yield f"redis://127.0.0.1:{port}/0", proc
+    finally:
+        proc.kill()
+        proc.wait(10)
+
+
+class ServeProcess:
+    """A real `prodml serve` process on free ports; stopped with SIGTERM when the block ends."""
+
+    def __init__(self, project: Path, env: dict[str, str], *args: str) -> None:
+        self.port, self.admin_port = free_port(), free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.admin_url = f"http://127.0.0.1:{self.admin_port}"
+        exe = Path(sys.executable).with_name("prodml")
+        # a file, not a pipe: nobody reads a pipe while the test runs, and a full one blocks the server
+        self.log = Path(tempfile.mkstemp(prefix="prodml-serve-", suffix=".log")[1])
+        with self.log.open("wb") as out:
+            self.proc = subprocess.Popen(
+                [
+                    str(exe),
+                    "--project",
+                    str(project),
+                    "serve",
+                    "--port",
+                    str(self.port),
+                    "--admin-port",
+                    str(self.admin_port),
+                    *args,
+                ],
+                env={**os.environ, **env},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+
+    def wait_ready(self, timeout: float = 20.0) -> float:
+        import httpx
+
+        start = time.monotonic()
+        while time.monotonic() - start < timeout:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited {self.proc.returncode}: {self.output()}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{self.url}/v2/health/ready", timeout=1).status_code == 200:
+                    return time.monotonic() - start
+            time.sleep(0.05)
+        raise TimeoutError(f"server not ready after {timeout} s: {self.output()}")
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")[-3000:]
+
+    def stop(self, timeout: float = 15.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait(5)
+
+    def __enter__(self) -> ServeProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+        self.log.unlink(missing_ok=True)

@@ -1,0 +1,267 @@
+"""The real server process over HTTP: every endpoint and payload form, bad input, admin, metrics."""
+
+from __future__ import annotations
+
+import csv
+import io
+import struct
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+from tests.serve.conftest import Served
+from tests.servers import ServeProcess
+
+
+@pytest.fixture(scope="module")
+def server(served: Served) -> Iterator[ServeProcess]:
+    with ServeProcess(served.root, served.env) as proc:
+        proc.wait_ready()
+        yield proc
+
+
+@pytest.fixture(scope="module")
+def client(server: ServeProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url, timeout=10) as c:
+        yield c
+
+
+def records(served: Served, n: int = 3) -> list[dict[str, Any]]:
+    return [dict(r) for r in served.rows[:n]]
+
+
+def oip_inputs(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": k,
+            "shape": [len(rows), 1],
+            "datatype": "BYTES" if isinstance(rows[0][k], str) else "FP32",
+            "data": [r[k] for r in rows],
+        }
+        for k in rows[0]
+    ]
+
+
+def test_health_metadata_and_openapi(client: httpx.Client) -> None:
+    assert client.get("/v2/health/live").json() == {"live": True}
+    assert client.get("/v2/health/ready").json() == {"ready": True}
+    assert client.get("/v2").json()["extensions"] == ["binary_tensor_data"]
+    meta = client.get("/v2/models/churn").json()
+    assert meta["name"] == "churn"
+    assert meta["versions"] == ["1"]
+    assert {"name": "plan", "datatype": "BYTES", "shape": [-1, 1]} in meta["inputs"]
+    assert [o["name"] for o in meta["outputs"]] == ["label", "probabilities"]
+    assert client.get("/v2/models/churn/versions/1").status_code == 200
+    assert client.get("/v2/models/churn/ready").json() == {"name": "churn", "ready": True}
+    assert client.get("/v2/models/churn/versions/9/ready").status_code == 404
+    assert client.get("/v2/models/other").status_code == 404
+    assert client.get("/ping").status_code == 200
+    assert client.get("/health").status_code == 200
+    assert client.get("/version").text
+    paths = client.get("/openapi.json").json()["paths"]
+    for path in (
+        "/v2/models/{name}/infer",
+        "/v2/models/{name}/versions/{version}/infer",
+        "/invocations",
+        "/v1/models/{name}:predict",
+        "/predict",
+        "/v2/health/ready",
+        "/v2/models/{name}/feedback",
+    ):
+        assert path in paths
+
+
+def test_every_protocol_gives_the_same_probabilities(client: httpx.Client, served: Served) -> None:
+    rows = records(served)
+    cols = list(rows[0])
+    predict = client.post("/predict", json={"records": rows})
+    assert predict.status_code == 200
+    assert predict.headers["x-model-version"] == "1"
+    expected = [p["probability"] for p in predict.json()["predictions"]]
+    assert all(0 <= p <= 1 for p in expected)
+
+    v2 = client.post("/v2/models/churn/infer", json={"id": "req-7", "inputs": oip_inputs(rows)}).json()
+    assert (v2["model_name"], v2["model_version"], v2["id"]) == ("churn", "1", "req-7")
+    probs = np.asarray(v2["outputs"][1]["data"]).reshape(v2["outputs"][1]["shape"])
+    np.testing.assert_allclose(probs[:, 1], expected, rtol=1e-6)
+    assert (
+        client.post("/v2/models/churn/versions/1/infer", json={"inputs": oip_inputs(rows)}).status_code == 200
+    )
+
+    v1 = client.post("/v1/models/churn:predict", json={"instances": rows}).json()
+    np.testing.assert_allclose([p[1] for p in v1["predictions"]], expected, rtol=1e-6)
+    ordered = client.post(
+        "/v1/models/churn:predict", json={"instances": [[r[c] for c in cols] for r in rows]}
+    )
+    assert ordered.json()["predictions"] == v1["predictions"]
+
+    for body in (
+        {"dataframe_split": {"columns": cols, "data": [[r[c] for c in cols] for r in rows]}},
+        {"dataframe_records": rows},
+        {"instances": rows},
+        {"inputs": {c: [r[c] for r in rows] for c in cols}},
+    ):
+        out = client.post("/invocations", json={**body, "params": {"predict_method": "predict_proba"}})
+        assert out.status_code == 200, out.text
+        np.testing.assert_allclose([p[1] for p in out.json()["predictions"]], expected, rtol=1e-6)
+    labels = client.post("/invocations", json={"dataframe_records": rows}).json()["predictions"]
+    assert labels == [int(p >= 0.5) for p in expected]
+
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=cols)
+    writer.writeheader()
+    writer.writerows(rows)
+    csv_out = client.post("/invocations", content=buf.getvalue(), headers={"content-type": "text/csv"})
+    assert csv_out.status_code == 200, csv_out.text
+    assert csv_out.json()["predictions"] == labels
+
+
+def test_binary_tensor_extension(client: httpx.Client, served: Served) -> None:
+    rows = records(served, 4)
+    header: dict[str, Any] = {"inputs": [], "parameters": {"binary_data_output": True}}
+    tail = b""
+    for name in rows[0]:
+        values = [r[name] for r in rows]
+        if isinstance(values[0], str):
+            raw = b"".join(struct.pack("<I", len(v.encode())) + v.encode() for v in values)
+            dtype = "BYTES"
+        else:
+            raw = np.asarray([np.nan if v is None else v for v in values], dtype="<f4").tobytes()
+            dtype = "FP32"
+        header["inputs"].append(
+            {"name": name, "shape": [4, 1], "datatype": dtype, "parameters": {"binary_data_size": len(raw)}}
+        )
+        tail += raw
+    import json
+
+    head = json.dumps(header).encode()
+    response = client.post(
+        "/v2/models/churn/infer",
+        content=head + tail,
+        headers={
+            "inference-header-content-length": str(len(head)),
+            "content-type": "application/octet-stream",
+        },
+    )
+    assert response.status_code == 200, response.text
+    n = int(response.headers["inference-header-content-length"])
+    meta = json.loads(response.content[:n])
+    label_size = meta["outputs"][0]["parameters"]["binary_data_size"]
+    probs = np.frombuffer(response.content[n + label_size :], dtype="<f4").reshape(4, 2)
+    expected = [p["probability"] for p in client.post("/predict", json=rows).json()["predictions"]]
+    np.testing.assert_allclose(probs[:, 1], expected, rtol=1e-6)
+
+
+BAD = [
+    (
+        "missing column",
+        lambda r: {k: v for k, v in r.items() if k != "age"},
+        "age",
+        "required column is missing",
+    ),
+    ("extra column", lambda r: {**r, "shoe_size": 44}, "shoe_size", "unknown column"),
+    ("wrong type", lambda r: {**r, "age": "forty"}, "age", "expected numbers"),
+    ("boolean for a number", lambda r: {**r, "age": True}, "age", "expected numbers"),
+    ("null where not allowed", lambda r: {**r, "plan": None}, "plan", "not nullable"),
+    ("unknown category", lambda r: {**r, "plan": "platinum"}, "plan", "unknown category 'platinum'"),
+    ("number for a string", lambda r: {**r, "plan": 3}, "plan", "expected strings"),
+]
+
+
+@pytest.mark.parametrize(("case", "mutate", "field", "error"), BAD, ids=[b[0] for b in BAD])
+def test_bad_rows_get_field_errors_then_good_requests_succeed(
+    client: httpx.Client, served: Served, case: str, mutate: Any, field: str, error: str
+) -> None:
+    row = mutate(dict(served.rows[0]))
+    response = client.post("/predict", json=[row])
+    assert response.status_code == 400, response.text
+    body = response.json()
+    assert any(f["field"] == field and error in f["error"] for f in body["fields"]), body
+    assert "Traceback" not in response.text
+    assert client.post("/predict", json=records(served, 1)).status_code == 200
+
+
+def test_non_finite_and_malformed_bodies(client: httpx.Client, served: Served) -> None:
+    rows = records(served, 1)
+    inputs = oip_inputs(rows)
+    age = next(i for i in inputs if i["name"] == "age")
+    age["data"] = [float("inf")]
+    import json
+
+    raw = json.dumps({"inputs": inputs}, allow_nan=True).encode()  # Infinity is not JSON: 400
+    assert client.post("/v2/models/churn/infer", content=raw).status_code == 400
+    for body, expect in [
+        (b"{oops", 400),
+        (b"[]", 400),
+        (b'{"inputs": "x"}', 400),
+        (b'{"inputs": [1]}', 400),
+        (b'{"inputs": [{"name": "age", "shape": [2], "datatype": "FP32", "data": [1]}]}', 400),
+        (b'{"inputs": [{"name": "age", "shape": [1], "datatype": "COMPLEX", "data": [1]}]}', 400),
+    ]:
+        response = client.post("/v2/models/churn/infer", content=body)
+        assert response.status_code == expect, (body, response.text)
+        assert "error" in response.json()
+    assert client.post("/invocations", json={"dataframe_split": {"columns": ["a"]}}).status_code == 400
+    assert (
+        client.post("/invocations", content=b"a,b", headers={"content-type": "text/xml"}).status_code == 400
+    )
+    assert client.post("/v1/models/churn:predict", json={"instances": []}).status_code == 400
+    assert client.post("/predict", json=records(served, 1)).status_code == 200
+
+
+def test_size_limits(client: httpx.Client, served: Served) -> None:
+    cols = list(served.rows[0])
+    row = [served.rows[0][c] for c in cols]
+    response = client.post(
+        "/invocations", json={"dataframe_split": {"columns": cols, "data": [row] * 10_001}}
+    )
+    assert response.status_code == 400
+    assert "at most 10000 rows" in response.text
+    huge = b'{"records": [' + b" " * (9 << 20) + b"]}"
+    assert client.post("/predict", content=huge).status_code == 400
+    assert client.post("/predict", json=records(served, 1)).status_code == 200
+
+
+def test_feedback_and_request_ids(client: httpx.Client, served: Served) -> None:
+    out = client.post("/predict", json=records(served, 2), headers={"x-request-id": "abc-1"})
+    assert out.headers["x-request-id"] == "abc-1"
+    assert out.json()["request_id"] == "abc-1"
+    assert client.post("/v2/models/churn/feedback", json={"request_id": "abc-1", "label": 1}).json() == {
+        "accepted": 1
+    }
+    assert client.post("/v2/models/churn/feedback", json={"label": 1}).status_code == 400
+
+
+def test_metrics_count_requests_and_cache(client: httpx.Client, served: Served) -> None:
+    for _ in range(3):
+        client.post("/predict", json=records(served, 1))
+    text = client.get("/metrics").text
+    assert 'prodml_requests_total{code="200",protocol="predict"}' in text
+    assert 'prodml_cache_total{result="hit"}' in text
+    assert 'prodml_model_info{model="churn",version="1"} 1.0' in text
+    assert "prodml_request_seconds_bucket" in text
+    assert "prodml_batch_rows_bucket" in text
+
+
+def test_admin_needs_the_token_on_its_own_port(server: ServeProcess, client: httpx.Client) -> None:
+    assert client.post("/admin/reload").status_code == 404  # not on the public port
+    assert httpx.post(f"{server.admin_url}/admin/reload").status_code == 401
+    assert (
+        httpx.post(f"{server.admin_url}/admin/reload", headers={"authorization": "Bearer nope"}).status_code
+        == 401
+    )
+    ok = httpx.post(
+        f"{server.admin_url}/admin/reload", headers={"authorization": "Bearer test-token"}, timeout=30
+    )
+    assert ok.json() == {"version": "1"}
+    flushed = httpx.post(
+        f"{server.admin_url}/admin/cache/flush", headers={"authorization": "Bearer test-token"}
+    )
+    assert flushed.json()["flushed"] >= 1
+    status = httpx.get(
+        f"{server.admin_url}/admin/status", headers={"authorization": "Bearer test-token"}
+    ).json()
+    assert status["version"] == "1"
