@@ -146,7 +146,7 @@ class ServeProcess:
     """A real `prodml serve` process on free ports; stopped with SIGTERM when the block ends."""
 
     def __init__(self, project: Path, env: dict[str, str], *args: str) -> None:
-        self.port, self.admin_port = free_port(), free_port()
+        self.port, self.admin_port, self.grpc_port = free_port(), free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.admin_url = f"http://127.0.0.1:{self.admin_port}"
         exe = Path(sys.executable).with_name("prodml")
@@ -163,6 +163,8 @@ class ServeProcess:
                     str(self.port),
                     "--admin-port",
                     str(self.admin_port),
+                    "--grpc-port",
+                    str(self.grpc_port),
                     *args,
                 ],
                 env={**os.environ, **env},

@@ -265,3 +265,75 @@ def test_admin_needs_the_token_on_its_own_port(server: ServeProcess, client: htt
         f"{server.admin_url}/admin/status", headers={"authorization": "Bearer test-token"}
     ).json()
     assert status["version"] == "1"
+
+
+def _triton_inputs(module: Any, rows: list[dict[str, Any]]) -> list[Any]:
+    inputs = []
+    for name in rows[0]:
+        values = [r[name] for r in rows]
+        if isinstance(values[0], str):
+            arr = np.array([[v] for v in values], dtype=object)
+            tensor = module.InferInput(name, [len(rows), 1], "BYTES")
+        else:
+            arr = np.array([[np.nan if v is None else v] for v in values], dtype=np.float32)
+            tensor = module.InferInput(name, [len(rows), 1], "FP32")
+        tensor.set_data_from_numpy(arr)
+        inputs.append(tensor)
+    return inputs
+
+
+def test_tritons_client_over_rest_and_grpc(
+    server: ServeProcess, client: httpx.Client, served: Served
+) -> None:
+    import tritonclient.grpc as tgrpc
+    import tritonclient.http as thttp
+
+    rows = records(served, 5)
+    expected = [p["probability"] for p in client.post("/predict", json=rows).json()["predictions"]]
+    rest = thttp.InferenceServerClient(f"127.0.0.1:{server.port}")
+    assert rest.is_server_live()
+    assert rest.is_model_ready("churn")
+    out = rest.infer("churn", _triton_inputs(thttp, rows))
+    np.testing.assert_allclose(out.as_numpy("probabilities")[:, 1], expected, rtol=1e-6)
+    binary = rest.infer(
+        "churn",
+        _triton_inputs(thttp, rows),
+        outputs=[thttp.InferRequestedOutput("probabilities", binary_data=True)],
+    )
+    np.testing.assert_allclose(binary.as_numpy("probabilities")[:, 1], expected, rtol=1e-6)
+
+    grpc_client = tgrpc.InferenceServerClient(f"127.0.0.1:{server.grpc_port}")
+    assert grpc_client.is_server_live()
+    assert grpc_client.is_server_ready()
+    assert grpc_client.is_model_ready("churn")
+    assert not grpc_client.is_model_ready("churn", "7")
+    meta = grpc_client.get_model_metadata("churn")
+    assert meta.versions == ["1"]
+    assert [o.name for o in meta.outputs] == ["label", "probabilities"]
+    result = grpc_client.infer("churn", _triton_inputs(tgrpc, rows), request_id="g-1")
+    np.testing.assert_allclose(result.as_numpy("probabilities")[:, 1], expected, rtol=1e-6)
+    assert result.get_response().model_version == "1"
+    assert result.get_response().id == "g-1"
+
+
+def test_grpc_errors_and_health(server: ServeProcess, served: Served) -> None:
+    import grpc
+    import tritonclient.grpc as tgrpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from tritonclient.utils import InferenceServerException
+
+    client = tgrpc.InferenceServerClient(f"127.0.0.1:{server.grpc_port}")
+    rows = records(served, 1)
+    with pytest.raises(InferenceServerException, match="INVALID_ARGUMENT.*age: required column is missing"):
+        client.infer("churn", [i for i in _triton_inputs(tgrpc, rows) if i.name() != "age"])
+    rows[0]["plan"] = "platinum"
+    with pytest.raises(InferenceServerException, match="INVALID_ARGUMENT.*unknown category"):
+        client.infer("churn", _triton_inputs(tgrpc, rows))
+    with pytest.raises(InferenceServerException, match="NOT_FOUND"):
+        client.infer("other", _triton_inputs(tgrpc, records(served, 1)))
+    assert client.infer("churn", _triton_inputs(tgrpc, records(served, 1))).as_numpy("label").shape == (1,)
+    with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        for service in ("", "inference.GRPCInferenceService"):
+            status = stub.Check(health_pb2.HealthCheckRequest(service=service)).status
+            assert status == health_pb2.HealthCheckResponse.SERVING

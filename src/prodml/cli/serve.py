@@ -26,6 +26,9 @@ def serve(
     ] = None,
     host: Annotated[Optional[str], typer.Option(help="Bind address (default: serve.host).")] = None,  # noqa: UP045
     port: Annotated[Optional[int], typer.Option(help="HTTP port (default: serve.port).")] = None,  # noqa: UP045
+    grpc_port: Annotated[
+        Optional[int], typer.Option(help="gRPC port, 0 to disable (default: serve.grpc_port).")  # noqa: UP045
+    ] = None,
     admin_port: Annotated[Optional[int], typer.Option(help="Admin port (default: serve.admin_port).")] = None,  # noqa: UP045
     workers: Annotated[Optional[int], typer.Option(help="Worker processes (default: serve.workers).")] = None,  # noqa: UP045
     poll: Annotated[float, typer.Option(help="Seconds between registry checks for a moved alias.")] = 30.0,
@@ -36,11 +39,8 @@ def serve(
     from prodml.serve.server import ServeOptions, run
 
     project = project_of()
-    updates = {
-        k: v
-        for k, v in {"host": host, "port": port, "admin_port": admin_port, "workers": workers}.items()
-        if v is not None
-    }
+    given = {"host": host, "port": port, "grpc_port": grpc_port, "admin_port": admin_port, "workers": workers}
+    updates = {k: v for k, v in given.items() if v is not None}
     settings = project.serve.model_copy(update=updates)
     if package is not None and model is not None:
         raise ConfigError("give --model or --package, not both", hint="--package serves a local directory")
@@ -62,7 +62,8 @@ def serve(
         poll_s=poll,
     )
     console.print(
-        f"serving {ref or package} on http://{settings.host}:{settings.port} "
+        f"serving {ref or package} on http://{settings.host}:{settings.port}, "
+        f"gRPC {settings.grpc_port or 'off'} "
         f"({settings.workers} worker(s)); admin on {settings.admin_host}:{settings.admin_port}"
         + ("" if options.admin_token else " disabled (set PRODML_ADMIN_TOKEN)")
     )

@@ -115,15 +115,30 @@ async def _main(options: ServeOptions, sock: socket.socket, admin_sock: socket.s
     plane = DataPlane(manager, metrics=metrics, cache=_cache(options.serve), log=log)
     state = ServerState(plane, max_body_bytes=options.serve.max_body_bytes)
     await manager.start()
+    grpc_server = None
+    if options.serve.grpc_port:
+        from prodml.serve.grpc import GrpcServer
+
+        grpc_server = GrpcServer(
+            plane,
+            host=options.serve.host,
+            port=options.serve.grpc_port,
+            max_message_bytes=options.serve.max_body_bytes,
+            draining=lambda: state.draining,
+        )
+        await grpc_server.start()
     servers = [_Server(inference_app(state), sock, options.drain_timeout_s)]
     if admin_sock is not None:
         servers.append(_Server(admin_app(state, options.admin_token), admin_sock, options.drain_timeout_s))
     loop = asyncio.get_running_loop()
+    pending: set[asyncio.Task[None]] = set()
 
     def drain() -> None:
         if state.draining:
             return
         state.draining = True
+        if grpc_server is not None:
+            pending.add(loop.create_task(grpc_server.set_serving(False)))
         logger.info("draining: readiness is 503; closing listeners in %.1f s", options.drain_delay_s)
 
         def stop_all() -> None:
@@ -135,16 +150,23 @@ async def _main(options: ServeOptions, sock: socket.socket, admin_sock: socket.s
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, drain)
 
-    async def flush_log() -> None:
-        while log is not None:
-            await asyncio.sleep(5)
-            await asyncio.to_thread(log.flush)
+    async def housekeeping() -> None:
+        tick = 0
+        while True:
+            await asyncio.sleep(0.5)
+            tick += 1
+            if grpc_server is not None and not state.draining:  # health follows the model's arrival
+                await grpc_server.set_serving(manager.current is not None)
+            if log is not None and tick % 10 == 0:
+                await asyncio.to_thread(log.flush)
 
-    flusher = loop.create_task(flush_log())
+    chores = loop.create_task(housekeeping())
     try:
         await asyncio.gather(*(s.serve() for s in servers))
     finally:
-        flusher.cancel()
+        chores.cancel()
+        if grpc_server is not None:
+            await grpc_server.stop(options.drain_timeout_s)
         await manager.stop()
         if log is not None:
             log.flush()

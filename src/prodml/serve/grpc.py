@@ -1,0 +1,211 @@
+"""gRPC transport: ``inference.GRPCInferenceService`` (Open Inference Protocol v2) and the standard
+``grpc.health.v1`` service, over the same :class:`DataPlane` as REST.
+
+Inputs may come as typed ``contents`` or as ``raw_input_contents``; outputs are returned raw (as Triton
+does), which both Triton's and KServe's clients read. Errors map once, from the prodml error's
+``grpc_code``; a bad request is INVALID_ARGUMENT with the field errors in the message.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from typing import Any
+
+import grpc
+import numpy as np
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from prodml import __version__
+from prodml.core.errors import ProdmlError
+from prodml.serve.dataplane import DataPlane
+from prodml.serve.proto import inference_pb2 as pb
+from prodml.serve.proto import inference_pb2_grpc as pb_grpc
+from prodml.serve.protocols import OIP_NUMERIC
+from prodml.serve.validation import RequestError
+
+__all__ = ["GrpcServer"]
+
+logger = logging.getLogger(__name__)
+SERVICE = "inference.GRPCInferenceService"
+
+_CONTENTS = {
+    "BOOL": "bool_contents",
+    "INT8": "int_contents",
+    "INT16": "int_contents",
+    "INT32": "int_contents",
+    "INT64": "int64_contents",
+    "UINT8": "uint_contents",
+    "UINT16": "uint_contents",
+    "UINT32": "uint_contents",
+    "UINT64": "uint64_contents",
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+    "BYTES": "bytes_contents",
+}
+
+
+def _bytes_elements(raw: bytes, where: str) -> list[str]:
+    out, pos = [], 0
+    while pos < len(raw):
+        if pos + 4 > len(raw):
+            raise RequestError(f"{where}: truncated BYTES element", [{"field": where, "error": "truncated"}])
+        (n,) = struct.unpack_from("<I", raw, pos)
+        out.append(raw[pos + 4 : pos + 4 + n].decode("utf-8", errors="replace"))
+        pos += 4 + n
+    return out
+
+
+def _columns(request: Any) -> dict[str, Any]:
+    raw = list(request.raw_input_contents)
+    if raw and len(raw) != len(request.inputs):
+        raise RequestError(
+            "raw_input_contents must hold one entry per input",
+            [{"field": "raw_input_contents", "error": f"{len(raw)} for {len(request.inputs)} inputs"}],
+        )
+    columns: dict[str, Any] = {}
+    for i, tensor in enumerate(request.inputs):
+        where = f"inputs[{i}] ({tensor.name})"
+        datatype = tensor.datatype
+        if datatype not in _CONTENTS:
+            raise RequestError(
+                f"{where}: unsupported datatype {datatype!r}",
+                [{"field": where, "error": "unsupported datatype"}],
+            )
+        count = int(np.prod(list(tensor.shape))) if tensor.shape else 0
+        if raw:
+            if datatype == "BYTES":
+                values: Any = _bytes_elements(raw[i], where)
+            else:
+                dtype = np.dtype(OIP_NUMERIC[datatype]).newbyteorder("<")
+                if len(raw[i]) != count * dtype.itemsize:
+                    raise RequestError(
+                        f"{where}: raw content has {len(raw[i])} bytes",
+                        [{"field": where, "error": f"expected {count * dtype.itemsize} bytes"}],
+                    )
+                values = np.frombuffer(raw[i], dtype=dtype).astype(np.float64)
+        else:
+            contents = getattr(tensor.contents, _CONTENTS[datatype])
+            values = (
+                [b.decode("utf-8", errors="replace") for b in contents]
+                if datatype == "BYTES"
+                else np.asarray(contents, dtype=np.float64)
+            )
+        if len(values) != count:
+            raise RequestError(
+                f"{where}: shape {list(tensor.shape)} needs {count} values, got {len(values)}",
+                [{"field": where, "error": "shape and data disagree"}],
+            )
+        columns[tensor.name] = values
+    return columns
+
+
+class _Servicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
+    def __init__(self, plane: DataPlane, draining: Any) -> None:
+        self.plane = plane
+        self.draining = draining
+
+    async def _abort(self, context: Any, exc: ProdmlError) -> None:
+        message = exc.message
+        fields = getattr(exc, "fields", None)
+        if fields:
+            message += ": " + "; ".join(f"{f['field']}: {f['error']}" for f in fields)
+        await context.abort(getattr(grpc.StatusCode, exc.grpc_code, grpc.StatusCode.INTERNAL), message)
+
+    async def ServerLive(self, request: Any, context: Any) -> Any:
+        return pb.ServerLiveResponse(live=True)
+
+    async def ServerReady(self, request: Any, context: Any) -> Any:
+        return pb.ServerReadyResponse(ready=self.plane.manager.current is not None and not self.draining())
+
+    async def ModelReady(self, request: Any, context: Any) -> Any:
+        try:
+            self.plane.model(request.name, request.version or None)
+        except ProdmlError:
+            return pb.ModelReadyResponse(ready=False)
+        return pb.ModelReadyResponse(ready=not self.draining())
+
+    async def ServerMetadata(self, request: Any, context: Any) -> Any:
+        return pb.ServerMetadataResponse(name="prodml", version=__version__, extensions=[])
+
+    async def ModelMetadata(self, request: Any, context: Any) -> Any:
+        try:
+            model = self.plane.model(request.name, request.version or None)
+        except ProdmlError as exc:
+            await self._abort(context, exc)
+            raise  # unreachable: abort raises
+        tm = pb.ModelMetadataResponse.TensorMetadata
+        inputs = [
+            tm(name=c["name"], datatype="BYTES" if c["dtype"] == "string" else "FP32", shape=[-1, 1])
+            for c in model.package.schema["inputs"]
+        ]
+        outputs = [
+            tm(
+                name=o["name"],
+                datatype="INT64" if o["dtype"] == "int64" else "FP32",
+                shape=o.get("shape", [-1]),
+            )
+            for o in model.package.schema["outputs"]
+        ]
+        return pb.ModelMetadataResponse(
+            name=model.name,
+            versions=[model.version],
+            platform="onnxruntime_onnx",
+            inputs=inputs,
+            outputs=outputs,
+        )
+
+    async def ModelInfer(self, request: Any, context: Any) -> Any:
+        try:
+            pred = await self.plane.infer(
+                _columns(request),
+                request_id=request.id or None,
+                name=request.model_name,
+                version=request.model_version or None,
+            )
+        except ProdmlError as exc:
+            self.plane.metrics.errors.labels(type(exc).__name__).inc()
+            await self._abort(context, exc)
+            raise
+        response = pb.ModelInferResponse(model_name=pred.name, model_version=pred.version, id=pred.request_id)
+        for name, arr in zip(pred.model.runtime.output_names, pred.outputs, strict=True):
+            datatype = "INT64" if arr.dtype.kind in "iu" else "FP32"
+            arr = arr.astype("<i8" if datatype == "INT64" else "<f4")
+            response.outputs.add(name=name, datatype=datatype, shape=list(arr.shape))
+            response.raw_output_contents.append(arr.tobytes())
+        return response
+
+
+class GrpcServer:
+    """The gRPC server of one process; started and stopped with the HTTP servers."""
+
+    def __init__(
+        self, plane: DataPlane, *, host: str, port: int, max_message_bytes: int, draining: Any
+    ) -> None:
+        options = [
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.so_reuseport", 1),
+        ]
+        self.server = grpc.aio.server(options=options)
+        pb_grpc.add_GRPCInferenceServiceServicer_to_server(_Servicer(plane, draining), self.server)
+        self.health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        self.port = self.server.add_insecure_port(address)
+        self.plane = plane
+
+    async def start(self) -> None:
+        await self.server.start()
+        await self.set_serving(self.plane.manager.current is not None)
+
+    async def set_serving(self, serving: bool) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for service in ("", SERVICE):
+            await self.health.set(service, status)
+
+    async def stop(self, grace_s: float) -> None:
+        await self.set_serving(False)
+        await self.server.stop(grace_s)

@@ -1,0 +1,168 @@
+"""Unit tests of the serving pieces that need no process: validation, protocols, cache, batching."""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+
+import numpy as np
+import pytest
+
+from prodml.serve.cache import CircuitBreaker, LRUCache, cache_key
+from prodml.serve.protocols import columns_from_csv, columns_from_mlflow, parse_oip, predictions
+from prodml.serve.runtime import MicroBatcher
+from prodml.serve.validation import RequestError, Validator
+
+SCHEMA = {
+    "inputs": [
+        {"name": "age", "dtype": "float", "nullable": False},
+        {"name": "gap", "dtype": "float", "nullable": True},
+        {"name": "plan", "dtype": "string", "nullable": False, "categories": ["basic", "pro"]},
+    ]
+}
+
+
+def test_validator_builds_float32_and_string_feeds() -> None:
+    feeds, rows = Validator(SCHEMA).feeds({"age": [30, 41.5], "gap": [None, 2], "plan": ["pro", "basic"]})
+    assert rows == 2
+    assert feeds["age"].dtype == np.float32
+    assert feeds["age"].shape == (2, 1)
+    assert np.isnan(feeds["gap"][0, 0])
+    assert feeds["plan"].tolist() == [["pro"], ["basic"]]
+
+
+@pytest.mark.parametrize(
+    ("columns", "field", "error"),
+    [
+        ({"age": [1], "plan": ["pro"]}, "gap", "missing"),
+        ({"age": [1], "gap": [1], "plan": ["pro"], "x": [1]}, "x", "unknown column"),
+        ({"age": [float("nan")], "gap": [1], "plan": ["pro"]}, "age", "not nullable"),
+        ({"age": [float("inf")], "gap": [1], "plan": ["pro"]}, "age", "infinite"),
+        ({"age": ["1"], "gap": [1], "plan": ["pro"]}, "age", "expected numbers"),
+        ({"age": [1], "gap": [1], "plan": ["gold"]}, "plan", "unknown category 'gold'"),
+        ({"age": [1, 2], "gap": [1], "plan": ["pro"]}, "age", "values"),
+    ],
+)
+def test_validator_field_errors(columns: dict[str, list[object]], field: str, error: str) -> None:
+    with pytest.raises(RequestError) as info:
+        Validator(SCHEMA).feeds(columns)
+    assert any(f["field"] == field and error in f["error"] for f in info.value.fields), info.value.fields
+
+
+def test_unknown_categories_can_be_mapped_and_rows_are_capped() -> None:
+    feeds, _ = Validator(SCHEMA, unknown_category="map").feeds({"age": [1], "gap": [1], "plan": ["gold"]})
+    assert feeds["plan"].tolist() == [["gold"]]
+    with pytest.raises(RequestError, match="exceed the limit of 2"):
+        Validator(SCHEMA, max_rows=2).feeds({"age": [1] * 3, "gap": [1] * 3, "plan": ["pro"] * 3})
+
+
+def test_oip_json_nested_and_binary_parse_to_the_same_columns() -> None:
+    flat = {
+        "inputs": [
+            {"name": "age", "shape": [2], "datatype": "FP32", "data": [1, 2]},
+            {"name": "plan", "shape": [2, 1], "datatype": "BYTES", "data": [["a"], ["bc"]]},
+        ]
+    }
+    columns, _ = parse_oip(flat)
+    assert columns == {"age": [1, 2], "plan": ["a", "bc"]}
+    age = np.array([1, 2], "<f4").tobytes()
+    plan = struct.pack("<I", 1) + b"a" + struct.pack("<I", 2) + b"bc"
+    binary = {
+        "inputs": [
+            {"name": "age", "shape": [2], "datatype": "FP32", "parameters": {"binary_data_size": len(age)}},
+            {
+                "name": "plan",
+                "shape": [2],
+                "datatype": "BYTES",
+                "parameters": {"binary_data_size": len(plan)},
+            },
+        ]
+    }
+    columns, _ = parse_oip(binary, age + plan)
+    assert columns["age"].tolist() == [1.0, 2.0]
+    assert columns["plan"] == ["a", "bc"]
+    with pytest.raises(RequestError, match="not claimed"):
+        parse_oip(binary, age + plan + b"x")
+
+
+def test_mlflow_and_csv_forms() -> None:
+    split, _ = columns_from_mlflow({"dataframe_split": {"columns": ["a", "b"], "data": [[1, "x"], [2, "y"]]}})
+    records, params = columns_from_mlflow(
+        {
+            "dataframe_records": [{"a": 1, "b": "x"}, {"a": 2, "b": "y"}],
+            "params": {"predict_method": "predict_proba"},
+        }
+    )
+    assert split == records == {"a": [1, 2], "b": ["x", "y"]}
+    assert params == {"predict_method": "predict_proba"}
+    assert columns_from_csv("a,b\n1,x\n,y\n") == {"a": [1.0, None], "b": ["x", "y"]}
+    with pytest.raises(RequestError, match="exactly one"):
+        columns_from_mlflow({"instances": [], "inputs": []})
+
+
+def test_prediction_styles() -> None:
+    outputs = [np.array([1, 0]), np.array([[0.2, 0.8], [0.9, 0.1]], np.float32)]
+    assert predictions(outputs, "binary", [0, 1], style="label") == [1, 0]
+    records = predictions(outputs, "binary", ["stay", "churn"], style="records")
+    assert records[0]["label"] == "churn"
+    assert records[0]["probability"] == pytest.approx(0.8)
+    assert predictions([np.array([[1.5], [2.5]])], "regression", None) == [1.5, 2.5]
+
+
+def test_cache_key_depends_on_version_and_values() -> None:
+    feeds = {"a": np.array([[1.0]], np.float32), "p": np.array([["x"]], dtype=object)}
+    assert cache_key("1", feeds) == cache_key("1", {k: v.copy() for k, v in feeds.items()})
+    assert cache_key("1", feeds) != cache_key("2", feeds)
+    assert cache_key("1", feeds) != cache_key("1", {**feeds, "p": np.array([["y"]], dtype=object)})
+
+
+def test_lru_evicts_and_expires() -> None:
+    async def scenario() -> None:
+        cache = LRUCache(max_items=2, ttl_s=60)
+        for k in "abc":
+            await cache.set(k, [np.array([ord(k)])])
+        assert await cache.get("a") is None
+        assert (await cache.get("c"))[0].tolist() == [99]  # type: ignore[index]
+        expiring = LRUCache(ttl_s=0.01)
+        await expiring.set("k", [np.array([1])])
+        await asyncio.sleep(0.02)
+        assert await expiring.get("k") is None
+
+    asyncio.run(scenario())
+
+
+def test_circuit_breaker_opens_after_five_failures_and_probes_after_cooldown() -> None:
+    breaker = CircuitBreaker(threshold=5, cooldown_s=0.05)
+    for _ in range(4):
+        breaker.failure()
+    assert breaker.allow()
+    breaker.failure()
+    assert not breaker.allow()
+    import time
+
+    time.sleep(0.06)
+    assert breaker.allow()  # one probe
+    assert not breaker.allow()
+    breaker.success()
+    assert breaker.allow()
+
+
+def test_micro_batcher_merges_concurrent_requests_and_splits_results() -> None:
+    calls: list[int] = []
+
+    def run(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        calls.append(len(feeds["x"]))
+        return [feeds["x"] * 2]
+
+    async def scenario() -> list[list[np.ndarray]]:
+        batcher = MicroBatcher(run, max_rows=64, max_wait_s=0.01)
+        jobs = [batcher.submit({"x": np.full((2, 1), i, np.float32)}, 2) for i in range(10)]
+        results = await asyncio.gather(*jobs)
+        await batcher.close()
+        return results
+
+    results = asyncio.run(scenario())
+    for i, out in enumerate(results):
+        assert out[0].ravel().tolist() == [2 * i, 2 * i]
+    assert sum(calls) == 20
+    assert len(calls) < 10  # concurrent requests shared runtime calls
