@@ -324,10 +324,10 @@ def test_grpc_errors_and_health(server: ServeProcess, served: Served) -> None:
 
     client = tgrpc.InferenceServerClient(f"127.0.0.1:{server.grpc_port}")
     rows = records(served, 1)
-    with pytest.raises(InferenceServerException, match="INVALID_ARGUMENT.*age: required column is missing"):
+    with pytest.raises(InferenceServerException, match=r"INVALID_ARGUMENT.*age: required column is missing"):
         client.infer("churn", [i for i in _triton_inputs(tgrpc, rows) if i.name() != "age"])
     rows[0]["plan"] = "platinum"
-    with pytest.raises(InferenceServerException, match="INVALID_ARGUMENT.*unknown category"):
+    with pytest.raises(InferenceServerException, match=r"INVALID_ARGUMENT.*unknown category"):
         client.infer("churn", _triton_inputs(tgrpc, rows))
     with pytest.raises(InferenceServerException, match="NOT_FOUND"):
         client.infer("other", _triton_inputs(tgrpc, records(served, 1)))
