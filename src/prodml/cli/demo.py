@@ -35,7 +35,7 @@ def demo(
     steps: list[tuple[str, float, str]] = []
     columns = (TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console) as progress:
-        task = progress.add_task("simulate", total=5)
+        task = progress.add_task("simulate", total=6)
 
         start = time.perf_counter()
         path = write_example(directory, "churn", customers=customers, days=days, seed=seed, force=True)
@@ -81,7 +81,9 @@ def demo(
         progress.update(task, advance=1, description="promote")
 
         start = time.perf_counter()
-        gate = promote(Registry(outcome.tracking_uri), project.promotion, mv.name, mv.version)
+        registry = Registry(outcome.tracking_uri)
+        gate = promote(registry, project.promotion, mv.name, mv.version)
+        registry.cache_ref(f"{mv.name}@champion", project.state_dir / "models")
         steps.append(
             (
                 "promote",
@@ -89,6 +91,11 @@ def demo(
                 f"{mv.name}@champion = v{mv.version} ({gate.metric} {gate.value:.4f} passes the gate)",
             )
         )
+        progress.update(task, advance=1, description="serve")
+
+        start = time.perf_counter()
+        summary = _serve_and_probe(path, outcome.tracking_uri, frame.table, frame.features)
+        steps.append(("serve", time.perf_counter() - start, summary))
         progress.update(task, advance=1, description="done")
 
     table = Table(title=f"prodml demo in {directory}", title_justify="left")
@@ -100,3 +107,74 @@ def demo(
     console.print(table)
     if not report.ok:
         raise typer.Exit(3)
+
+
+def _serve_and_probe(project_file: Path, tracking: str, table: object, features: list[str]) -> str:
+    """Start `prodml serve` on a free port, send real traffic, report latencies, stop it with SIGTERM."""
+    import os
+    import signal
+    import socket
+    import statistics
+    import subprocess
+    import sys
+
+    import httpx
+
+    def free_port() -> int:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return int(s.getsockname()[1])
+
+    port = free_port()
+    exe = str(Path(sys.executable).with_name("prodml"))
+    env = {**os.environ, "PRODML_TRACKING_URI": tracking}
+    started = time.perf_counter()
+    proc = subprocess.Popen(
+        [
+            exe,
+            "--project",
+            str(project_file),
+            "serve",
+            "--port",
+            str(port),
+            "--grpc-port",
+            "0",
+            "--admin-port",
+            str(free_port()),
+            "--no-log-requests",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    rows = table.select(features).slice(0, 100).to_pylist()  # type: ignore[attr-defined]
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
+            while True:
+                try:
+                    if client.post("/predict", json=rows[:1]).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if proc.poll() is not None or time.perf_counter() - started > 30:
+                    return "the server did not start"
+                time.sleep(0.02)
+            first = time.perf_counter() - started
+            single = []
+            for i in range(300):
+                t0 = time.perf_counter()
+                response = client.post("/predict", json=rows[i % 100 : i % 100 + 1])
+                single.append(time.perf_counter() - t0)
+                response.raise_for_status()
+            t0 = time.perf_counter()
+            batch = client.post("/predict", json=rows)
+            batch_ms = (time.perf_counter() - t0) * 1000
+            version = batch.headers.get("x-model-version")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(20)
+    p50, p99 = statistics.median(single) * 1000, sorted(single)[int(0.99 * len(single))] * 1000
+    return (
+        f"v{version}: first answer {first:.2f} s after start; 300 single-row requests p50 {p50:.2f} ms, "
+        f"p99 {p99:.2f} ms (Python client); 100 rows in {batch_ms:.1f} ms; SIGTERM exit {code}"
+    )

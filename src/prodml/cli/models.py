@@ -100,6 +100,7 @@ def promote(
 
     project, registry = _registry()
     verdict = run(registry, project.promotion, name, version, alias=alias, force=force, reason=reason)
+    registry.cache_ref(f"{name}@{alias}", project.state_dir / "models")  # a local server starts on it at once
     note = "" if verdict.passed else " [yellow](gate overridden: " + "; ".join(verdict.reasons) + ")[/]"
     console.print(
         f"[green]✓[/] {name} version {version} is now '{alias}' ({verdict.metric} {verdict.value:.4f}){note}"

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from prodml.core.errors import ConfigError, NotFound, ProdmlError, Unavailable
+from prodml.export.cache import PackageCache
 from prodml.export.package import FILES, ModelPackage, TamperedArtifact, load_package, safe_join
 
 __all__ = ["DIGEST_TAG", "ModelVersion", "Registry", "RegistryError", "Run", "parse_ref", "tracking_uri_for"]
@@ -275,6 +276,14 @@ class Registry:
         except NotFound:
             return None
 
+    def cache_ref(self, ref: str, cache: Path) -> ModelVersion:
+        """Resolve ``ref``, put its verified package in the local cache and record the reference there,
+        so a server on this machine starts on it without waiting for the registry."""
+        mv = self.resolve(ref)
+        self.load(mv, cache)
+        PackageCache(cache).remember(mv.name, ref.removeprefix("models:/"), mv.version, mv.digests)
+        return mv
+
     def set_version_tags(self, name: str, version: str, tags: dict[str, Any]) -> None:
         with _translate(f"tagging '{name}' version {version}"):
             for key, value in tags.items():
@@ -307,7 +316,7 @@ class Registry:
 
     def load(self, mv: ModelVersion, cache: Path) -> ModelPackage:
         """The verified package of ``mv``: from ``cache/NAME/VERSION`` if intact, else downloaded."""
-        local = safe_join(cache, f"{mv.name}/{mv.version}")
+        local = PackageCache(cache).path(mv.name, mv.version)
         if local.is_dir():
             try:
                 return load_package(local, mv.digests)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -20,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from prodml.core.errors import NotFound, ProdmlError, Unavailable
-from prodml.core.files import atomic_write_text
 from prodml.core.project import Serve
-from prodml.export.package import FILES, ModelPackage, load_package, safe_join
+from prodml.export.cache import PackageCache
+from prodml.export.package import FILES, ModelPackage, load_package
 from prodml.serve.metrics import Metrics
 from prodml.serve.runtime import MicroBatcher, Runtime
 from prodml.serve.validation import Validator
@@ -79,6 +78,7 @@ class ModelManager:
         self.serve = serve
         self.metrics = metrics
         self.poll_s = poll_s
+        self.cache = PackageCache(cache_dir)
         self.current: LoadedModel | None = None
         self.last_error: str | None = None
         self._registry: Any = None
@@ -129,27 +129,13 @@ class ModelManager:
     def _alias_key(self) -> str:
         return self.ref.removeprefix("models:/") if self.ref else "local"
 
-    def _refs_path(self) -> Path:
-        return safe_join(self.cache_dir, f"{self._name()}/refs.json")
-
     def _load_cached(self) -> LoadedModel | None:
-        path = self._refs_path()
-        if not path.is_file():
+        found = self.cache.load(self._name(), self._alias_key())
+        if found is None:
             return None
-        entry = json.loads(path.read_text()).get(self._alias_key())
-        if entry is None:
-            return None
-        package = load_package(
-            safe_join(self.cache_dir, f"{self._name()}/{entry['version']}"), entry["digests"]
-        )
-        logger.info("serving cached %s version %s until the registry answers", self._name(), entry["version"])
-        return self._build(package, name=self._name(), version=str(entry["version"]))
-
-    def _remember(self, version: str, digests: dict[str, str]) -> None:
-        path = self._refs_path()
-        refs = json.loads(path.read_text()) if path.is_file() else {}
-        refs[self._alias_key()] = {"version": version, "digests": digests, "at": time.time()}
-        atomic_write_text(path, json.dumps(refs, indent=2))
+        version, package = found
+        logger.info("serving cached %s version %s until the registry answers", self._name(), version)
+        return self._build(package, name=self._name(), version=version)
 
     def _build(self, package: ModelPackage, *, name: str, version: str) -> LoadedModel:
         runtime = Runtime(package)
@@ -198,7 +184,7 @@ class ModelManager:
             if package is not None:
                 model = await asyncio.to_thread(self._build, package, name=self._name(), version=version)
                 self._swap(model)
-                self._remember(version, digests)
+                self.cache.remember(self._name(), self._alias_key(), version, digests)
 
     async def _poll(self) -> None:
         backoff = 1.0

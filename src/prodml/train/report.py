@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import io
+import logging
 from html import escape
 from typing import Any
 
@@ -17,6 +18,8 @@ import numpy as np
 from prodml.train.trainer import TrainResult
 
 __all__ = ["render_report"]
+
+logger = logging.getLogger(__name__)
 
 _CSS = """body{font:14px/1.45 system-ui,sans-serif;margin:2rem auto;max-width:1100px;color:#1f2328}
 table{border-collapse:collapse;margin:.6rem 0}th,td{border-bottom:1px solid #d0d7de;padding:.3rem .6rem;
@@ -89,8 +92,22 @@ def _plots(result: TrainResult) -> list[str]:
         ax.set(title="Permutation importance (holdout)", xlabel="metric drop when shuffled")
         out.append(_png(fig))
     if result.shap:
-        import shap
+        try:
+            out.append(_shap_plot(result))
+        except Exception as exc:
+            logger.warning("SHAP summary plot failed: %s", exc)
+    return out
 
+
+def _shap_plot(result: TrainResult) -> str:
+    import warnings
+
+    import matplotlib.pyplot as plt
+    import shap
+
+    with warnings.catch_warnings():
+        # shap 0.51 seeds NumPy's global RNG for its jitter, which NumPy 2.4 flags as a FutureWarning
+        warnings.simplefilter("ignore", FutureWarning)
         shap.summary_plot(
             result.shap["values"],
             result.shap["data"],
@@ -99,10 +116,9 @@ def _plots(result: TrainResult) -> list[str]:
             max_display=15,
             plot_size=(6, 5),
         )
-        fig = plt.gcf()
-        fig.suptitle(f"SHAP summary ({result.shap['explainer']})")
-        out.append(_png(fig))
-    return out
+    fig = plt.gcf()
+    fig.suptitle(f"SHAP summary ({result.shap['explainer']})")
+    return _png(fig)
 
 
 def _table(headers: list[str], rows: list[list[Any]]) -> str:
