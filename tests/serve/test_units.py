@@ -147,22 +147,59 @@ def test_circuit_breaker_opens_after_five_failures_and_probes_after_cooldown() -
     assert breaker.allow()
 
 
-def test_micro_batcher_merges_concurrent_requests_and_splits_results() -> None:
+def test_micro_batcher_merges_requests_that_queue_behind_a_running_call() -> None:
+    import time
+
     calls: list[int] = []
 
     def run(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         calls.append(len(feeds["x"]))
+        if len(feeds["x"]) > 256:
+            time.sleep(0.05)  # a big batch runs in a thread; small requests queue meanwhile
         return [feeds["x"] * 2]
 
     async def scenario() -> list[list[np.ndarray]]:
-        batcher = MicroBatcher(run, max_rows=64, max_wait_s=0.01)
-        jobs = [batcher.submit({"x": np.full((2, 1), i, np.float32)}, 2) for i in range(10)]
-        results = await asyncio.gather(*jobs)
+        batcher = MicroBatcher(run, max_rows=1000)
+        big = asyncio.ensure_future(batcher.submit({"x": np.ones((300, 1), np.float32)}, 300))
+        await asyncio.sleep(0.01)
+        small = [batcher.submit({"x": np.full((2, 1), i, np.float32)}, 2) for i in range(10)]
+        results = await asyncio.gather(*small)
+        await big
         await batcher.close()
         return results
 
     results = asyncio.run(scenario())
     for i, out in enumerate(results):
         assert out[0].ravel().tolist() == [2 * i, 2 * i]
-    assert sum(calls) == 20
-    assert len(calls) < 10  # concurrent requests shared runtime calls
+    assert calls[0] == 300
+    assert calls[1:] == [20]  # all ten queued behind the running call, then ran as one batch
+
+
+def test_micro_batcher_runs_an_idle_request_at_once() -> None:
+    calls: list[int] = []
+
+    async def scenario() -> None:
+        batcher = MicroBatcher(lambda f: (calls.append(len(f["x"])), [f["x"]])[1], max_rows=64)
+        for _ in range(3):
+            await batcher.submit({"x": np.ones((1, 1), np.float32)}, 1)
+        await batcher.close()
+
+    asyncio.run(scenario())
+    assert calls == [1, 1, 1]
+
+
+def test_request_log_writes_parquet_and_joins_feedback(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from prodml.serve.reqlog import RequestLog, join_feedback
+
+    log = RequestLog(tmp_path, max_rows=4)
+    feeds = {"age": np.array([[30.0], [40.0]], np.float32), "plan": np.array([["pro"], ["basic"]], dtype=object)}
+    log.record("r1", "churn", "1", feeds, [np.array([0, 1]), np.array([[0.9, 0.1], [0.3, 0.7]])], 1.0)
+    log.record("r2", "churn", "1", {k: v[:1] for k, v in feeds.items()}, [np.array([0]), np.array([[0.8, 0.2]])], 2.0)
+    log.record("r3", "churn", "1", feeds, [np.array([0, 1]), np.array([[0.9, 0.1], [0.3, 0.7]])], 3.0)
+    assert log.dropped == 2  # bounded memory: the third request did not fit
+    log.feedback("r1", 1)
+    assert len(log.flush()) == 2
+    joined = join_feedback(tmp_path).to_pylist()
+    assert [(r["request_id"], r["row"], r["plan"], r["label"]) for r in joined] == [
+        ("r1", 0, "pro", 1.0), ("r1", 1, "basic", 1.0), ("r2", 0, "pro", None)]
+    assert joined[1]["prediction"] == pytest.approx([0.3, 0.7])

@@ -276,7 +276,8 @@ class Serve(_Strict):
     admin_port: int = Field(default=8082, ge=0, le=65535)
     workers: int = Field(default=1, ge=1, le=64)
     max_batch_size: int = Field(default=64, ge=1)
-    max_wait_ms: float = Field(default=2.0, ge=0)
+    max_wait_ms: float = Field(default=0.0, ge=0)
+    """Extra wait for more requests once a batch has company; 0 = take what is queued (adaptive)."""
     max_body_bytes: int = Field(default=8 << 20, gt=0)
     max_rows: int = Field(default=10_000, gt=0)
     unknown_category: Literal["reject", "map"] = "reject"

@@ -11,76 +11,45 @@ from __future__ import annotations
 import hmac
 import logging
 import time
-import uuid
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from prodml import __version__
-from prodml.core.errors import InvalidInput, ProdmlError
-from prodml.serve import protocols as p
-from prodml.serve.dataplane import DataPlane
-from prodml.serve.validation import RequestError
+from prodml.core.errors import ProdmlError
+from prodml.serve.handlers import JSON, FastPath, Handlers, Reply, ServerState, error_reply, json_reply
 
 __all__ = ["ServerState", "admin_app", "inference_app"]
 
 logger = logging.getLogger("prodml.serve.access")
-JSON = "application/json"
-_ORJSON = orjson.OPT_SERIALIZE_NUMPY
+# FastAPI's built-in OpenTelemetry hooks look up providers on every request; prodml exports Prometheus.
+NO_TELEMETRY: Any = {"tracing": False, "metrics": False, "logs": False}
 
 
-@dataclass
-class ServerState:
-    """What the HTTP layer needs beyond the data plane."""
-
-    plane: DataPlane
-    max_body_bytes: int = 8 << 20
-    draining: bool = False
-    started_at: float = field(default_factory=time.time)
+def _response(reply: Reply) -> Response:
+    return Response(reply.body, status_code=reply.status, media_type=reply.media_type, headers=reply.headers)
 
 
-def _json(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(obj, option=_ORJSON), status_code=status, media_type=JSON, headers=headers)
+def _json(obj: Any, status: int = 200) -> Response:
+    return _response(json_reply(obj, status))
 
 
 def _error(status: int, message: str, fields: list[dict[str, str]] | None = None) -> Response:
-    body: dict[str, Any] = {"error": message}
-    if fields:
-        body["fields"] = fields
-    return _json(body, status)
+    return _response(error_reply(status, message, fields))
 
 
-async def _body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > limit):
-        raise RequestError(
-            f"the body is larger than {limit} bytes", [{"field": "body", "error": f"at most {limit} bytes"}]
-        )
+async def _raw(request: Request, limit: int) -> bytes:
+    """The body, or b"" past the limit (the handlers then answer 400 for it)."""
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise RequestError(
-                f"the body is larger than {limit} bytes",
-                [{"field": "body", "error": f"at most {limit} bytes"}],
-            )
+            return b"\x00"  # not JSON: a clear 400 from the handler
         chunks.append(chunk)
     return b"".join(chunks)
-
-
-def _loads(raw: bytes) -> Any:
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise RequestError(
-            f"the body is not valid JSON: {exc}", [{"field": "body", "error": "invalid JSON"}]
-        ) from None
 
 
 def _schema_body(example: dict[str, Any], description: str) -> dict[str, Any]:
@@ -101,14 +70,17 @@ OIP_EXAMPLE = {
 }
 
 
-def inference_app(state: ServerState) -> FastAPI:
-    """The public app: inference protocols, health, metadata, metrics, feedback."""
+def inference_app(state: ServerState) -> Any:
+    """The public ASGI app: the inference routes on the lean path, the rest (health, metadata, metrics,
+    OpenAPI) on FastAPI."""
     plane = state.plane
+    handlers = Handlers(state)
     app = FastAPI(
         title="prodml inference server",
         version=__version__,
-        description="Open Inference Protocol v2, KServe v1, MLflow scoring and /predict over "
-        "one ONNX Runtime data plane.",
+        description="Open Inference Protocol v2, KServe v1, MLflow scoring and /predict over one "
+        "ONNX Runtime data plane.",
+        telemetry=NO_TELEMETRY,
     )
 
     @app.exception_handler(ProdmlError)
@@ -122,11 +94,8 @@ def inference_app(state: ServerState) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> Response:
-        return _error(
-            400,
-            "invalid request",
-            [{"field": ".".join(map(str, e["loc"])), "error": e["msg"]} for e in exc.errors()],
-        )
+        fields = [{"field": ".".join(map(str, e["loc"])), "error": e["msg"]} for e in exc.errors()]
+        return _error(400, "invalid request", fields)
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> Response:
@@ -134,27 +103,8 @@ def inference_app(state: ServerState) -> FastAPI:
         logger.exception("unexpected error")
         return _error(500, "internal error")
 
-    async def scored(protocol: str, request: Request, handler: Callable[[], Awaitable[Response]]) -> Response:
-        start = time.perf_counter()
-        plane.metrics.inflight.inc()
-        code = 500
-        try:
-            response = await handler()
-            code = response.status_code
-            return response
-        except ProdmlError as exc:
-            code = exc.http_status
-            raise
-        finally:
-            plane.metrics.inflight.dec()
-            plane.metrics.requests.labels(protocol, str(code)).inc()
-            plane.metrics.latency.labels(protocol).observe(time.perf_counter() - start)
-
-    def request_id(request: Request) -> str:
-        return request.headers.get("x-request-id") or uuid.uuid4().hex
-
-    def headers(pred: Any) -> dict[str, str]:
-        return {"x-model-name": pred.name, "x-model-version": pred.version, "x-request-id": pred.request_id}
+    def headers(request: Request) -> dict[str, str]:
+        return {k.lower(): v for k, v in request.headers.items()}
 
     # --- Open Inference Protocol v2 -----------------------------------------------------------------
 
@@ -219,61 +169,18 @@ def inference_app(state: ServerState) -> FastAPI:
     async def model_version_is_ready(name: str, version: str) -> Response:
         return model_ready(name, version)
 
-    async def oip_infer(request: Request, name: str, version: str | None) -> Response:
-        async def handle() -> Response:
-            raw = await _body(request, state.max_body_bytes)
-            header_len = request.headers.get("inference-header-content-length")
-            if header_len is not None:
-                if not header_len.isdigit() or int(header_len) > len(raw):
-                    raise RequestError(
-                        "Inference-Header-Content-Length does not fit the body",
-                        [{"field": "Inference-Header-Content-Length", "error": "out of range"}],
-                    )
-                body, tail = _loads(raw[: int(header_len)]), raw[int(header_len) :]
-            else:
-                body, tail = _loads(raw), b""
-            columns, req = p.parse_oip(body, tail)
-            given = req.get("id")
-            rid: str = given if isinstance(given, str) else request_id(request)
-            pred = await plane.infer(columns, request_id=rid, name=name, version=version)
-            raw_params = req.get("parameters")
-            params: dict[str, Any] = raw_params if isinstance(raw_params, dict) else {}
-            binary = bool(params.get("binary_data_output")) or any(
-                isinstance(o, dict)
-                and isinstance(o.get("parameters"), dict)
-                and o["parameters"].get("binary_data")
-                for o in req.get("outputs") or []
-            )
-            out, tail_out = p.encode_oip(
-                pred.outputs,
-                pred.model.runtime.output_names,
-                model=pred.name,
-                version=pred.version,
-                request_id=rid,
-                binary=binary,
-            )
-            h = headers(pred)
-            if binary:
-                head = orjson.dumps(out, option=_ORJSON)
-                h["inference-header-content-length"] = str(len(head))
-                return Response(head + tail_out, media_type="application/octet-stream", headers=h)
-            return _json(out, headers=h)
+    oip = _schema_body(OIP_EXAMPLE, "OIP v2 request (JSON, or the binary tensor data extension)")
 
-        return await scored("v2", request, handle)
-
-    @app.post(
-        "/v2/models/{name}/infer", tags=["v2"], openapi_extra=_schema_body(OIP_EXAMPLE, "OIP v2 request")
-    )
+    @app.post("/v2/models/{name}/infer", tags=["v2"], openapi_extra=oip)
     async def infer(name: str, request: Request) -> Response:
-        return await oip_infer(request, name, None)
+        return _response(
+            await handlers.v2_infer(name, None, headers(request), await _raw(request, state.max_body_bytes))
+        )
 
-    @app.post(
-        "/v2/models/{name}/versions/{version}/infer",
-        tags=["v2"],
-        openapi_extra=_schema_body(OIP_EXAMPLE, "OIP v2 request"),
-    )
+    @app.post("/v2/models/{name}/versions/{version}/infer", tags=["v2"], openapi_extra=oip)
     async def infer_version(name: str, version: str, request: Request) -> Response:
-        return await oip_infer(request, name, version)
+        raw = await _raw(request, state.max_body_bytes)
+        return _response(await handlers.v2_infer(name, version, headers(request), raw))
 
     @app.post(
         "/v2/models/{name}/feedback",
@@ -281,25 +188,7 @@ def inference_app(state: ServerState) -> FastAPI:
         openapi_extra=_schema_body({"request_id": "abc", "label": 1}, "a label for a logged request"),
     )
     async def feedback(name: str, request: Request) -> Response:
-        plane.model(name)
-        body = _loads(await _body(request, state.max_body_bytes))
-        items = body if isinstance(body, list) else [body]
-        for i, item in enumerate(items):
-            if not (
-                isinstance(item, dict)
-                and isinstance(item.get("request_id"), str)
-                and isinstance(item.get("label"), int | float)
-                and not isinstance(item.get("label"), bool)
-            ):
-                raise RequestError(
-                    "feedback needs request_id (string) and label (number)",
-                    [{"field": f"[{i}]", "error": "expected {request_id, label}"}],
-                )
-        if plane.log is None:
-            raise InvalidInput("this server does not log requests, so feedback cannot be joined")
-        for item in items:
-            plane.log.feedback(item["request_id"], item["label"])
-        return _json({"accepted": len(items)})
+        return _response(await handlers.feedback(name, await _raw(request, state.max_body_bytes)))
 
     # --- KServe v1 -----------------------------------------------------------------------------------
 
@@ -309,18 +198,9 @@ def inference_app(state: ServerState) -> FastAPI:
         openapi_extra=_schema_body({"instances": [{"age": 42, "plan": "pro"}]}, "KServe v1 request"),
     )
     async def v1_predict(name: str, request: Request) -> Response:
-        async def handle() -> Response:
-            model = plane.model(name)
-            body = _loads(await _body(request, state.max_body_bytes))
-            pred = await plane.infer(
-                p.columns_from_kserve_v1(body, model.validator.names),
-                request_id=request_id(request),
-                name=name,
-            )
-            preds = p.predictions(pred.outputs, pred.model.runtime.task, pred.model.runtime.classes)
-            return _json({"predictions": preds, "model_version": pred.version}, headers=headers(pred))
-
-        return await scored("v1", request, handle)
+        return _response(
+            await handlers.v1_predict(name, headers(request), await _raw(request, state.max_body_bytes))
+        )
 
     # --- MLflow scoring protocol ---------------------------------------------------------------------
 
@@ -345,33 +225,9 @@ def inference_app(state: ServerState) -> FastAPI:
         ),
     )
     async def invocations(request: Request) -> Response:
-        async def handle() -> Response:
-            raw = await _body(request, state.max_body_bytes)
-            ctype = request.headers.get("content-type", JSON).split(";")[0].strip().lower()
-            params: dict[str, Any] = {}
-            if ctype == "text/csv":
-                try:
-                    columns = p.columns_from_csv(raw.decode("utf-8"))
-                except UnicodeDecodeError:
-                    raise RequestError(
-                        "the CSV body is not UTF-8", [{"field": "body", "error": "not UTF-8"}]
-                    ) from None
-            elif ctype == JSON:
-                columns, params = p.columns_from_mlflow(_loads(raw))
-            else:
-                raise RequestError(
-                    f"unsupported content type {ctype!r}",
-                    [{"field": "Content-Type", "error": "use application/json or text/csv"}],
-                )
-            pred = await plane.infer(columns, request_id=request_id(request))
-            method = params.get("predict_method", "predict")
-            style = "proba" if method == "predict_proba" else "label"
-            preds = p.predictions(
-                pred.outputs, pred.model.runtime.task, pred.model.runtime.classes, style=style
-            )
-            return _json({"predictions": preds}, headers=headers(pred))
-
-        return await scored("mlflow", request, handle)
+        return _response(
+            await handlers.invocations(headers(request), await _raw(request, state.max_body_bytes))
+        )
 
     # --- prodml's plain JSON -------------------------------------------------------------------------
 
@@ -381,35 +237,20 @@ def inference_app(state: ServerState) -> FastAPI:
         openapi_extra=_schema_body({"records": [{"age": 42, "plan": "pro"}]}, "records to score"),
     )
     async def predict(request: Request) -> Response:
-        async def handle() -> Response:
-            body = _loads(await _body(request, state.max_body_bytes))
-            records = body.get("records") if isinstance(body, dict) else body
-            pred = await plane.infer(p.columns_from_records(records), request_id=request_id(request))
-            preds = p.predictions(
-                pred.outputs, pred.model.runtime.task, pred.model.runtime.classes, style="records"
-            )
-            return _json(
-                {
-                    "model": pred.name,
-                    "version": pred.version,
-                    "request_id": pred.request_id,
-                    "predictions": preds,
-                },
-                headers=headers(pred),
-            )
-
-        return await scored("predict", request, handle)
+        return _response(await handlers.predict(headers(request), await _raw(request, state.max_body_bytes)))
 
     @app.get("/metrics", tags=["ops"])
     async def metrics() -> Response:
         return Response(plane.metrics.render(), media_type="text/plain; version=0.0.4")
 
-    return app
+    return FastPath(handlers, app)
 
 
 def admin_app(state: ServerState, token: str | None) -> FastAPI:
     """Reload, cache flush and status on a separate port; every call needs ``Authorization: Bearer``."""
-    app = FastAPI(title="prodml admin", openapi_url=None, docs_url=None, redoc_url=None)
+    app = FastAPI(
+        title="prodml admin", openapi_url=None, docs_url=None, redoc_url=None, telemetry=NO_TELEMETRY
+    )
     plane = state.plane
 
     def check(request: Request) -> Response | None:

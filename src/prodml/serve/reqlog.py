@@ -27,16 +27,38 @@ logger = logging.getLogger(__name__)
 
 
 class RequestLog:
-    """Buffers scored rows and writes them as Parquet parts; ``max_rows`` bounds memory."""
+    """Copies scored rows into preallocated column buffers; ``flush`` writes them as one Parquet part.
+
+    ``record`` costs one slice assignment per column (no per-row Python objects), so logging stays off the
+    latency budget; when the buffer is full, rows are dropped and counted until the next flush.
+    """
 
     def __init__(self, directory: Path, *, max_rows: int = 50_000) -> None:
         self.directory = directory
         self.max_rows = max_rows
-        self._rows: list[dict[str, Any]] = []
-        self._feedback: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self._seq = itertools.count()
+        self._layout: tuple[str, ...] | None = None
+        self._cols: dict[str, np.ndarray] = {}
+        self._meta: dict[str, np.ndarray] = {}
+        self._n = 0
+        self._feedback: list[dict[str, Any]] = []
         self.dropped = 0
+
+    def _allocate(self, feeds: dict[str, np.ndarray], prediction: np.ndarray) -> None:
+        m = self.max_rows
+        self._layout = tuple(feeds)
+        self._cols = {
+            k: np.empty(m, dtype=object if v.dtype == object else np.float32) for k, v in feeds.items()
+        }
+        self._meta = {
+            "request_id": np.empty(m, dtype=object),
+            "row": np.empty(m, np.int32),
+            "ts": np.empty(m, np.float64),
+            "version": np.empty(m, dtype=object),
+            "prediction": np.empty((m, prediction.shape[1]), np.float32),
+        }
+        self._n = 0
 
     def record(
         self,
@@ -50,43 +72,67 @@ class RequestLog:
         n = len(next(iter(feeds.values())))
         prediction = outputs[-1].reshape(n, -1)
         with self._lock:
-            if len(self._rows) + n > self.max_rows:
+            if self._layout != tuple(feeds):
+                if self._n:
+                    self._write(*self._take())  # a model swap changed the inputs: close the part
+                self._allocate(feeds, prediction)
+            start, end = self._n, self._n + n
+            if end > self.max_rows:
                 self.dropped += n
                 return
-            for i in range(n):
-                row = {
-                    "request_id": request_id,
-                    "row": i,
-                    "ts": ts,
-                    "model": model,
-                    "version": version,
-                    "prediction": prediction[i].astype(float).tolist(),
-                }
-                row.update(
-                    {k: (v[i, 0].item() if hasattr(v[i, 0], "item") else v[i, 0]) for k, v in feeds.items()}
-                )
-                self._rows.append(row)
+            for name, arr in feeds.items():
+                self._cols[name][start:end] = arr.ravel()
+            meta = self._meta
+            meta["request_id"][start:end] = request_id
+            meta["row"][start:end] = np.arange(n)
+            meta["ts"][start:end] = ts
+            meta["version"][start:end] = version
+            meta["prediction"][start:end] = prediction
+            self._n = end
+            self._model = model
+
+    def _take(self) -> tuple[dict[str, Any], int]:
+        n = self._n
+        taken = {k: v[:n].copy() for k, v in self._meta.items()} | {
+            k: v[:n].copy() for k, v in self._cols.items()
+        }
+        self._n = 0
+        return taken, n
+
+    def _write(self, columns: dict[str, Any], n: int) -> Path | None:
+        if n == 0:
+            return None
+        prediction = columns.pop("prediction")
+        table = pa.table(
+            {
+                **{k: columns[k] for k in ("request_id", "row", "ts", "version")},
+                "model": pa.array([getattr(self, "_model", "")] * n),
+                **{k: v for k, v in columns.items() if k not in ("request_id", "row", "ts", "version")},
+                "prediction": pa.FixedSizeListArray.from_arrays(prediction.ravel(), prediction.shape[1]),
+            }
+        )
+        return self._write_table("requests", table)
+
+    def _write_table(self, kind: str, table: pa.Table) -> Path:
+        path = (
+            self.directory / kind / f"part-{int(time.time() * 1000)}-{os.getpid()}-{next(self._seq)}.parquet"
+        )
+        with atomic_path(path) as tmp:
+            pq.write_table(table, tmp)
+        return path
 
     def feedback(self, request_id: str, label: Any, ts: float | None = None) -> None:
         with self._lock:
             self._feedback.append({"request_id": request_id, "label": float(label), "ts": ts or time.time()})
 
     def flush(self) -> list[Path]:
+        """Write what was recorded since the last flush (copied under the lock, written outside it)."""
         with self._lock:
-            rows, self._rows = self._rows, []
+            columns, n = self._take() if self._layout is not None else ({}, 0)
             feedback, self._feedback = self._feedback, []
-        written = []
-        for kind, batch in (("requests", rows), ("feedback", feedback)):
-            if not batch:
-                continue
-            path = (
-                self.directory
-                / kind
-                / f"part-{int(time.time() * 1000)}-{os.getpid()}-{next(self._seq)}.parquet"
-            )
-            with atomic_path(path) as tmp:
-                pq.write_table(pa.Table.from_pylist(batch), tmp)
-            written.append(path)
+        written = [p for p in [self._write(columns, n)] if p is not None]
+        if feedback:
+            written.append(self._write_table("feedback", pa.Table.from_pylist(feedback)))
         return written
 
 

@@ -82,11 +82,15 @@ class MicroBatcher:
         self.max_wait_s = max_wait_s
         self._on_batch = on_batch or (lambda _: None)
         self._queue: asyncio.Queue[_Pending] | None = None
+        self._busy = 0  # runtime calls running in a thread
         self._task: asyncio.Task[None] | None = None
 
     async def submit(self, feeds: dict[str, np.ndarray], rows: int) -> list[np.ndarray]:
         """Run ``feeds`` (``rows`` rows) as part of a batch; return this request's slice of the outputs."""
-        if rows >= self.max_rows:  # big enough alone: skip the queue
+        idle = self._busy == 0 and (self._queue is None or self._queue.empty())
+        if rows >= self.max_rows or (idle and rows <= INLINE_ROWS):
+            # alone: big enough, or nothing to merge with (a small batch runs on the loop at once, so
+            # requests only queue, and merge, behind a call that runs in a thread)
             return await self._call(feeds, rows)
         if self._queue is None:
             self._queue = asyncio.Queue()
@@ -99,7 +103,11 @@ class MicroBatcher:
         self._on_batch(rows)
         if rows <= INLINE_ROWS:
             return self._run(feeds)
-        return await asyncio.get_running_loop().run_in_executor(None, self._run, feeds)
+        self._busy += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(None, self._run, feeds)
+        finally:
+            self._busy -= 1
 
     async def _loop(self) -> None:
         assert self._queue is not None

@@ -1,0 +1,345 @@
+"""Online serving: prodml serve vs mlflow models serve vs the afternoon FastAPI + ONNX Runtime app,
+with two floors (an in-process ONNX Runtime call and a bare HTTP echo), under the same wrk load.
+
+    python benchmarks/bench_serve.py [--duration 4] [--skip-mlflow]
+
+One model for all: a 100-tree HistGradientBoosting pipeline trained on the demo world's churn frame
+(27 features, 2 categorical). prodml serves its ONNX package (validation, Prometheus metrics and the
+request log on, cache off so repeated bodies are really scored); MLflow serves the scikit-learn pipeline;
+the afternoon app runs the same ONNX graph with no validation and no metrics. Every server gets the same
+bytes: MLflow's ``dataframe_split`` JSON at ``/invocations``, 1 row or 100 rows, from wrk (a compiled load
+generator: Python clients saturate these 2 cores first) at 1, 8 and 32 connections.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+CONCURRENCY = (1, 8, 32)
+LUA = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local f = io.open("{body}", "rb"); wrk.body = f:read("*a"); f:close()
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("RESULT %d %d %d %d %d %d\\n", summary.requests, summary.duration,
+    latency:percentile(50), latency:percentile(99), e.status, e.connect + e.read + e.write + e.timeout))
+end
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process and its children (workers), in MiB."""
+    total = 0
+    pids = [pid] + [
+        int(p)
+        for p in subprocess.run(
+            ["pgrep", "-P", str(pid)], capture_output=True, text=True, check=False
+        ).stdout.split()
+    ]
+    for p in pids:
+        try:
+            text = Path(f"/proc/{p}/status").read_text()
+        except OSError:
+            continue
+        total += int(re.search(r"VmRSS:\s+(\d+)", text).group(1))  # type: ignore[union-attr]
+    return total / 1024
+
+
+@contextmanager
+def server(
+    cmd: list[str], port: int, body: bytes, env: dict[str, str] | None = None, cwd: Path | None = None
+):  # type: ignore[no-untyped-def]
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        cmd,
+        env={**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", **(env or {})},
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        with httpx.Client(timeout=5) as client:
+            while True:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"{cmd[0]} exited with {proc.returncode}")
+                try:
+                    r = client.post(
+                        f"http://127.0.0.1:{port}/invocations",
+                        content=body,
+                        headers={"content-type": "application/json"},
+                    )
+                    if r.status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if time.perf_counter() - start > 120:
+                    raise TimeoutError(f"{cmd} did not answer")
+                time.sleep(0.02)
+        yield proc, time.perf_counter() - start
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def wrk(port: int, script: Path, connections: int, duration: float) -> dict[str, float]:
+    out = subprocess.run(
+        [
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{max(1, round(duration))}s",
+            "-s",
+            str(script),
+            f"http://127.0.0.1:{port}/invocations",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    line = next(x for x in out.splitlines() if x.startswith("RESULT"))
+    requests, duration_us, p50, p99, status_errors, socket_errors = map(int, line.split()[1:])
+    return {
+        "rps": requests / (duration_us / 1e6),
+        "p50_ms": p50 / 1000,
+        "p99_ms": p99 / 1000,
+        "errors": status_errors + socket_errors,
+    }
+
+
+def build_model(work: Path) -> tuple[Path, Path, Path, dict[str, bytes], Any]:
+    """Train the benchmark model; write its ONNX package, an MLflow model and the request bodies."""
+    from prodml.core.project import load_project
+    from prodml.data.examples import write_example
+    from prodml.data.sources import Catalog
+    from prodml.export.onnx import to_onnx
+    from prodml.export.package import write_package
+    from prodml.export.profile import reference_profile
+    from prodml.export.schema import infer_schema
+    from prodml.features.offline import build_training_frame
+    from prodml.train.pipeline import build_pipeline
+    from prodml.train.trainer import prepare
+
+    project_dir = work / "project"
+    write_example(project_dir, "churn", customers=5_000, days=365, seed=0)
+    project = load_project(project_dir)
+    frame = build_training_frame(Catalog(project))
+    X, y, _ = prepare(frame, project)
+    p = project.model_copy(update={"model": project.model.model_copy(update={"params": {"max_iter": 100}})})
+    pipe = build_pipeline(p, list(X.columns), frame.categorical).fit(X, y)
+    model = to_onnx(pipe, X.head(100))
+    package = work / "package"
+    write_package(
+        package,
+        model=model,
+        schema=infer_schema(X, frame.categorical, task="binary", classes=[0, 1], target="churned"),
+        profile=reference_profile(X, frame.categorical, None),
+        metrics={},
+        lineage={},
+        card="# bench\n",
+    )
+    import mlflow.sklearn
+
+    mlflow_model = work / "mlflow-model"
+    mlflow.sklearn.save_model(
+        pipe, mlflow_model, serialization_format="cloudpickle", pip_requirements=["scikit-learn", "pandas"]
+    )
+    cols = list(X.columns)
+
+    def body(n: int) -> bytes:
+        rows = X.head(n).astype(object).where(X.head(n).notna(), None).to_numpy().tolist()
+        return json.dumps({"dataframe_split": {"columns": cols, "data": rows}}).encode()
+
+    return project_dir, package, mlflow_model, {"1 row": body(1), "100 rows": body(100)}, (model, X)
+
+
+def in_process_floor(model: Any, X: Any) -> dict[str, float]:
+    import onnxruntime as ort
+
+    from prodml.export.onnx import onnx_inputs
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    out = {}
+    for label, n in (("1 row", 1), ("100 rows", 100)):
+        feeds = onnx_inputs(X.head(n))
+        session.run(None, feeds)
+        times = []
+        for _ in range(2000 if n == 1 else 300):
+            t0 = time.perf_counter()
+            session.run(None, feeds)
+            times.append(time.perf_counter() - t0)
+        out[label] = statistics.median(times) * 1000
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=4.0)
+    parser.add_argument("--skip-mlflow", action="store_true")
+    parser.add_argument("--workers", type=int, default=1, help="prodml serve worker processes")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        print("wrk is not installed (apt-get install wrk)", file=sys.stderr)
+        return 1
+    work = Path(tempfile.mkdtemp(prefix="bench-serve-"))
+    print("training the benchmark model...", flush=True)
+    project_dir, package, mlflow_model, bodies, (model, X) = build_model(work)
+    floor = in_process_floor(model, X)
+    scripts = {}
+    for label, body in bodies.items():
+        stem = label.replace(" ", "-")
+        (work / f"{stem}.json").write_bytes(body)
+        script = work / f"{stem}.lua"
+        script.write_text(LUA.replace("{body}", str(work / f"{stem}.json")))
+        scripts[label] = script
+
+    servers: dict[str, tuple[list[str], dict[str, str], Path | None]] = {}
+    port = free_port()
+    servers["prodml serve"] = (
+        [
+            str(BIN / "prodml"),
+            "--project",
+            str(project_dir),
+            "serve",
+            "--package",
+            str(package),
+            "--port",
+            str(port),
+            "--grpc-port",
+            "0",
+            "--admin-port",
+            str(free_port()),
+            "--workers",
+            str(args.workers),
+        ],
+        {"PRODML_SERVE__CACHE__ENABLED": "false"},
+        None,
+    )
+    servers["afternoon FastAPI + ONNX Runtime"] = (
+        [
+            str(BIN / "uvicorn"),
+            "benchmarks.apps.afternoon:app",
+            "--port",
+            "{port}",
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ],
+        {"MODEL": str(package / "model.onnx")},
+        ROOT,
+    )
+    if not args.skip_mlflow:
+        servers["mlflow models serve"] = (
+            [
+                str(BIN / "mlflow"),
+                "models",
+                "serve",
+                "-m",
+                str(mlflow_model),
+                "-p",
+                "{port}",
+                "--env-manager",
+                "local",
+                "-w",
+                "1",
+            ],
+            {},
+            None,
+        )
+    servers["bare HTTP echo (floor)"] = (
+        [
+            str(BIN / "uvicorn"),
+            "benchmarks.apps.echo:app",
+            "--port",
+            "{port}",
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ],
+        {},
+        ROOT,
+    )
+
+    results: dict[str, dict[str, Any]] = {}
+    for name, (cmd, env, cwd) in servers.items():
+        p = port if name == "prodml serve" else free_port()
+        cmd = [c.replace("{port}", str(p)) for c in cmd]
+        print(f"{name}: starting", flush=True)
+        with server(cmd, p, bodies["1 row"], env, cwd) as (proc, started):
+            entry: dict[str, Any] = {"start_s": started}
+            for label, script in scripts.items():
+                for c in CONCURRENCY:
+                    wrk(p, script, c, 1.0)  # warm-up
+                    entry[(label, c)] = wrk(p, script, c, args.duration)
+                    print(f"  {label} c={c}: {entry[(label, c)]['rps']:.0f} req/s", flush=True)
+            entry["rss_mb"] = rss_mb(proc.pid)
+            results[name] = entry
+
+    base = results["afternoon FastAPI + ONNX Runtime"]
+    prodml = results["prodml serve"]
+    mlflow_r = results.get("mlflow models serve")
+    print(
+        f"\nin-process ONNX Runtime call (floor): 1 row {floor['1 row'] * 1000:.0f} µs, "
+        f"100 rows {floor['100 rows'] * 1000:.0f} µs\n"
+    )
+    print(
+        "| server | body | conns | req/s | rows/s | p50 ms | p99 ms | errors | req/s vs afternoon |"
+        + (" req/s vs mlflow |" if mlflow_r else "")
+    )
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if mlflow_r else ""))
+    for name, entry in results.items():
+        for label in bodies:
+            rows = 1 if label == "1 row" else 100
+            for c in CONCURRENCY:
+                r = entry[(label, c)]
+                vs = r["rps"] / base[(label, c)]["rps"]
+                line = (
+                    f"| {name} | {label} | {c} | {r['rps']:,.0f} | {r['rps'] * rows:,.0f} | {r['p50_ms']:.2f} | "
+                    f"{r['p99_ms']:.2f} | {r['errors']} | {vs:.2f}x |"
+                )
+                if mlflow_r:
+                    line += f" {r['rps'] / mlflow_r[(label, c)]['rps']:.1f}x |"
+                print(line)
+    print("\n| server | start to first answer (s) | memory (MiB RSS) |\n|---|---:|---:|")
+    for name, entry in results.items():
+        print(f"| {name} | {entry['start_s']:.2f} | {entry['rss_mb']:.0f} |")
+    p50 = prodml[("1 row", 1)]["p50_ms"]
+    print(
+        f"\nprodml p50 at one connection, 1 row: {p50:.3f} ms = {p50 / floor['1 row']:.1f}x the in-process call"
+    )
+    shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
