@@ -192,14 +192,22 @@ def test_request_log_writes_parquet_and_joins_feedback(tmp_path) -> None:  # typ
     from prodml.serve.reqlog import RequestLog, join_feedback
 
     log = RequestLog(tmp_path, max_rows=4)
-    feeds = {"age": np.array([[30.0], [40.0]], np.float32), "plan": np.array([["pro"], ["basic"]], dtype=object)}
+    feeds = {
+        "age": np.array([[30.0], [40.0]], np.float32),
+        "plan": np.array([["pro"], ["basic"]], dtype=object),
+    }
     log.record("r1", "churn", "1", feeds, [np.array([0, 1]), np.array([[0.9, 0.1], [0.3, 0.7]])], 1.0)
-    log.record("r2", "churn", "1", {k: v[:1] for k, v in feeds.items()}, [np.array([0]), np.array([[0.8, 0.2]])], 2.0)
+    log.record(
+        "r2", "churn", "1", {k: v[:1] for k, v in feeds.items()}, [np.array([0]), np.array([[0.8, 0.2]])], 2.0
+    )
     log.record("r3", "churn", "1", feeds, [np.array([0, 1]), np.array([[0.9, 0.1], [0.3, 0.7]])], 3.0)
     assert log.dropped == 2  # bounded memory: the third request did not fit
     log.feedback("r1", 1)
     assert len(log.flush()) == 2
     joined = join_feedback(tmp_path).to_pylist()
     assert [(r["request_id"], r["row"], r["plan"], r["label"]) for r in joined] == [
-        ("r1", 0, "pro", 1.0), ("r1", 1, "basic", 1.0), ("r2", 0, "pro", None)]
+        ("r1", 0, "pro", 1.0),
+        ("r1", 1, "basic", 1.0),
+        ("r2", 0, "pro", None),
+    ]
     assert joined[1]["prediction"] == pytest.approx([0.3, 0.7])
