@@ -324,8 +324,8 @@ def main() -> int:
                 r = entry[(label, c)]
                 vs = r["rps"] / base[(label, c)]["rps"]
                 line = (
-                    f"| {name} | {label} | {c} | {r['rps']:,.0f} | {r['rps'] * rows:,.0f} | {r['p50_ms']:.2f} | "
-                    f"{r['p99_ms']:.2f} | {r['errors']} | {vs:.2f}x |"
+                    f"| {name} | {label} | {c} | {r['rps']:,.0f} | {r['rps'] * rows:,.0f} | "
+                    f"{r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['errors']} | {vs:.2f}x |"
                 )
                 if mlflow_r:
                     line += f" {r['rps'] / mlflow_r[(label, c)]['rps']:.1f}x |"
@@ -335,7 +335,8 @@ def main() -> int:
         print(f"| {name} | {entry['start_s']:.2f} | {entry['rss_mb']:.0f} |")
     p50 = prodml[("1 row", 1)]["p50_ms"]
     print(
-        f"\nprodml p50 at one connection, 1 row: {p50:.3f} ms = {p50 / floor['1 row']:.1f}x the in-process call"
+        f"\nprodml p50 at one connection, 1 row: {p50:.3f} ms = "
+        f"{p50 / floor['1 row']:.1f}x the in-process call"
     )
     shutil.rmtree(work, ignore_errors=True)
     return 0
