@@ -337,3 +337,17 @@ def test_grpc_errors_and_health(server: ServeProcess, served: Served) -> None:
         for service in ("", "inference.GRPCInferenceService"):
             status = stub.Check(health_pb2.HealthCheckRequest(service=service)).status
             assert status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_kserve_v1_explain_adds_up_to_the_prediction(client: httpx.Client, served: Served) -> None:
+    rows = records(served, 2)
+    out = client.post("/v1/models/churn:explain", json={"instances": rows})
+    assert out.status_code == 200, out.text
+    body = out.json()
+    expected = [p["probability"] for p in client.post("/predict", json=rows).json()["predictions"]]
+    for explanation, prediction in zip(body["explanations"], expected, strict=True):
+        values = explanation["shap_values"]
+        assert set(values) == set(rows[0])
+        assert explanation["prediction"] == pytest.approx(prediction, abs=1e-5)
+        assert sum(values.values()) == pytest.approx(explanation["prediction"] - explanation["base_value"], abs=1e-4)
+    assert client.post("/v1/models/churn:explain", json={"instances": [rows[0]] * 11}).status_code == 400

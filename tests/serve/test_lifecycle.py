@@ -200,3 +200,19 @@ def test_redis_cache_survives_redis_dying(served: Served) -> None:
 
                 before = hits()
                 wait_for(lambda: hits() > before + 1, 30, "cache hits to resume")
+
+
+@pytest.mark.integration
+def test_two_worker_processes_share_the_port_and_drain(served: Served) -> None:
+    with ServeProcess(served.root, served.env, "--workers", "2") as server:
+        server.wait_ready()
+        with httpx.Client(base_url=server.url, timeout=10) as client:
+            codes = Counter(client.post("/predict", json=served.rows[i % 20 : i % 20 + 1]).status_code
+                            for i in range(200))
+        assert codes == Counter({200: 200})
+        import subprocess
+
+        children = subprocess.run(["pgrep", "-P", str(server.proc.pid)], capture_output=True, text=True,
+                                  check=False).stdout.split()
+        assert len(children) == 2
+        assert server.stop() == 0

@@ -164,6 +164,25 @@ class Handlers:
 
         return await self.scored("v1", work)
 
+    async def v1_explain(self, name: str, headers: Mapping[str, str], raw: bytes) -> Reply:
+        async def work() -> Reply:
+            from prodml.serve.explain import explain_rows
+
+            model = self.plane.model(name)
+            columns = p.columns_from_kserve_v1(loads(raw), model.validator.names)
+            feeds, rows = model.validator.feeds(columns)
+            explanations = explain_rows(model, feeds, rows)
+            return json_reply(
+                {
+                    "explanations": explanations,
+                    "model_version": model.version,
+                    "method": "permutation-sampled Shapley values vs the training baseline",
+                },
+                headers={"x-model-name": model.name, "x-model-version": model.version},
+            )
+
+        return await self.scored("v1-explain", work)
+
     async def invocations(self, headers: Mapping[str, str], raw: bytes) -> Reply:
         async def work() -> Reply:
             ctype = headers.get("content-type", JSON).split(";")[0].strip().lower()
@@ -240,7 +259,7 @@ class Handlers:
 
 
 _V2 = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?/infer$")
-_V1 = re.compile(r"^/v1/models/([^/]+):predict$")
+_V1 = re.compile(r"^/v1/models/([^/]+):(predict|explain)$")
 
 
 class FastPath:
@@ -262,6 +281,8 @@ class FastPath:
             return lambda raw: h.v2_infer(name, version, headers, raw)
         if v1 := _V1.match(path):
             model = v1.group(1)
+            if v1.group(2) == "explain":
+                return lambda raw: h.v1_explain(model, headers, raw)
             return lambda raw: h.v1_predict(model, headers, raw)
         return None
 

@@ -202,6 +202,16 @@ def inference_app(state: ServerState) -> Any:
             await handlers.v1_predict(name, headers(request), await _raw(request, state.max_body_bytes))
         )
 
+    @app.post(
+        "/v1/models/{name}:explain",
+        tags=["v1"],
+        openapi_extra=_schema_body({"instances": [{"age": 42, "plan": "pro"}]}, "rows to explain (≤ 10)"),
+    )
+    async def v1_explain(name: str, request: Request) -> Response:
+        return _response(
+            await handlers.v1_explain(name, headers(request), await _raw(request, state.max_body_bytes))
+        )
+
     # --- MLflow scoring protocol ---------------------------------------------------------------------
 
     @app.get("/ping", tags=["mlflow"])
