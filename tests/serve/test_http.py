@@ -349,5 +349,7 @@ def test_kserve_v1_explain_adds_up_to_the_prediction(client: httpx.Client, serve
         values = explanation["shap_values"]
         assert set(values) == set(rows[0])
         assert explanation["prediction"] == pytest.approx(prediction, abs=1e-5)
-        assert sum(values.values()) == pytest.approx(explanation["prediction"] - explanation["base_value"], abs=1e-4)
+        assert sum(values.values()) == pytest.approx(
+            explanation["prediction"] - explanation["base_value"], abs=1e-4
+        )
     assert client.post("/v1/models/churn:explain", json={"instances": [rows[0]] * 11}).status_code == 400

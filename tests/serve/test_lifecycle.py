@@ -207,12 +207,14 @@ def test_two_worker_processes_share_the_port_and_drain(served: Served) -> None:
     with ServeProcess(served.root, served.env, "--workers", "2") as server:
         server.wait_ready()
         with httpx.Client(base_url=server.url, timeout=10) as client:
-            codes = Counter(client.post("/predict", json=served.rows[i % 20 : i % 20 + 1]).status_code
-                            for i in range(200))
+            codes = Counter(
+                client.post("/predict", json=served.rows[i % 20 : i % 20 + 1]).status_code for i in range(200)
+            )
         assert codes == Counter({200: 200})
         import subprocess
 
-        children = subprocess.run(["pgrep", "-P", str(server.proc.pid)], capture_output=True, text=True,
-                                  check=False).stdout.split()
+        children = subprocess.run(
+            ["pgrep", "-P", str(server.proc.pid)], capture_output=True, text=True, check=False
+        ).stdout.split()
         assert len(children) == 2
         assert server.stop() == 0
