@@ -31,6 +31,8 @@ format: setup
 
 bench: setup-bench
 	$(PY) benchmarks/bench_validate.py
+	$(PY) benchmarks/bench_train.py
+	$(PY) benchmarks/bench_serve.py
 
 # Re-resolve the locked requirements after changing pyproject.toml.
 lock:
