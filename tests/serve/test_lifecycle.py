@@ -218,3 +218,71 @@ def test_two_worker_processes_share_the_port_and_drain(served: Served) -> None:
         ).stdout.split()
         assert len(children) == 2
         assert server.stop() == 0
+
+
+@pytest.mark.integration
+def test_registry_server_down_during_reload(project_copy: Served, tmp_path: Path) -> None:
+    """An MLflow server that dies: 0 failed requests, the served version stays; it recovers on a poll."""
+    import signal
+    import subprocess
+    import sys
+
+    served = project_copy
+    db = served.tracking.removeprefix("sqlite:///")
+    port = free_port()
+    mlflow_exe = str(Path(sys.executable).with_name("mlflow"))
+
+    def start_mlflow() -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(
+            [
+                mlflow_exe,
+                "server",
+                "--backend-store-uri",
+                f"sqlite:///{db}",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                "1",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        wait_for(lambda: _answers(f"http://127.0.0.1:{port}/health"), 60, "the MLflow server")
+        return proc
+
+    def stop_mlflow(proc: subprocess.Popen[bytes]) -> None:
+        import os
+
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+
+    mlflow_server = start_mlflow()
+    try:
+        env = {**served.env, "PRODML_TRACKING_URI": f"http://127.0.0.1:{port}"}
+        with ServeProcess(served.root, env, "--poll", "0.5") as server:
+            server.wait_ready()
+            with Load(server.url, served.rows, threads=2) as load:
+                wait_for(lambda: load.total > 300, 30, "traffic")
+                stop_mlflow(mlflow_server)
+                time.sleep(3)  # several failed polls
+                new = copy_version(served, tmp_path)  # registered while the server is away
+                Registry(served.tracking).set_alias("churn", "champion", new)
+                during = load.total
+                wait_for(lambda: load.total > during + 300, 30, "traffic while the registry is down")
+                assert set(load.versions) == {"1"}
+                mlflow_server = start_mlflow()
+                wait_for(lambda: load.versions[new] > 0, 60, "the new version after the registry returned")
+            assert set(load.statuses) == {200}, load.statuses
+    finally:
+        if mlflow_server.poll() is None:
+            stop_mlflow(mlflow_server)
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
