@@ -121,7 +121,7 @@ class Validator:
             if not kinds <= _NUMBER_TYPES:  # text, booleans, objects: let the slow path say which
                 return None
         try:
-            matrix = np.array([np.asarray(v, dtype=np.float64) for v in values], dtype=np.float64)
+            matrix = np.array(values, dtype=np.float64)
         except (TypeError, ValueError):
             return None
         if matrix.ndim != 2:
