@@ -353,3 +353,15 @@ def test_kserve_v1_explain_adds_up_to_the_prediction(client: httpx.Client, serve
             explanation["prediction"] - explanation["base_value"], abs=1e-4
         )
     assert client.post("/v1/models/churn:explain", json={"instances": [rows[0]] * 11}).status_code == 400
+
+
+def test_grpc_message_size_is_capped(server: ServeProcess) -> None:
+    import tritonclient.grpc as tgrpc
+    from tritonclient.utils import InferenceServerException
+
+    client = tgrpc.InferenceServerClient(f"127.0.0.1:{server.grpc_port}")
+    big = tgrpc.InferInput("plan", [1, 1], "BYTES")
+    big.set_data_from_numpy(np.array([["x" * (9 << 20)]], dtype=object))
+    with pytest.raises(InferenceServerException, match="RESOURCE_EXHAUSTED"):
+        client.infer("churn", [big])
+    assert client.is_server_ready()

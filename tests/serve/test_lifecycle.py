@@ -286,3 +286,19 @@ def _answers(url: str) -> bool:
         return httpx.get(url, timeout=1).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def test_refused_requests_are_logged_as_json_with_their_request_id(served: Served) -> None:
+    import json
+
+    env = {**served.env, "PRODML_LOG_JSON": "true"}
+    with ServeProcess(served.root, env) as server:
+        server.wait_ready()
+        bad = httpx.post(f"{server.url}/predict", json=[{"age": "old"}], headers={"x-request-id": "log-me-1"})
+        assert bad.status_code == 400
+        wait_for(lambda: "log-me-1" in server.log.read_text(), 5, "the log line")
+        line = next(x for x in server.log.read_text().splitlines() if "log-me-1" in x)
+        record = json.loads(line)
+        assert record["request_id"] == "log-me-1"
+        assert record["status"] == 400
+        assert record["protocol"] == "predict"

@@ -88,8 +88,14 @@ class Handlers:
         self.state = state
         self.plane = state.plane
 
-    async def scored(self, protocol: str, work: Callable[[], Awaitable[Reply]]) -> Reply:
-        """Run one request: metrics, and every error turned into its JSON reply (never a trace)."""
+    async def scored(
+        self, protocol: str, work: Callable[[], Awaitable[Reply]], headers: Mapping[str, str] | None = None
+    ) -> Reply:
+        """Run one request: metrics, and every error turned into its JSON reply (never a trace).
+
+        Failed requests are logged (structured: request id, protocol, status, error); successful ones are
+        counted, not logged, to keep logging off the latency budget.
+        """
         metrics = self.plane.metrics
         start = time.perf_counter()
         metrics.inflight.inc()
@@ -98,9 +104,21 @@ class Handlers:
         except ProdmlError as exc:
             metrics.errors.labels(type(exc).__name__).inc()
             reply = error_reply(exc.http_status, exc.message, getattr(exc, "fields", None))
+            logger.info(
+                "request refused",
+                extra={
+                    "request_id": (headers or {}).get("x-request-id", "-"),
+                    "protocol": protocol,
+                    "status": exc.http_status,
+                    "error": exc.message,
+                },
+            )
         except Exception:
             metrics.errors.labels("internal").inc()
-            logger.exception("unexpected error")
+            logger.exception(
+                "unexpected error",
+                extra={"request_id": (headers or {}).get("x-request-id", "-"), "protocol": protocol},
+            )
             reply = error_reply(500, "internal error")
         finally:
             metrics.inflight.dec()
@@ -154,7 +172,7 @@ class Handlers:
                 return Reply(200, head + tail_out, h, "application/octet-stream")
             return json_reply(out, headers=h)
 
-        return await self.scored("v2", work)
+        return await self.scored("v2", work, headers)
 
     async def v1_predict(self, name: str, headers: Mapping[str, str], raw: bytes) -> Reply:
         async def work() -> Reply:
@@ -166,7 +184,7 @@ class Handlers:
                 {"predictions": preds, "model_version": pred.version}, headers=_pred_headers(pred)
             )
 
-        return await self.scored("v1", work)
+        return await self.scored("v1", work, headers)
 
     async def v1_explain(self, name: str, headers: Mapping[str, str], raw: bytes) -> Reply:
         async def work() -> Reply:
@@ -185,7 +203,7 @@ class Handlers:
                 headers={"x-model-name": model.name, "x-model-version": model.version},
             )
 
-        return await self.scored("v1-explain", work)
+        return await self.scored("v1-explain", work, headers)
 
     async def invocations(self, headers: Mapping[str, str], raw: bytes) -> Reply:
         async def work() -> Reply:
@@ -212,7 +230,7 @@ class Handlers:
             )
             return json_reply({"predictions": preds}, headers=_pred_headers(pred))
 
-        return await self.scored("mlflow", work)
+        return await self.scored("mlflow", work, headers)
 
     async def predict(self, headers: Mapping[str, str], raw: bytes) -> Reply:
         async def work() -> Reply:
@@ -234,7 +252,7 @@ class Handlers:
                 headers=_pred_headers(pred),
             )
 
-        return await self.scored("predict", work)
+        return await self.scored("predict", work, headers)
 
     async def feedback(self, name: str, raw: bytes) -> Reply:
         async def work() -> Reply:
