@@ -83,7 +83,6 @@ class ModelManager:
         self.last_error: str | None = None
         self._registry: Any = None
         self._task: asyncio.Task[None] | None = None
-        self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
 
     # --- start and stop ---------------------------------------------------------------------------
@@ -205,10 +204,7 @@ class ModelManager:
                 logger.exception("registry poll crashed; retrying")
                 delay = backoff
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(delay):
-                    await self._wake.wait()
-            self._wake.clear()
+            await asyncio.sleep(delay)
 
     def get(self, name: str | None = None, version: str | None = None) -> LoadedModel:
         """The served model, checked against a requested name and version."""
