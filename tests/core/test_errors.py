@@ -53,3 +53,26 @@ def test_public_api_is_pinned() -> None:
         "Unavailable",
         "load_project",
     ]
+
+
+def test_stage_packages_pin_their_public_api() -> None:
+    import prodml.data
+    import prodml.features
+
+    assert sorted(prodml.data.__all__) == [
+        "Catalog",
+        "ValidationReport",
+        "Violation",
+        "read_files",
+        "validate_project",
+        "validate_tables",
+    ]
+    assert sorted(prodml.features.__all__) == [
+        "TrainingFrame",
+        "aggregate_sql",
+        "build_features",
+        "build_training_frame",
+    ]
+    for module in (prodml.data, prodml.features):
+        for name in module.__all__:
+            assert getattr(module, name) is not None
