@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,6 +81,7 @@ class ModelManager:
         self.poll_s = poll_s
         self.cache = PackageCache(cache_dir)
         self.current: LoadedModel | None = None
+        self.on_swap: list[Callable[[LoadedModel], None]] = []  # e.g. gRPC health follows the model
         self.last_error: str | None = None
         self._registry: Any = None
         self._task: asyncio.Task[None] | None = None
@@ -158,6 +160,8 @@ class ModelManager:
             # the old batcher's queue drains on its own; requests hold their model reference
         self.metrics.model.labels(model.name, model.version).set(1)
         logger.info("serving %s version %s", model.name, model.version)
+        for callback in self.on_swap:
+            callback(model)
 
     def _resolve_and_fetch(self) -> tuple[str, ModelPackage | None, dict[str, str]]:
         """Blocking registry work (in a thread): resolve the ref; download + verify when it moved."""

@@ -114,24 +114,31 @@ async def _main(options: ServeOptions, sock: socket.socket, admin_sock: socket.s
     log = RequestLog(options.log_dir) if options.log_dir is not None else None
     plane = DataPlane(manager, metrics=metrics, cache=_cache(options.serve), log=log)
     state = ServerState(plane, max_body_bytes=options.serve.max_body_bytes)
-    await manager.start()
     grpc_server = None
+    pending: set[asyncio.Task[None]] = set()
     if options.serve.grpc_port:
         from prodml.serve.grpc import GrpcServer
 
-        grpc_server = GrpcServer(
+        grpc = GrpcServer(
             plane,
             host=options.serve.host,
             port=options.serve.grpc_port,
             max_message_bytes=options.serve.max_body_bytes,
             draining=lambda: state.draining,
         )
-        await grpc_server.start()
+        await grpc.start()
+
+        def health_follows(_: object) -> None:
+            # SERVING the moment a model is swapped in, not on the next housekeeping tick
+            pending.add(asyncio.get_running_loop().create_task(grpc.set_serving(not state.draining)))
+
+        manager.on_swap.append(health_follows)
+        grpc_server = grpc
+    await manager.start()
     servers = [_Server(inference_app(state), sock, options.drain_timeout_s)]
     if admin_sock is not None:
         servers.append(_Server(admin_app(state, options.admin_token), admin_sock, options.drain_timeout_s))
     loop = asyncio.get_running_loop()
-    pending: set[asyncio.Task[None]] = set()
 
     def drain() -> None:
         if state.draining:
