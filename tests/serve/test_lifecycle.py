@@ -302,3 +302,47 @@ def test_refused_requests_are_logged_as_json_with_their_request_id(served: Serve
         assert record["request_id"] == "log-me-1"
         assert record["status"] == 400
         assert record["protocol"] == "predict"
+
+
+@pytest.mark.integration
+def test_silent_redis_costs_no_errors_and_little_time(served: Served) -> None:
+    """A peer that accepts connections and never answers: calls time out in 50 ms, the breaker opens."""
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+                held.append(conn)  # never read, never answered
+            except TimeoutError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        url = f"redis://127.0.0.1:{listener.getsockname()[1]}/0"
+        env = {**served.env, "PRODML_SERVE__CACHE__REDIS_URL": url}
+        with ServeProcess(served.root, env) as server, httpx.Client(base_url=server.url, timeout=5) as client:
+            server.wait_ready()
+            timings = []
+            for i in range(40):
+                start = time.monotonic()
+                response = client.post("/predict", json=served.rows[i % 20 : i % 20 + 1])
+                timings.append(time.monotonic() - start)
+                assert response.status_code == 200
+            # the first calls pay the 50 ms timeouts (get + set); once the breaker is open, none do
+            assert max(timings[:5]) < 1.0
+            assert sorted(timings[10:])[len(timings[10:]) // 2] < 0.05
+    finally:
+        stop.set()
+        thread.join(2)
+        for conn in held:
+            conn.close()
+        listener.close()
