@@ -299,6 +299,7 @@ def admin_app(state: ServerState, token: str | None) -> FastAPI:
                 "version": model.version if model else None,
                 "draining": state.draining,
                 "last_registry_error": plane.manager.last_error,
+                "last_registry_check": plane.manager.last_check,
                 "uptime_s": time.time() - state.started_at,
             }
         )

@@ -83,6 +83,7 @@ class ModelManager:
         self.current: LoadedModel | None = None
         self.on_swap: list[Callable[[LoadedModel], None]] = []  # e.g. gRPC health follows the model
         self.last_error: str | None = None
+        self.last_check: float | None = None  # when the registry last answered
         self._registry: Any = None
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
@@ -184,6 +185,7 @@ class ModelManager:
                 self.last_error = str(exc).splitlines()[0]
                 raise
             self.last_error = None
+            self.last_check = time.time()
             if package is not None:
                 model = await asyncio.to_thread(self._build, package, name=self._name(), version=version)
                 self._swap(model)
