@@ -167,3 +167,19 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     for step in ("simulate", "validate", "features"):
         assert step in result.stdout
     assert (tmp_path / "d/.prodml/features/training.parquet").exists()
+
+
+def test_serve_refuses_model_and_package_together(churn_dir: Path, tmp_path: Path) -> None:
+    result = run("--project", churn_dir, "serve", "--model", "churn@champion", "--package", tmp_path)
+    assert result.exit_code == 2
+    assert "give --model or --package, not both" in result.stderr
+
+
+def test_models_commands_name_what_is_missing(churn_dir: Path, tmp_path: Path) -> None:
+    env = {"PRODML_TRACKING_URI": f"sqlite:///{tmp_path / 'empty.db'}"}
+    result = runner.invoke(app, ["--project", str(churn_dir), "models", "show", "nothing@champion"], env=env)
+    assert result.exit_code == 6
+    assert "Traceback" not in result.output
+    bad_ref = runner.invoke(app, ["--project", str(churn_dir), "models", "show", "churn/latest"], env=env)
+    assert bad_ref.exit_code == 2
+    assert "is not a number" in bad_ref.stderr
