@@ -11,7 +11,7 @@ import pytest
 from prodml.serve.cache import CircuitBreaker, LRUCache, cache_key
 from prodml.serve.protocols import columns_from_csv, columns_from_mlflow, parse_oip, predictions
 from prodml.serve.runtime import MicroBatcher
-from prodml.serve.validation import RequestError, Validator
+from prodml.serve.validation import NUMBERS, STRINGS, RequestError, Validator
 
 SCHEMA = {
     "inputs": [
@@ -22,13 +22,21 @@ SCHEMA = {
 }
 
 
-def test_validator_builds_float32_and_string_feeds() -> None:
-    feeds, rows = Validator(SCHEMA).feeds({"age": [30, 41.5], "gap": [None, 2], "plan": ["pro", "basic"]})
+def test_validator_builds_one_float32_and_one_string_matrix() -> None:
+    validator = Validator(SCHEMA)
+    feeds, rows = validator.feeds({"age": [30, 41.5], "gap": [None, 2], "plan": ["pro", "basic"]})
     assert rows == 2
-    assert feeds["age"].dtype == np.float32
-    assert feeds["age"].shape == (2, 1)
-    assert np.isnan(feeds["gap"][0, 0])
-    assert feeds["plan"].tolist() == [["pro"], ["basic"]]
+    assert (validator.numeric_names, validator.string_names) == (["age", "gap"], ["plan"])
+    numbers = feeds[NUMBERS]
+    assert numbers.dtype == np.float32
+    assert numbers.shape == (2, 2)
+    assert numbers.flags.c_contiguous
+    assert numbers[:, 0].tolist() == [30.0, 41.5]
+    assert np.isnan(numbers[0, 1])
+    assert feeds[STRINGS].tolist() == [["pro"], ["basic"]]
+    # the per-column path (taken when something is unusual) gives the same matrices
+    slow, _ = validator.feeds({"age": np.array([30, 41.5]), "gap": [None, 2.0], "plan": ["pro", "basic"]})
+    np.testing.assert_array_equal(slow[NUMBERS], numbers)
 
 
 @pytest.mark.parametrize(
@@ -51,7 +59,7 @@ def test_validator_field_errors(columns: dict[str, list[object]], field: str, er
 
 def test_unknown_categories_can_be_mapped_and_rows_are_capped() -> None:
     feeds, _ = Validator(SCHEMA, unknown_category="map").feeds({"age": [1], "gap": [1], "plan": ["gold"]})
-    assert feeds["plan"].tolist() == [["gold"]]
+    assert feeds[STRINGS].tolist() == [["gold"]]
     with pytest.raises(RequestError, match="exceed the limit of 2"):
         Validator(SCHEMA, max_rows=2).feeds({"age": [1] * 3, "gap": [1] * 3, "plan": ["pro"] * 3})
 
@@ -192,22 +200,23 @@ def test_request_log_writes_parquet_and_joins_feedback(tmp_path) -> None:  # typ
     from prodml.serve.reqlog import RequestLog, join_feedback
 
     log = RequestLog(tmp_path, max_rows=4)
-    feeds = {
-        "age": np.array([[30.0], [40.0]], np.float32),
-        "plan": np.array([["pro"], ["basic"]], dtype=object),
+    names = (["age"], ["plan"])
+    two = {
+        NUMBERS: np.array([[30.0], [40.0]], np.float32),
+        STRINGS: np.array([["pro"], ["basic"]], dtype=object),
     }
-    log.record("r1", "churn", "1", feeds, [np.array([0, 1]), np.array([[0.9, 0.1], [0.3, 0.7]])], 1.0)
-    log.record(
-        "r2", "churn", "1", {k: v[:1] for k, v in feeds.items()}, [np.array([0]), np.array([[0.8, 0.2]])], 2.0
-    )
-    log.record("r3", "churn", "1", feeds, [np.array([0, 1]), np.array([[0.9, 0.1], [0.3, 0.7]])], 3.0)
+    one = {k: v[:1] for k, v in two.items()}
+    out2 = [np.array([0, 1]), np.array([[0.9, 0.1], [0.3, 0.7]])]
+    log.record("r1", "churn", "1", two, out2, 1.0, names)
+    log.record("r2", "churn", "1", one, [np.array([0]), np.array([[0.8, 0.2]])], 2.0, names)
+    log.record("r3", "churn", "1", two, out2, 3.0, names)
     assert log.dropped == 2  # bounded memory: the third request did not fit
     log.feedback("r1", 1)
     assert len(log.flush()) == 2
     joined = join_feedback(tmp_path).to_pylist()
-    assert [(r["request_id"], r["row"], r["plan"], r["label"]) for r in joined] == [
-        ("r1", 0, "pro", 1.0),
-        ("r1", 1, "basic", 1.0),
-        ("r2", 0, "pro", None),
+    assert [(r["request_id"], r["row"], r["age"], r["plan"], r["label"]) for r in joined] == [
+        ("r1", 0, 30.0, "pro", 1.0),
+        ("r1", 1, 40.0, "basic", 1.0),
+        ("r2", 0, 30.0, "pro", None),
     ]
     assert joined[1]["prediction"] == pytest.approx([0.3, 0.7])

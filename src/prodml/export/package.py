@@ -90,8 +90,11 @@ class ModelPackage:
     card: str
     digests: dict[str, str] = field(default_factory=dict)
 
-    def session(self, *, intra_op_threads: int = 1) -> Any:
-        """An ONNX Runtime session over the verified graph bytes (CPU, sequential execution)."""
+    def session(self, *, intra_op_threads: int = 1, graph: bytes | None = None) -> Any:
+        """An ONNX Runtime session over the verified graph bytes (CPU, sequential execution).
+
+        ``graph`` replaces the bytes with a graph derived from them (the server's front-loaded graph).
+        """
         try:
             import onnxruntime as ort
         except ImportError as exc:  # pragma: no cover - depends on the installed extras
@@ -101,7 +104,7 @@ class ModelPackage:
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        return ort.InferenceSession(self.onnx, options, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(graph or self.onnx, options, providers=["CPUExecutionProvider"])
 
 
 def load_package(directory: StrPath, expected: dict[str, str]) -> ModelPackage:

@@ -95,5 +95,6 @@ class DataPlane:
                 await self.cache.set(key, outputs)
         self.metrics.rows.inc(rows)
         if self.log is not None:
-            self.log.record(request_id, model.name, model.version, feeds, outputs, time.time())
+            names = (model.validator.numeric_names, model.validator.string_names)
+            self.log.record(request_id, model.name, model.version, feeds, outputs, time.time(), names)
         return Prediction(outputs, model, rows, request_id, cached)

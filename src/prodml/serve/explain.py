@@ -14,26 +14,25 @@ from typing import Any
 import numpy as np
 
 from prodml.serve.model import LoadedModel
-from prodml.serve.validation import RequestError
+from prodml.serve.validation import NUMBERS, STRINGS, RequestError
 
 __all__ = ["MAX_ROWS", "explain_rows"]
 
 MAX_ROWS = 10
 
 
-def _baseline(model: LoadedModel) -> dict[str, np.ndarray]:
+def _baseline(model: LoadedModel) -> tuple[np.ndarray, np.ndarray]:
+    """The reference row: training means for numbers, the most frequent category for strings."""
     features = model.package.profile.get("features", {})
-    base: dict[str, np.ndarray] = {}
-    for col in model.package.schema["inputs"]:
-        prof = features.get(col["name"], {})
-        if col["dtype"] == "string":
-            freqs: dict[str, float] = prof.get("frequencies") or {"": 1.0}
-            top = max(freqs.items(), key=lambda kv: kv[1])[0]
-            base[col["name"]] = np.array([[top]], dtype=object)
-        else:
-            mean = prof.get("mean")
-            base[col["name"]] = np.array([[0.0 if mean is None else mean]], dtype=np.float32)
-    return base
+    numbers = []
+    for name in model.validator.numeric_names:
+        mean = features.get(name, {}).get("mean")
+        numbers.append(0.0 if mean is None else mean)
+    strings = []
+    for name in model.validator.string_names:
+        freqs: dict[str, float] = features.get(name, {}).get("frequencies") or {"": 1.0}
+        strings.append(max(freqs.items(), key=lambda kv: kv[1])[0])
+    return np.asarray(numbers, np.float32), np.asarray(strings, dtype=object)
 
 
 def _score(model: LoadedModel, outputs: list[np.ndarray]) -> np.ndarray:
@@ -51,9 +50,10 @@ def explain_rows(
         raise RequestError(
             f"explain takes at most {MAX_ROWS} instances", [{"field": "instances", "error": f"{rows} given"}]
         )
-    names = list(feeds)
-    n = len(names)
-    base = _baseline(model)
+    numeric, strings = model.validator.numeric_names, model.validator.string_names
+    names = numeric + strings
+    k, n = len(numeric), len(names)
+    base_num, base_str = _baseline(model)
     rng = np.random.default_rng(seed)
     out = []
     for r in range(rows):
@@ -63,10 +63,11 @@ def explain_rows(
         for s in range(1, n + 1):
             steps[np.arange(permutations)[:, None], s, orders[:, :s]] = True
         take = steps.reshape(-1, n)
-        batch = {}
-        for j, name in enumerate(names):
-            row_value, base_value = feeds[name][r : r + 1], base[name]
-            batch[name] = np.where(take[:, j : j + 1], row_value, base_value).astype(feeds[name].dtype)
+        batch: dict[str, np.ndarray] = {}
+        if k:
+            batch[NUMBERS] = np.where(take[:, :k], feeds[NUMBERS][r], base_num).astype(np.float32)
+        if n > k:
+            batch[STRINGS] = np.where(take[:, k:], feeds[STRINGS][r], base_str).astype(object)
         scores = _score(model, model.runtime.run(batch)).reshape(permutations, n + 1)
         deltas = np.diff(scores, axis=1)  # (p, n): change when the s-th feature of the order switched
         phi = np.zeros(n)

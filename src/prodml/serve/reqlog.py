@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from prodml.core.files import atomic_path
+from prodml.serve.validation import NUMBERS, STRINGS
 
 __all__ = ["RequestLog", "join_feedback"]
 
@@ -38,25 +39,26 @@ class RequestLog:
         self.max_rows = max_rows
         self._lock = threading.Lock()
         self._seq = itertools.count()
-        self._layout: tuple[str, ...] | None = None
-        self._cols: dict[str, np.ndarray] = {}
+        self._layout: tuple[tuple[str, ...], tuple[str, ...]] | None = None
+        self._num = np.empty((0, 0), np.float32)
+        self._str = np.empty((0, 0), dtype=object)
         self._meta: dict[str, np.ndarray] = {}
         self._n = 0
         self._feedback: list[dict[str, Any]] = []
         self.dropped = 0
 
-    def _allocate(self, feeds: dict[str, np.ndarray], prediction: np.ndarray) -> None:
+    def _allocate(self, layout: tuple[tuple[str, ...], tuple[str, ...]], width: int) -> None:
         m = self.max_rows
-        self._layout = tuple(feeds)
-        self._cols = {
-            k: np.empty(m, dtype=object if v.dtype == object else np.float32) for k, v in feeds.items()
-        }
+        self._layout = layout
+        numbers, strings = layout
+        self._num = np.empty((m, len(numbers)), np.float32)
+        self._str = np.empty((m, len(strings)), dtype=object)
         self._meta = {
             "request_id": np.empty(m, dtype=object),
             "row": np.empty(m, np.int32),
             "ts": np.empty(m, np.float64),
             "version": np.empty(m, dtype=object),
-            "prediction": np.empty((m, prediction.shape[1]), np.float32),
+            "prediction": np.empty((m, width), np.float32),
         }
         self._n = 0
 
@@ -68,20 +70,29 @@ class RequestLog:
         feeds: dict[str, np.ndarray],
         outputs: list[np.ndarray],
         ts: float,
+        names: tuple[list[str], list[str]],
     ) -> None:
-        n = len(next(iter(feeds.values())))
+        """Copy one request's validated inputs (two matrices, see ``Validator.feeds``) and its output.
+
+        ``names``: the numeric and the string column names, in matrix order.
+        """
+        numbers, strings = feeds.get(NUMBERS), feeds.get(STRINGS)
+        n = len(numbers if numbers is not None else strings)  # type: ignore[arg-type]
         prediction = outputs[-1].reshape(n, -1)
+        layout = (tuple(names[0]), tuple(names[1]))
         with self._lock:
-            if self._layout != tuple(feeds):
+            if self._layout != layout:
                 if self._n:
                     self._write(*self._take())  # a model swap changed the inputs: close the part
-                self._allocate(feeds, prediction)
+                self._allocate(layout, prediction.shape[1])
             start, end = self._n, self._n + n
             if end > self.max_rows:
                 self.dropped += n
                 return
-            for name, arr in feeds.items():
-                self._cols[name][start:end] = arr.ravel()
+            if numbers is not None:
+                self._num[start:end] = numbers
+            if strings is not None:
+                self._str[start:end] = strings
             meta = self._meta
             meta["request_id"][start:end] = request_id
             meta["row"][start:end] = np.arange(n)
@@ -93,9 +104,11 @@ class RequestLog:
 
     def _take(self) -> tuple[dict[str, Any], int]:
         n = self._n
-        taken = {k: v[:n].copy() for k, v in self._meta.items()} | {
-            k: v[:n].copy() for k, v in self._cols.items()
-        }
+        assert self._layout is not None
+        numbers, strings = self._layout
+        taken = {k: v[:n].copy() for k, v in self._meta.items()}
+        taken |= {name: self._num[:n, i].copy() for i, name in enumerate(numbers)}
+        taken |= {name: self._str[:n, i].copy() for i, name in enumerate(strings)}
         self._n = 0
         return taken, n
 

@@ -15,9 +15,11 @@ import numpy as np
 
 from prodml.core.errors import InvalidInput
 
-__all__ = ["FieldError", "RequestError", "Validator"]
+__all__ = ["NUMBERS", "STRINGS", "FieldError", "RequestError", "Validator"]
 
 FieldError = dict[str, str]
+NUMBERS = "__prodml_numbers"  # the runtime's two inputs: numeric columns, then string columns
+STRINGS = "__prodml_strings"
 _NUMBER_TYPES = frozenset({int, float, type(None)})
 
 
@@ -65,9 +67,13 @@ class Validator:
         self._strings = [c for c in self.columns if c.dtype != "float"]
         self._nullable = np.array([c.nullable for c in self._numeric], dtype=bool)
         self.max_rows = max_rows
+        self.numeric_names = [c.name for c in self._numeric]
+        self.string_names = [c.name for c in self._strings]
 
     def feeds(self, columns: Mapping[str, Sequence[Any] | np.ndarray]) -> tuple[dict[str, np.ndarray], int]:
-        """Validate ``columns`` (name → values, all the same length); return ONNX feeds and the row count.
+        """Validate ``columns`` (name → values, all the same length); return the runtime's feeds — the
+        numeric columns as one float32 matrix ``NUMBERS`` (rows × k) and the string columns as one object
+        matrix ``STRINGS`` (rows × m), in schema order — and the row count.
 
         Raises:
             RequestError: with one field error per broken column.
@@ -93,28 +99,33 @@ class Validator:
                 f"{rows} rows exceed the limit of {self.max_rows}",
                 [{"field": "inputs", "error": f"at most {self.max_rows} rows per request"}],
             )
-        fast = self._numbers_at_once(columns)
-        feeds: dict[str, np.ndarray] = fast if fast is not None else {}
-        for col in self._strings if fast is not None else self.columns:
+        numbers = self._numbers_at_once(columns)
+        parts: dict[str, np.ndarray] = {}
+        for col in self._strings if numbers is not None else self.columns:
             try:
-                feeds[col.name] = (self._number if col.dtype == "float" else self._string)(
+                parts[col.name] = (self._number if col.dtype == "float" else self._string)(
                     col, columns[col.name]
                 )
             except _Bad as bad:
                 errors.append({"field": col.name, "error": str(bad)})
         if errors:
             raise RequestError(f"{len(errors)} column(s) break the schema", errors)
-        return {n: feeds[n] for n in self.names}, rows
+        feeds: dict[str, np.ndarray] = {}
+        if self._numeric:
+            feeds[NUMBERS] = (
+                numbers if numbers is not None else np.hstack([parts[n] for n in self.numeric_names])
+            )
+        if self._strings:
+            feeds[STRINGS] = np.hstack([parts[n] for n in self.string_names])
+        return feeds, rows
 
-    def _numbers_at_once(
-        self, columns: Mapping[str, Sequence[Any] | np.ndarray]
-    ) -> dict[str, np.ndarray] | None:
-        """Every numeric column in one (k, rows) array, checked with a few vectorised calls.
+    def _numbers_at_once(self, columns: Mapping[str, Sequence[Any] | np.ndarray]) -> np.ndarray | None:
+        """Every numeric column in one (rows, k) float32 matrix, checked with a few vectorised calls.
 
         Returns None when anything is off (or unusual), so the per-column path names each problem.
         """
         if not self._numeric:
-            return {}
+            return np.empty((0, 0), np.float32)
         values = [columns[c.name] for c in self._numeric]
         if not all(isinstance(v, np.ndarray) and v.dtype.kind in "iuf" for v in values):
             kinds = {type(x) for v in values if not isinstance(v, np.ndarray) for x in v}
@@ -130,8 +141,7 @@ class Validator:
             nan = np.isnan(matrix)
             if np.isinf(matrix).any() or (nan.any(axis=1) & ~self._nullable).any():
                 return None
-        matrix32 = matrix.astype(np.float32)
-        return {c.name: matrix32[i].reshape(-1, 1) for i, c in enumerate(self._numeric)}
+        return np.ascontiguousarray(matrix.T, dtype=np.float32)
 
     @staticmethod
     def _number(col: _Column, values: Sequence[Any] | np.ndarray) -> np.ndarray:
