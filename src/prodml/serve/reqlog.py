@@ -77,7 +77,7 @@ class RequestLog:
         ``names``: the numeric and the string column names, in matrix order.
         """
         numbers, strings = feeds.get(NUMBERS), feeds.get(STRINGS)
-        n = len(numbers if numbers is not None else strings)  # type: ignore[arg-type]
+        n = len(outputs[0])
         prediction = outputs[-1].reshape(n, -1)
         layout = (tuple(names[0]), tuple(names[1]))
         with self._lock:
