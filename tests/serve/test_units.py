@@ -101,7 +101,7 @@ def test_mlflow_and_csv_forms() -> None:
             "params": {"predict_method": "predict_proba"},
         }
     )
-    assert split == records == {"a": [1, 2], "b": ["x", "y"]}
+    assert {k: list(v) for k, v in split.items()} == records == {"a": [1, 2], "b": ["x", "y"]}
     assert params == {"predict_method": "predict_proba"}
     assert columns_from_csv("a,b\n1,x\n,y\n") == {"a": [1.0, None], "b": ["x", "y"]}
     with pytest.raises(RequestError, match="exactly one"):

@@ -68,7 +68,7 @@ def columns_from_records(records: Any, field: str = "records") -> dict[str, list
     return {n: [r[n] for r in records] for n in names}
 
 
-def _columns_from_split(split: Any, field: str) -> dict[str, list[Any]]:
+def _columns_from_split(split: Any, field: str) -> dict[str, Any]:
     if (
         not isinstance(split, dict)
         or not isinstance(split.get("columns"), list)
@@ -81,10 +81,12 @@ def _columns_from_split(split: Any, field: str) -> dict[str, list[Any]]:
     for i, row in enumerate(data):
         if not isinstance(row, list) or len(row) != len(columns):
             raise _bad(f"{field}.data[{i}]", f"expected a list of {len(columns)} values")
-    return {c: [row[j] for row in data] for j, c in enumerate(columns)}
+    if not data:
+        return {c: [] for c in columns}
+    return dict(zip(columns, zip(*data, strict=True), strict=True))  # the transpose runs in C
 
 
-def columns_from_mlflow(body: Any) -> tuple[dict[str, list[Any]], dict[str, Any]]:
+def columns_from_mlflow(body: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     """MLflow's scoring JSON → (columns, params)."""
     if not isinstance(body, dict):
         raise _bad(
