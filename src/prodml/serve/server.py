@@ -164,7 +164,7 @@ async def _main(options: ServeOptions, sock: socket.socket, admin_sock: socket.s
             tick += 1
             if grpc_server is not None and not state.draining:  # health follows the model's arrival
                 await grpc_server.set_serving(manager.current is not None)
-            if log is not None and tick % 10 == 0:
+            if log is not None and tick % 2 == 0:  # every second: small parts, short copies
                 await asyncio.to_thread(log.flush)
 
     chores = loop.create_task(housekeeping())
