@@ -134,6 +134,11 @@ class RequestLog:
             pq.write_table(table, tmp)
         return path
 
+    @property
+    def pending(self) -> int:
+        """Rows recorded since the last flush."""
+        return self._n
+
     def feedback(self, request_id: str, label: Any, ts: float | None = None) -> None:
         with self._lock:
             self._feedback.append({"request_id": request_id, "label": float(label), "ts": ts or time.time()})

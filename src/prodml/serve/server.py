@@ -164,7 +164,8 @@ async def _main(options: ServeOptions, sock: socket.socket, admin_sock: socket.s
             tick += 1
             if grpc_server is not None and not state.draining:  # health follows the model's arrival
                 await grpc_server.set_serving(manager.current is not None)
-            if log is not None and tick % 2 == 0:  # every second: small parts, short copies
+            # a part every 10 s, or sooner once 10k rows wait (the copy under the lock stays short)
+            if log is not None and (tick % 20 == 0 or log.pending >= 10_000):
                 await asyncio.to_thread(log.flush)
 
     chores = loop.create_task(housekeeping())
