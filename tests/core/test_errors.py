@@ -9,7 +9,7 @@ from prodml.core.errors import (
 )
 
 
-def test_every_error_maps_to_distinct_transport_codes() -> None:
+def test_every_error_carries_its_transport_codes() -> None:
     classes = [
         getattr(core, n)
         for n in core.__all__
