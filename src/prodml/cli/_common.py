@@ -33,6 +33,7 @@ class State:
     project: Path | None = None
     debug: bool = False
     tracking_uri: str | None = None
+    admin_token: str | None = None
 
 
 # Set by the root callback for the one command a process (or a CliRunner call) runs.
@@ -47,6 +48,11 @@ def set_state(state: State) -> None:
 def tracking_uri() -> str | None:
     """PRODML_TRACKING_URI, when set (it wins over the project file and MLFLOW_TRACKING_URI)."""
     return _state.tracking_uri
+
+
+def admin_token() -> str | None:
+    """PRODML_ADMIN_TOKEN: enables the server's admin port."""
+    return _state.admin_token
 
 
 def project_of() -> Project:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 import yaml
@@ -14,6 +14,9 @@ from rich.table import Table
 from prodml.cli._common import console, fmt_seconds, handle_errors, kv_table, project_of
 from prodml.core.errors import ConfigError
 from prodml.core.files import atomic_path, atomic_write_text
+
+if TYPE_CHECKING:
+    from prodml.data.contracts import ValidationReport
 
 app = typer.Typer(help="Simulate, validate, profile and query data.", no_args_is_help=True)
 
@@ -86,10 +89,7 @@ def validate(
         raise typer.Exit(3)
 
 
-def _print_report(report: object) -> None:
-    from prodml.data.contracts import ValidationReport
-
-    assert isinstance(report, ValidationReport)
+def _print_report(report: ValidationReport) -> None:
     rows = ", ".join(f"{t} {n:,}" for t, n in report.rows.items())
     if report.ok:
         console.print(f"[green]✓ all contracts hold[/] ({rows}; {fmt_seconds(report.seconds)})")

@@ -2,15 +2,36 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from prodml.cli._common import console, fmt_seconds, handle_errors, tracking_uri
+
+
+class _Steps:
+    """Times each demo step, drives the progress bar and keeps one summary line per step."""
+
+    def __init__(self, progress: Progress, task: TaskID) -> None:
+        self.progress, self.task = progress, task
+        self.rows: list[tuple[str, float, str]] = []
+
+    def describe(self, text: str) -> None:
+        self.progress.update(self.task, description=text)
+
+    @contextlib.contextmanager
+    def step(self, name: str) -> Iterator[list[str]]:
+        self.describe(name)
+        start, note = time.perf_counter(), list[str]()
+        yield note
+        self.rows.append((name, time.perf_counter() - start, " ".join(note)))
+        self.progress.update(self.task, advance=1, description="done")
 
 
 @handle_errors
@@ -32,77 +53,52 @@ def demo(
     from prodml.registry.mlflow import Registry
     from prodml.registry.promotion import promote
 
-    steps: list[tuple[str, float, str]] = []
     columns = (TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console) as progress:
-        task = progress.add_task("simulate", total=6)
+        steps = _Steps(progress, progress.add_task("simulate", total=6))
 
-        start = time.perf_counter()
-        path = write_example(directory, "churn", customers=customers, days=days, seed=seed, force=True)
-        project = load_project(path)
-        catalog = Catalog(project)
-        events = sum(catalog.read(n).num_rows for n in ("sessions", "payments", "tickets"))
-        steps.append(("simulate", time.perf_counter() - start, f"{customers:,} customers, {events:,} events"))
-        progress.update(task, advance=1, description="validate")
+        with steps.step("simulate") as note:
+            path = write_example(directory, "churn", customers=customers, days=days, seed=seed, force=True)
+            project = load_project(path)
+            catalog = Catalog(project)
+            events = sum(catalog.read(n).num_rows for n in ("sessions", "payments", "tickets"))
+            note.append(f"{customers:,} customers, {events:,} events")
 
-        start = time.perf_counter()
-        report = validate_project(catalog)
-        json_path, _ = write_report(report, project.state_dir / "reports", project=project.name)
-        verdict = "clean" if report.ok else f"{len(report.violations)} violation(s)"
-        steps.append(("validate", time.perf_counter() - start, f"{verdict}, {json_path}"))
-        progress.update(task, advance=1, description="features")
-
-        start = time.perf_counter()
-        frame, output = build_features(catalog)
-        steps.append(
-            (
-                "features",
-                time.perf_counter() - start,
-                f"{frame.table.num_rows:,} rows × {len(frame.features)} features, {output}",
+        with steps.step("validate") as note:
+            report = validate_project(catalog)
+            json_path, _ = write_report(report, project.state_dir / "reports", project=project.name)
+            note.append(
+                ("clean" if report.ok else f"{len(report.violations)} violation(s)") + f", {json_path}"
             )
-        )
-        progress.update(task, advance=1, description="train")
 
-        start = time.perf_counter()
-        outcome = run_training(
-            project,
-            tracking_uri=tracking_uri(),
-            on_step=lambda s: progress.update(task, description=f"train: {s}"),
-        )
-        mv, result = outcome.version, outcome.result
-        shown = ", ".join(f"{k} {v:.3f}" for k, v in list(result.holdout.items())[:3])
-        steps.append(
-            (
-                "train",
-                time.perf_counter() - start,
-                f"{project.model.estimator}: holdout {shown}; {mv.name} v{mv.version} registered",
+        with steps.step("features") as note:
+            frame, output = build_features(catalog)
+            note.append(f"{frame.table.num_rows:,} rows × {len(frame.features)} features, {output}")
+
+        with steps.step("train") as note:
+            outcome = run_training(
+                project, tracking_uri=tracking_uri(), on_step=lambda s: steps.describe(f"train: {s}")
             )
-        )
-        progress.update(task, advance=1, description="promote")
+            mv = outcome.version
+            shown = ", ".join(f"{k} {v:.3f}" for k, v in list(outcome.result.holdout.items())[:3])
+            note.append(f"{project.model.estimator}: holdout {shown}; {mv.name} v{mv.version} registered")
 
-        start = time.perf_counter()
-        registry = Registry(outcome.tracking_uri)
-        gate = promote(registry, project.promotion, mv.name, mv.version)
-        registry.cache_ref(f"{mv.name}@champion", project.state_dir / "models")
-        steps.append(
-            (
-                "promote",
-                time.perf_counter() - start,
-                f"{mv.name}@champion = v{mv.version} ({gate.metric} {gate.value:.4f} passes the gate)",
+        with steps.step("promote") as note:
+            registry = Registry(outcome.tracking_uri)
+            gate = promote(registry, project.promotion, mv.name, mv.version)
+            registry.cache_ref(f"{mv.name}@champion", project.state_dir / "models")
+            note.append(
+                f"{mv.name}@champion = v{mv.version} ({gate.metric} {gate.value:.4f} passes the gate)"
             )
-        )
-        progress.update(task, advance=1, description="serve")
 
-        start = time.perf_counter()
-        summary = _serve_and_probe(path, outcome.tracking_uri, frame.table, frame.features)
-        steps.append(("serve", time.perf_counter() - start, summary))
-        progress.update(task, advance=1, description="done")
+        with steps.step("serve") as note:
+            note.append(_serve_and_probe(path, outcome.tracking_uri, frame.table, frame.features))
 
     table = Table(title=f"prodml demo in {directory}", title_justify="left")
     table.add_column("step")
     table.add_column("time", justify="right")
     table.add_column("result", overflow="fold")
-    for name, seconds, summary in steps:
+    for name, seconds, summary in steps.rows:
         table.add_row(name, fmt_seconds(seconds), summary)
     console.print(table)
     if not report.ok:

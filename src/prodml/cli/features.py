@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 import typer
 
 from prodml.cli._common import console, fmt_seconds, handle_errors, kv_table, project_of
+
+if TYPE_CHECKING:
+    from prodml.features.offline import TrainingFrame
 
 app = typer.Typer(help="Build features.", no_args_is_help=True)
 
@@ -23,13 +29,10 @@ def build() -> None:
     console.print(f"lineage: {lineage_path(output)}")
 
 
-def summary_rows(frame: object, output: object) -> list[tuple[str, object]]:
+def summary_rows(frame: TrainingFrame, output: Path) -> list[tuple[str, object]]:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from prodml.features.offline import TrainingFrame
-
-    assert isinstance(frame, TrainingFrame)
     target = frame.table.column(frame.table.column_names[-1])
     rows: list[tuple[str, object]] = [
         ("rows", f"{frame.table.num_rows:,}"),

@@ -60,5 +60,6 @@ def root(
             project=project or settings.project,
             debug=debug or settings.debug,
             tracking_uri=settings.tracking_uri,
+            admin_token=settings.admin_token,
         )
     )

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from prodml.cli._common import console, handle_errors, project_of, tracking_uri
+from prodml.cli._common import admin_token, console, handle_errors, project_of, tracking_uri
 from prodml.core.errors import ConfigError
 
 
@@ -58,7 +57,7 @@ def serve(
         if package is not None
         else tracking_uri_for(project.state_dir, configured=tracking_uri() or project.tracking.uri),
         log_dir=project.state_dir / "requests" if log_requests else None,
-        admin_token=os.environ.get("PRODML_ADMIN_TOKEN"),
+        admin_token=admin_token(),
         poll_s=poll,
     )
     console.print(

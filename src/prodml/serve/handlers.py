@@ -71,9 +71,9 @@ def loads(raw: bytes) -> Any:
         ) from None
 
 
-def too_large(limit: int) -> RequestError:
-    return RequestError(
-        f"the body is larger than {limit} bytes", [{"field": "body", "error": f"at most {limit} bytes"}]
+def too_large_reply(limit: int) -> Reply:
+    return error_reply(
+        400, f"the body is larger than {limit} bytes", [{"field": "body", "error": f"at most {limit} bytes"}]
     )
 
 
@@ -318,15 +318,9 @@ class FastPath:
             await self.fallback(scope, receive, send)
             return
         declared = headers.get("content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
-            reply = error_reply(400, too_large(self.limit).message, too_large(self.limit).fields)
-        else:
-            raw = await self._read(receive)
-            reply = (
-                await route(raw)
-                if raw is not None
-                else error_reply(400, too_large(self.limit).message, too_large(self.limit).fields)
-            )
+        too_big = declared is not None and (not declared.isdigit() or int(declared) > self.limit)
+        raw = None if too_big else await self._read(receive)
+        reply = too_large_reply(self.limit) if raw is None else await route(raw)
         await send(
             {
                 "type": "http.response.start",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hmac
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -20,7 +21,16 @@ from starlette.responses import Response
 
 from prodml import __version__
 from prodml.core.errors import ProdmlError
-from prodml.serve.handlers import JSON, FastPath, Handlers, Reply, ServerState, error_reply, json_reply
+from prodml.serve.handlers import (
+    JSON,
+    FastPath,
+    Handlers,
+    Reply,
+    ServerState,
+    error_reply,
+    json_reply,
+    too_large_reply,
+)
 
 __all__ = ["ServerState", "admin_app", "inference_app"]
 
@@ -41,13 +51,13 @@ def _error(status: int, message: str, fields: list[dict[str, str]] | None = None
     return _response(error_reply(status, message, fields))
 
 
-async def _raw(request: Request, limit: int) -> bytes:
-    """The body, or b"" past the limit (the handlers then answer 400 for it)."""
+async def _raw(request: Request, limit: int) -> bytes | None:
+    """The body, or None past the limit."""
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            return b"\x00"  # not JSON: a clear 400 from the handler
+            return None
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -105,6 +115,11 @@ def inference_app(state: ServerState) -> Any:
 
     def headers(request: Request) -> dict[str, str]:
         return {k.lower(): v for k, v in request.headers.items()}
+
+    async def via(request: Request, call: Callable[[bytes], Awaitable[Reply]]) -> Response:
+        """The documented POST routes, when reached here rather than on the FastPath."""
+        raw = await _raw(request, state.max_body_bytes)
+        return _response(too_large_reply(state.max_body_bytes) if raw is None else await call(raw))
 
     # --- Open Inference Protocol v2 -----------------------------------------------------------------
 
@@ -173,14 +188,11 @@ def inference_app(state: ServerState) -> Any:
 
     @app.post("/v2/models/{name}/infer", tags=["v2"], openapi_extra=oip)
     async def infer(name: str, request: Request) -> Response:
-        return _response(
-            await handlers.v2_infer(name, None, headers(request), await _raw(request, state.max_body_bytes))
-        )
+        return await via(request, lambda raw: handlers.v2_infer(name, None, headers(request), raw))
 
     @app.post("/v2/models/{name}/versions/{version}/infer", tags=["v2"], openapi_extra=oip)
     async def infer_version(name: str, version: str, request: Request) -> Response:
-        raw = await _raw(request, state.max_body_bytes)
-        return _response(await handlers.v2_infer(name, version, headers(request), raw))
+        return await via(request, lambda raw: handlers.v2_infer(name, version, headers(request), raw))
 
     @app.post(
         "/v2/models/{name}/feedback",
@@ -188,7 +200,7 @@ def inference_app(state: ServerState) -> Any:
         openapi_extra=_schema_body({"request_id": "abc", "label": 1}, "a label for a logged request"),
     )
     async def feedback(name: str, request: Request) -> Response:
-        return _response(await handlers.feedback(name, await _raw(request, state.max_body_bytes)))
+        return await via(request, lambda raw: handlers.feedback(name, raw))
 
     # --- KServe v1 -----------------------------------------------------------------------------------
 
@@ -198,9 +210,7 @@ def inference_app(state: ServerState) -> Any:
         openapi_extra=_schema_body({"instances": [{"age": 42, "plan": "pro"}]}, "KServe v1 request"),
     )
     async def v1_predict(name: str, request: Request) -> Response:
-        return _response(
-            await handlers.v1_predict(name, headers(request), await _raw(request, state.max_body_bytes))
-        )
+        return await via(request, lambda raw: handlers.v1_predict(name, headers(request), raw))
 
     @app.post(
         "/v1/models/{name}:explain",
@@ -208,9 +218,7 @@ def inference_app(state: ServerState) -> Any:
         openapi_extra=_schema_body({"instances": [{"age": 42, "plan": "pro"}]}, "rows to explain (≤ 10)"),
     )
     async def v1_explain(name: str, request: Request) -> Response:
-        return _response(
-            await handlers.v1_explain(name, headers(request), await _raw(request, state.max_body_bytes))
-        )
+        return await via(request, lambda raw: handlers.v1_explain(name, headers(request), raw))
 
     # --- MLflow scoring protocol ---------------------------------------------------------------------
 
@@ -235,9 +243,7 @@ def inference_app(state: ServerState) -> Any:
         ),
     )
     async def invocations(request: Request) -> Response:
-        return _response(
-            await handlers.invocations(headers(request), await _raw(request, state.max_body_bytes))
-        )
+        return await via(request, lambda raw: handlers.invocations(headers(request), raw))
 
     # --- prodml's plain JSON -------------------------------------------------------------------------
 
@@ -247,7 +253,7 @@ def inference_app(state: ServerState) -> Any:
         openapi_extra=_schema_body({"records": [{"age": 42, "plan": "pro"}]}, "records to score"),
     )
     async def predict(request: Request) -> Response:
-        return _response(await handlers.predict(headers(request), await _raw(request, state.max_body_bytes)))
+        return await via(request, lambda raw: handlers.predict(headers(request), raw))
 
     @app.get("/metrics", tags=["ops"])
     async def metrics() -> Response:

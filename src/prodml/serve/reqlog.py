@@ -44,6 +44,7 @@ class RequestLog:
         self._str = np.empty((0, 0), dtype=object)
         self._meta: dict[str, np.ndarray] = {}
         self._n = 0
+        self._model = ""
         self._feedback: list[dict[str, Any]] = []
         self.dropped = 0
 
@@ -119,7 +120,7 @@ class RequestLog:
         table = pa.table(
             {
                 **{k: columns[k] for k in ("request_id", "row", "ts", "version")},
-                "model": pa.array([getattr(self, "_model", "")] * n),
+                "model": pa.array([self._model] * n),
                 **{k: v for k, v in columns.items() if k not in ("request_id", "row", "ts", "version")},
                 "prediction": pa.FixedSizeListArray.from_arrays(prediction.ravel(), prediction.shape[1]),
             }
