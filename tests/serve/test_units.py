@@ -7,11 +7,14 @@ import struct
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from prodml.serve.cache import CircuitBreaker, LRUCache, cache_key
+from prodml.serve.metrics import Metrics
 from prodml.serve.protocols import columns_from_csv, columns_from_mlflow, parse_oip, predictions
 from prodml.serve.runtime import MicroBatcher
-from prodml.serve.validation import NUMBERS, STRINGS, RequestError, Validator
+from prodml.serve.validation import NUMBERS, STRINGS, RequestError, Rows, Validator
 
 SCHEMA = {
     "inputs": [
@@ -55,6 +58,52 @@ def test_validator_field_errors(columns: dict[str, list[object]], field: str, er
     with pytest.raises(RequestError) as info:
         Validator(SCHEMA).feeds(columns)
     assert any(f["field"] == field and error in f["error"] for f in info.value.fields), info.value.fields
+
+
+_VALUES = st.one_of(
+    st.integers(-5, 5),
+    st.floats(allow_nan=True, allow_infinity=True, width=32),
+    st.none(),
+    st.booleans(),
+    st.sampled_from(["pro", "basic", "gold", "", "1.5"]),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    order=st.permutations(["age", "gap", "plan"]),
+    data=st.lists(st.lists(_VALUES, min_size=3, max_size=3), min_size=0, max_size=4),
+    as_records=st.booleans(),
+    extra=st.booleans(),
+    policy=st.sampled_from(["reject", "map"]),
+)
+def test_row_path_accepts_and_builds_exactly_what_the_column_path_does(
+    order: list[str], data: list[list[object]], as_records: bool, extra: bool, policy: str
+) -> None:
+    """The lean row path may only hand back what the per-column path would build; else it defers."""
+    validator = Validator(SCHEMA, unknown_category=policy, max_rows=3)
+    names = order + ["x"] * extra
+    rows = [row + [1.0] * extra for row in data]
+    given_rows = (
+        Rows([dict(zip(names, r, strict=True)) for r in rows]) if as_records else Rows(rows, tuple(names))
+    )
+    try:
+        expected = validator.feeds(given_rows.columns())
+    except RequestError as exc:
+        refused = exc.fields
+    else:
+        refused = None
+    if refused is not None:
+        with pytest.raises(RequestError) as info:
+            validator.feeds(given_rows)
+        assert info.value.fields == refused
+        return
+    got, n = validator.feeds(given_rows)
+    assert n == expected[1]
+    assert got.keys() == expected[0].keys()
+    np.testing.assert_array_equal(got[NUMBERS], expected[0][NUMBERS])
+    assert got[NUMBERS].dtype == np.float32 and got[NUMBERS].flags.c_contiguous
+    assert got[STRINGS].tolist() == expected[0][STRINGS].tolist()
 
 
 def test_unknown_categories_can_be_mapped_and_rows_are_capped() -> None:
@@ -101,7 +150,15 @@ def test_mlflow_and_csv_forms() -> None:
             "params": {"predict_method": "predict_proba"},
         }
     )
-    assert {k: list(v) for k, v in split.items()} == records == {"a": [1, 2], "b": ["x", "y"]}
+    assert isinstance(split, Rows) and isinstance(records, Rows)
+    expected = {"a": [1, 2], "b": ["x", "y"]}
+    assert {k: list(v) for k, v in split.columns().items()} == records.columns() == expected
+    with pytest.raises(RequestError, match=r"dataframe_split.data\[1\]: expected a list of 2 values"):
+        columns_from_mlflow({"dataframe_split": {"columns": ["a", "b"], "data": [[1, "x"], [2]]}})
+    mismatched, _ = columns_from_mlflow({"dataframe_records": [{"a": 1}, {"b": 2}]})
+    assert isinstance(mismatched, Rows)
+    with pytest.raises(RequestError, match=r"dataframe_records\[1\]: has different columns"):
+        mismatched.columns()
     assert params == {"predict_method": "predict_proba"}
     assert columns_from_csv("a,b\n1,x\n,y\n") == {"a": [1.0, None], "b": ["x", "y"]}
     with pytest.raises(RequestError, match="exactly one"):
@@ -220,3 +277,24 @@ def test_request_log_writes_parquet_and_joins_feedback(tmp_path) -> None:  # typ
         ("r2", 0, 30.0, "pro", None),
     ]
     assert joined[1]["prediction"] == pytest.approx([0.3, 0.7])
+
+
+def test_loop_metrics_render_as_prometheus_families() -> None:
+    metrics = Metrics()
+    metrics.done("v2", 200, 0.001)  # on a bound: counted in that bucket ("le")
+    metrics.done("v2", 200, 0.0003)
+    metrics.done("grpc", "INVALID_ARGUMENT", 3.0)
+    metrics.rows += 5
+    metrics.batch_rows.observe(5)
+    text = metrics.render().decode()
+    assert 'prodml_requests_total{code="200",protocol="v2"} 2.0' in text
+    assert 'prodml_requests_total{code="INVALID_ARGUMENT",protocol="grpc"} 1.0' in text
+    assert 'prodml_request_seconds_bucket{le="0.0005",protocol="v2"} 1.0' in text
+    assert 'prodml_request_seconds_bucket{le="0.001",protocol="v2"} 2.0' in text
+    assert 'prodml_request_seconds_bucket{le="2.5",protocol="grpc"} 0.0' in text
+    assert 'prodml_request_seconds_bucket{le="+Inf",protocol="grpc"} 1.0' in text
+    assert 'prodml_request_seconds_count{protocol="v2"} 2.0' in text
+    assert "prodml_rows_total 5.0" in text
+    assert 'prodml_batch_rows_bucket{le="4.0"} 0.0' in text
+    assert 'prodml_batch_rows_bucket{le="8.0"} 1.0' in text
+    assert "prodml_inflight_requests 0.0" in text

@@ -23,6 +23,7 @@ from prodml.serve.cache import Cache, cache_key
 from prodml.serve.metrics import Metrics
 from prodml.serve.model import LoadedModel, ModelManager
 from prodml.serve.reqlog import RequestLog
+from prodml.serve.validation import Rows
 
 __all__ = ["DataPlane", "Prediction"]
 
@@ -67,13 +68,13 @@ class DataPlane:
 
     async def infer(
         self,
-        columns: Mapping[str, Sequence[Any] | np.ndarray],
+        columns: Mapping[str, Sequence[Any] | np.ndarray] | Rows,
         *,
         request_id: str | None = None,
         name: str | None = None,
         version: str | None = None,
     ) -> Prediction:
-        """Score ``columns`` (feature name → one value per row) with the served model.
+        """Score ``columns`` (feature name → one value per row, or :class:`Rows`) with the served model.
 
         Raises:
             RequestError: the input breaks the model's schema (400 / INVALID_ARGUMENT).
@@ -93,7 +94,7 @@ class DataPlane:
             outputs = await model.batcher.submit(feeds, rows)
             if self.cache is not None:
                 await self.cache.set(key, outputs)
-        self.metrics.rows.inc(rows)
+        self.metrics.rows += rows
         if self.log is not None:
             names = (model.validator.numeric_names, model.validator.string_names)
             self.log.record(request_id, model.name, model.version, feeds, outputs, time.time(), names)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import struct
+import time
 from typing import Any
 
 import grpc
@@ -156,6 +157,8 @@ class _Servicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
         )
 
     async def ModelInfer(self, request: Any, context: Any) -> Any:
+        metrics = self.plane.metrics
+        start = time.perf_counter()
         try:
             pred = await self.plane.infer(
                 _columns(request),
@@ -164,9 +167,11 @@ class _Servicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
                 version=request.model_version or None,
             )
         except ProdmlError as exc:
-            self.plane.metrics.errors.labels(type(exc).__name__).inc()
+            metrics.errors.labels(type(exc).__name__).inc()
+            metrics.done("grpc", exc.grpc_code, time.perf_counter() - start)
             await self._abort(context, exc)
             raise
+        metrics.done("grpc", "OK", time.perf_counter() - start)
         response = pb.ModelInferResponse(model_name=pred.name, model_version=pred.version, id=pred.request_id)
         for name, arr in zip(pred.model.runtime.output_names, pred.outputs, strict=True):
             datatype = "INT64" if arr.dtype.kind in "iu" else "FP32"

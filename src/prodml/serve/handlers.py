@@ -22,7 +22,7 @@ import orjson
 from prodml.core.errors import InvalidInput, ProdmlError
 from prodml.serve import protocols as p
 from prodml.serve.dataplane import DataPlane, Prediction
-from prodml.serve.validation import RequestError
+from prodml.serve.validation import RequestError, Rows
 
 __all__ = ["FastPath", "Handlers", "Reply", "ServerState"]
 
@@ -98,7 +98,7 @@ class Handlers:
         """
         metrics = self.plane.metrics
         start = time.perf_counter()
-        metrics.inflight.inc()
+        metrics.inflight += 1
         try:
             reply = await work()
         except ProdmlError as exc:
@@ -121,9 +121,8 @@ class Handlers:
             )
             reply = error_reply(500, "internal error")
         finally:
-            metrics.inflight.dec()
-        metrics.requests.labels(protocol, str(reply.status)).inc()
-        metrics.latency.labels(protocol).observe(time.perf_counter() - start)
+            metrics.inflight -= 1
+        metrics.done(protocol, reply.status, time.perf_counter() - start)
         return reply
 
     _ids = itertools.count()
@@ -177,8 +176,8 @@ class Handlers:
     async def v1_predict(self, name: str, headers: Mapping[str, str], raw: bytes) -> Reply:
         async def work() -> Reply:
             model = self.plane.model(name)
-            columns = p.columns_from_kserve_v1(loads(raw), model.validator.names)
-            pred = await self.plane.infer(columns, request_id=self.request_id(headers), name=name)
+            rows = p.rows_from_kserve_v1(loads(raw), model.validator.names)
+            pred = await self.plane.infer(rows, request_id=self.request_id(headers), name=name)
             preds = p.predictions(pred.outputs, pred.model.runtime.task, pred.model.runtime.classes)
             return json_reply(
                 {"predictions": preds, "model_version": pred.version}, headers=_pred_headers(pred)
@@ -191,9 +190,9 @@ class Handlers:
             from prodml.serve.explain import explain_rows
 
             model = self.plane.model(name)
-            columns = p.columns_from_kserve_v1(loads(raw), model.validator.names)
-            feeds, rows = model.validator.feeds(columns)
-            explanations = explain_rows(model, feeds, rows)
+            rows = p.rows_from_kserve_v1(loads(raw), model.validator.names)
+            feeds, n = model.validator.feeds(rows)
+            explanations = explain_rows(model, feeds, n)
             return json_reply(
                 {
                     "explanations": explanations,
@@ -209,6 +208,7 @@ class Handlers:
         async def work() -> Reply:
             ctype = headers.get("content-type", JSON).split(";")[0].strip().lower()
             params: dict[str, Any] = {}
+            columns: dict[str, Any] | Rows
             if ctype == "text/csv":
                 try:
                     columns = p.columns_from_csv(raw.decode("utf-8"))
@@ -236,9 +236,7 @@ class Handlers:
         async def work() -> Reply:
             body = loads(raw)
             records = body.get("records") if isinstance(body, dict) else body
-            pred = await self.plane.infer(
-                p.columns_from_records(records), request_id=self.request_id(headers)
-            )
+            pred = await self.plane.infer(p.rows_from_records(records), request_id=self.request_id(headers))
             preds = p.predictions(
                 pred.outputs, pred.model.runtime.task, pred.model.runtime.classes, style="records"
             )

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from prodml.serve.validation import RequestError
+from prodml.serve.validation import RequestError, Rows
 
 __all__ = [
     "columns_from_csv",
@@ -28,6 +28,8 @@ __all__ = [
     "encode_oip",
     "parse_oip",
     "predictions",
+    "rows_from_kserve_v1",
+    "rows_from_records",
 ]
 
 OIP_NUMERIC = {
@@ -46,48 +48,57 @@ OIP_NUMERIC = {
 }
 
 
+_DICT = frozenset({dict})
+_LIST = frozenset({list})
+
+
 def _bad(field: str, error: str) -> RequestError:
     return RequestError(f"{field}: {error}", [{"field": field, "error": error}])
 
 
-def columns_from_records(records: Any, field: str = "records") -> dict[str, list[Any]]:
-    """``[{"a": 1, "b": "x"}, …]`` → ``{"a": [1, …], "b": ["x", …]}`` (missing keys stay missing)."""
+def rows_from_records(records: Any, field: str = "records") -> Rows:
+    """``[{"a": 1, "b": "x"}, …]`` → :class:`Rows` of records (their keys are compared only if the lean
+    path cannot take them, see ``Rows.columns``)."""
     if not isinstance(records, list) or not records:
         raise _bad(field, "expected a non-empty list of records (objects)")
-    if not all(isinstance(r, dict) for r in records):
+    if not set(map(type, records)) <= _DICT:
         raise _bad(field, "every record must be an object of column: value")
-    names = list(records[0])
-    keys = set(names)
-    for i, r in enumerate(records):
-        if r.keys() != keys:
-            missing, extra = keys - r.keys(), r.keys() - keys
-            raise _bad(
-                f"{field}[{i}]",
-                f"has different columns than record 0 (missing {sorted(missing)}, extra {sorted(extra)})",
-            )
-    return {n: [r[n] for r in records] for n in names}
+    return Rows(records, None, field)
 
 
-def _columns_from_split(split: Any, field: str) -> dict[str, Any]:
+def columns_from_records(records: Any, field: str = "records") -> dict[str, Any]:
+    """``[{"a": 1, "b": "x"}, …]`` → ``{"a": [1, …], "b": ["x", …]}``; records must share their keys."""
+    return rows_from_records(records, field).columns()
+
+
+def _rows_from_lists(data: Any, names: Sequence[str], field: str, error: str) -> Rows:
+    """Rows given as lists ordered like ``names``; each must hold ``len(names)`` values."""
+    if not isinstance(data, list):
+        raise _bad(field, error)
+    if not (set(map(type, data)) <= _LIST and set(map(len, data)) <= {len(names)}):
+        for i, row in enumerate(data):
+            if not isinstance(row, list) or len(row) != len(names):
+                raise _bad(f"{field}[{i}]", error)
+    return Rows(data, tuple(names), field)
+
+
+def _rows_from_split(split: Any, field: str) -> Rows:
     if (
         not isinstance(split, dict)
         or not isinstance(split.get("columns"), list)
         or not isinstance(split.get("data"), list)
     ):
         raise _bad(field, "expected {'columns': [...], 'data': [[...], ...]}")
-    columns, data = split["columns"], split["data"]
+    columns = split["columns"]
     if not all(isinstance(c, str) for c in columns):
         raise _bad(f"{field}.columns", "column names must be strings")
-    for i, row in enumerate(data):
-        if not isinstance(row, list) or len(row) != len(columns):
-            raise _bad(f"{field}.data[{i}]", f"expected a list of {len(columns)} values")
-    if not data:
-        return {c: [] for c in columns}
-    return dict(zip(columns, zip(*data, strict=True), strict=True))  # the transpose runs in C
+    return _rows_from_lists(
+        split["data"], columns, f"{field}.data", f"expected a list of {len(columns)} values"
+    )
 
 
-def columns_from_mlflow(body: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-    """MLflow's scoring JSON → (columns, params)."""
+def columns_from_mlflow(body: Any) -> tuple[dict[str, Any] | Rows, dict[str, Any]]:
+    """MLflow's scoring JSON → (columns or rows, params)."""
     if not isinstance(body, dict):
         raise _bad(
             "body", "expected a JSON object with dataframe_split, dataframe_records, instances or inputs"
@@ -101,11 +112,11 @@ def columns_from_mlflow(body: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     key = keys[0]
     value = body[key]
     if key == "dataframe_split":
-        return _columns_from_split(value, key), params
+        return _rows_from_split(value, key), params
     if isinstance(value, dict):  # {"col": [values]} (tensor-style column dict)
         cols = {k: v if isinstance(v, list) else [v] for k, v in value.items()}
         return cols, params
-    return columns_from_records(value, key), params
+    return rows_from_records(value, key), params
 
 
 def columns_from_csv(text: str) -> dict[str, list[Any]]:
@@ -258,18 +269,16 @@ def predictions(
     ]
 
 
-def columns_from_kserve_v1(body: Any, names: Sequence[str]) -> dict[str, list[Any]]:
+def rows_from_kserve_v1(body: Any, names: Sequence[str]) -> Rows:
     """KServe v1 ``instances``: records, or lists ordered like the model's inputs."""
     if not isinstance(body, Mapping) or not isinstance(body.get("instances"), list) or not body["instances"]:
         raise _bad("instances", "expected a non-empty list")
     instances = body["instances"]
-    if all(isinstance(r, dict) for r in instances):
-        return columns_from_records(instances, "instances")
-    if all(isinstance(r, list) for r in instances):
-        for i, r in enumerate(instances):
-            if len(r) != len(names):
-                raise _bad(
-                    f"instances[{i}]", f"expected {len(names)} values in input order: {', '.join(names)}"
-                )
-        return {n: [r[j] for r in instances] for j, n in enumerate(names)}
+    kinds = set(map(type, instances))
+    if kinds <= _DICT:
+        return rows_from_records(instances, "instances")
+    if kinds <= _LIST:
+        return _rows_from_lists(
+            instances, names, "instances", f"expected {len(names)} values in input order: {', '.join(names)}"
+        )
     raise _bad("instances", "expected all records (objects) or all lists")
