@@ -257,7 +257,7 @@ def test_request_log_writes_parquet_and_joins_feedback(tmp_path) -> None:  # typ
     from prodml.serve.reqlog import RequestLog, join_feedback
 
     log = RequestLog(tmp_path, max_rows=4)
-    names = (["age"], ["plan"])
+    names = (("age",), ("plan",))
     two = {
         NUMBERS: np.array([[30.0], [40.0]], np.float32),
         STRINGS: np.array([["pro"], ["basic"]], dtype=object),

@@ -96,6 +96,6 @@ class DataPlane:
                 await self.cache.set(key, outputs)
         self.metrics.rows += rows
         if self.log is not None:
-            names = (model.validator.numeric_names, model.validator.string_names)
-            self.log.record(request_id, model.name, model.version, feeds, outputs, time.time(), names)
+            layout = model.validator.layout
+            self.log.record(request_id, model.name, model.version, feeds, outputs, time.time(), layout)
         return Prediction(outputs, model, rows, request_id, cached)

@@ -310,7 +310,7 @@ class FastPath:
         if scope["type"] != "http" or scope["method"] != "POST":
             await self.fallback(scope, receive, send)
             return
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}  # names: lower
         route = self._route(scope["path"], headers)
         if route is None:
             await self.fallback(scope, receive, send)

@@ -44,6 +44,7 @@ class RequestLog:
         self._str = np.empty((0, 0), dtype=object)
         self._meta: dict[str, np.ndarray] = {}
         self._n = 0
+        self._rows = np.arange(max_rows, dtype=np.int32)
         self._model = ""
         self._feedback: list[dict[str, Any]] = []
         self.dropped = 0
@@ -71,18 +72,17 @@ class RequestLog:
         feeds: dict[str, np.ndarray],
         outputs: list[np.ndarray],
         ts: float,
-        names: tuple[list[str], list[str]],
+        layout: tuple[tuple[str, ...], tuple[str, ...]],
     ) -> None:
         """Copy one request's validated inputs (two matrices, see ``Validator.feeds``) and its output.
 
-        ``names``: the numeric and the string column names, in matrix order.
+        ``layout``: the numeric and the string column names, in matrix order (``Validator.layout``).
         """
         numbers, strings = feeds.get(NUMBERS), feeds.get(STRINGS)
         n = len(outputs[0])
         prediction = outputs[-1].reshape(n, -1)
-        layout = (tuple(names[0]), tuple(names[1]))
         with self._lock:
-            if self._layout != layout:
+            if self._layout is not layout and self._layout != layout:
                 if self._n:
                     self._write(*self._take())  # a model swap changed the inputs: close the part
                 self._allocate(layout, prediction.shape[1])
@@ -96,7 +96,7 @@ class RequestLog:
                 self._str[start:end] = strings
             meta = self._meta
             meta["request_id"][start:end] = request_id
-            meta["row"][start:end] = np.arange(n)
+            meta["row"][start:end] = self._rows[:n]
             meta["ts"][start:end] = ts
             meta["version"][start:end] = version
             meta["prediction"][start:end] = prediction

@@ -26,41 +26,63 @@ INLINE_ROWS = 256  # batches up to this size run on the event loop; larger ones 
 
 
 def front_loaded(graph: bytes, schema: dict[str, Any]) -> bytes:
-    """The package's graph behind one ``Split`` per input kind: the runtime feeds two matrices (numbers,
-    strings) instead of one tensor per column — measured 29 µs → 18 µs per 1-row call on a 27-input
-    model — and the outputs are those of the package's graph, unchanged.
+    """The package's graph fed by two matrices (numbers, strings) instead of one tensor per column.
+
+    Every ``Concat`` (on axis 1) of input columns of one kind — how converted column transformers gather
+    their pass-through columns — becomes one ``Gather`` of those columns from the matrix, and every other
+    use of an input column reads it with a one-column ``Gather``. On the 27-input benchmark pipeline a
+    1-row call drops from 29 µs (one tensor per column) to 11 µs. The nodes after the front are the
+    package's own, so the outputs are unchanged (tested against the package's graph).
 
     Built at load from the verified bytes, so nothing unverified is ever run.
     """
     import onnx
-    from onnx import TensorProto, compose, helper
+    from onnx import TensorProto, helper, numpy_helper
 
     model = onnx.load_from_string(graph)
-    kinds = (
-        (NUMBERS, [c["name"] for c in schema["inputs"] if c["dtype"] != "string"], TensorProto.FLOAT),
-        (STRINGS, [c["name"] for c in schema["inputs"] if c["dtype"] == "string"], TensorProto.STRING),
-    )
-    nodes, inputs, outputs, initializers = [], [], [], []
-    for name, columns, elem in kinds:
-        if not columns:
-            continue
-        inputs.append(helper.make_tensor_value_info(name, elem, [None, len(columns)]))
-        outputs += [helper.make_tensor_value_info(c, elem, [None, 1]) for c in columns]
-        if len(columns) == 1:
-            nodes.append(helper.make_node("Identity", [name], columns))
+    g = model.graph
+    numbers = [c["name"] for c in schema["inputs"] if c["dtype"] != "string"]
+    strings = [c["name"] for c in schema["inputs"] if c["dtype"] == "string"]
+    where = {n: (NUMBERS, j) for j, n in enumerate(numbers)}
+    where |= {n: (STRINGS, j) for j, n in enumerate(strings)}
+    indices: list[Any] = []
+
+    def gather(kind: str, columns: list[int], outputs: list[str]) -> Any:
+        name = f"{outputs[0]}__prodml_columns"
+        indices.append(numpy_helper.from_array(np.array(columns, np.int64), name))
+        return helper.make_node("Gather", [kind, name], outputs, axis=1)
+
+    nodes = []
+    for node in g.node:
+        axis = next((a.i for a in node.attribute if a.name == "axis"), None)
+        sources = [where[i] for i in node.input if i in where]
+        if (
+            node.op_type == "Concat"
+            and axis in (1, -1)
+            and node.input
+            and len(sources) == len(node.input)
+            and len({kind for kind, _ in sources}) == 1
+        ):
+            nodes.append(gather(sources[0][0], [j for _, j in sources], list(node.output)))
         else:
-            sizes = f"{name}_sizes"
-            initializers.append(
-                helper.make_tensor(sizes, TensorProto.INT64, [len(columns)], [1] * len(columns))
-            )
-            nodes.append(helper.make_node("Split", [name, sizes], columns, axis=1))
-    front = helper.make_model(
-        helper.make_graph(nodes, "prodml_front", inputs, outputs, initializer=initializers),
-        opset_imports=model.opset_import,
-        ir_version=model.ir_version,
+            nodes.append(node)
+    used = {i for n in nodes for i in n.input} | {o.name for o in g.output}
+    front = [gather(kind, [j], [name]) for name, (kind, j) in where.items() if name in used]
+    inputs = []
+    if numbers:
+        inputs.append(helper.make_tensor_value_info(NUMBERS, TensorProto.FLOAT, [None, len(numbers)]))
+    if strings:
+        inputs.append(helper.make_tensor_value_info(STRINGS, TensorProto.STRING, [None, len(strings)]))
+    rewritten = helper.make_graph(
+        front + nodes,
+        g.name,
+        inputs,
+        list(g.output),
+        initializer=[*g.initializer, *indices],
+        value_info=list(g.value_info),
     )
-    columns_in = [c for _, cols, _ in kinds for c in cols]
-    return bytes(compose.merge_models(front, model, io_map=[(c, c) for c in columns_in]).SerializeToString())
+    out = helper.make_model(rewritten, opset_imports=model.opset_import, ir_version=model.ir_version)
+    return bytes(out.SerializeToString())
 
 
 class Runtime:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import multiprocessing
 import os
@@ -69,6 +70,8 @@ class _Server:
             log_config=None,
             timeout_graceful_shutdown=int(drain_timeout_s),
             timeout_keep_alive=5,
+            server_header=False,  # do not advertise the server software
+            proxy_headers=False,  # nothing reads the client address; spares a middleware per request
         )
         self.server = Quiet(config)
         self.sock = sock
@@ -135,6 +138,7 @@ async def _main(options: ServeOptions, sock: socket.socket, admin_sock: socket.s
         manager.on_swap.append(health_follows)
         grpc_server = grpc
     await manager.start()
+    _tune_gc()
     servers = [_Server(inference_app(state), sock, options.drain_timeout_s)]
     if admin_sock is not None:
         servers.append(_Server(admin_app(state, options.admin_token), admin_sock, options.drain_timeout_s))
@@ -178,6 +182,15 @@ async def _main(options: ServeOptions, sock: socket.socket, admin_sock: socket.s
         await manager.stop()
         if log is not None:
             log.flush()
+
+
+def _tune_gc() -> None:
+    """Keep the collector off the request path: what start-up loaded (modules, the model, FastAPI's
+    routes) is frozen out of every future collection, and young collections run every 50k net
+    allocations instead of 700 — requests free what they allocate, so few objects ever survive."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
 
 
 def _worker(options: ServeOptions, fd: int, admin_fd: int | None) -> None:

@@ -136,6 +136,7 @@ class Validator:
         self.max_rows = max_rows
         self.numeric_names = [c.name for c in self._numeric]
         self.string_names = [c.name for c in self._strings]
+        self.layout = (tuple(self.numeric_names), tuple(self.string_names))  # the two matrices' columns
         self._nullable_numbers = bool(self._nullable.any())
         self._names = tuple(self.names)
         self._by_name = _picker(self.names) or tuple  # a record → its values in schema order

@@ -1,0 +1,49 @@
+"""The runtime's front: the package's graph fed two matrices gives the package graph's own outputs."""
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from prodml.export.onnx import onnx_inputs, to_onnx
+from prodml.export.schema import infer_schema
+from prodml.serve.runtime import front_loaded
+from prodml.serve.validation import NUMBERS, STRINGS
+from prodml.train.pipeline import build_pipeline
+from tests.export.test_onnx import TARGETS, X, project
+
+
+def _session(graph: bytes) -> ort.InferenceSession:
+    return ort.InferenceSession(graph, providers=["CPUExecutionProvider"])
+
+
+@pytest.mark.parametrize(
+    ("estimator", "task"),
+    [
+        ("logistic_regression", "binary"),
+        ("hist_gradient_boosting", "multiclass"),
+        ("random_forest", "regression"),
+        ("lightgbm", "binary"),
+    ],
+)
+def test_front_loaded_graph_gives_the_package_graph_outputs(estimator: str, task: str) -> None:
+    frame = X[["plan", "gap", "age", "fee", "visits"]]  # schema order differs from the graph's
+    pipe = build_pipeline(project(estimator, task), list(frame.columns), ["plan"]).fit(frame, TARGETS[task])
+    graph = to_onnx(pipe, frame.head(50)).SerializeToString()
+    schema = infer_schema(frame, ["plan"], task=task, classes=None, target="y")
+    front = front_loaded(graph, schema)
+    numeric = [c["name"] for c in schema["inputs"] if c["dtype"] != "string"]
+    matrices = {
+        NUMBERS: frame[numeric].to_numpy(np.float32),
+        STRINGS: frame[["plan"]].to_numpy(object),
+    }
+    expected = _session(graph).run(None, onnx_inputs(frame))
+    got = _session(front).run(None, matrices)
+    assert len(got) == len(expected)
+    for a, b in zip(got, expected, strict=True):
+        np.testing.assert_array_equal(a, b)
+    # columns are read straight from the matrices: no Concat of raw input columns is left
+    columns = {c["name"] for c in schema["inputs"]}
+    for node in onnx.load_from_string(front).graph.node:
+        if node.op_type == "Concat":
+            assert not set(node.input) <= columns, node
