@@ -298,3 +298,30 @@ def test_loop_metrics_render_as_prometheus_families() -> None:
     assert 'prodml_batch_rows_bucket{le="4.0"} 0.0' in text
     assert 'prodml_batch_rows_bucket{le="8.0"} 1.0' in text
     assert "prodml_inflight_requests 0.0" in text
+
+
+def test_request_log_writes_one_part_per_input_layout(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import pyarrow.parquet as pq
+
+    from prodml.serve.reqlog import RequestLog
+
+    log = RequestLog(tmp_path)
+    old, new = (("age",), ("plan",)), (("age", "fee"), ())
+    out = [np.array([1]), np.array([[0.4, 0.6]], np.float32)]
+    log.record(
+        "a",
+        "churn",
+        "1",
+        {NUMBERS: np.array([[1.0]], np.float32), STRINGS: np.array([["x"]], object)},
+        out,
+        1.0,
+        old,
+    )
+    log.record("b", "churn", "2", {NUMBERS: np.array([[2.0, 3.0]], np.float32)}, out, 2.0, new)
+    parts = log.flush()
+    assert [pq.read_table(p).column_names for p in parts] == [
+        ["request_id", "row", "ts", "version", "model", "age", "plan", "prediction"],
+        ["request_id", "row", "ts", "version", "model", "age", "fee", "prediction"],
+    ]
+    assert pq.read_table(parts[1]).to_pylist()[0]["fee"] == 3.0
+    assert log.pending == 0 and log.flush() == []

@@ -254,7 +254,8 @@ def predictions(
     """
     if task not in ("binary", "multiclass"):
         return outputs[0].reshape(-1).astype(float).tolist()
-    labels = [classes[int(i)] if classes else int(i) for i in outputs[0].reshape(-1)]
+    indices = outputs[0].reshape(-1).tolist()
+    labels = [classes[i] for i in indices] if classes else indices
     proba = outputs[1]
     if style == "label":
         return labels

@@ -12,6 +12,7 @@ import logging
 import os
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +28,28 @@ __all__ = ["RequestLog", "join_feedback"]
 logger = logging.getLogger(__name__)
 
 
-class RequestLog:
-    """Copies scored rows into preallocated column buffers; ``flush`` writes them as one Parquet part.
+Layout = tuple[tuple[str, ...], tuple[str, ...]]  # the numeric and the string columns, in matrix order
 
-    ``record`` costs one slice assignment per column (no per-row Python objects), so logging stays off the
-    latency budget; when the buffer is full, rows are dropped and counted until the next flush.
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    request_id: str
+    model: str
+    version: str
+    ts: float
+    layout: Layout
+    numbers: np.ndarray | None
+    strings: np.ndarray | None
+    prediction: np.ndarray
+
+
+class RequestLog:
+    """Keeps each scored request's matrices as they are; ``flush`` concatenates them into one Parquet part.
+
+    ``record`` appends one small tuple that references arrays the request built anyway (no copy, no per-row
+    Python object), so logging costs the request about a microsecond; the column work happens in bulk at
+    flush, off the event loop. At most ``max_rows`` rows wait: beyond, rows are dropped and counted until
+    the next flush.
     """
 
     def __init__(self, directory: Path, *, max_rows: int = 50_000) -> None:
@@ -39,30 +57,10 @@ class RequestLog:
         self.max_rows = max_rows
         self._lock = threading.Lock()
         self._seq = itertools.count()
-        self._layout: tuple[tuple[str, ...], tuple[str, ...]] | None = None
-        self._num = np.empty((0, 0), np.float32)
-        self._str = np.empty((0, 0), dtype=object)
-        self._meta: dict[str, np.ndarray] = {}
+        self._entries: list[_Entry] = []
         self._n = 0
-        self._rows = np.arange(max_rows, dtype=np.int32)
-        self._model = ""
         self._feedback: list[dict[str, Any]] = []
         self.dropped = 0
-
-    def _allocate(self, layout: tuple[tuple[str, ...], tuple[str, ...]], width: int) -> None:
-        m = self.max_rows
-        self._layout = layout
-        numbers, strings = layout
-        self._num = np.empty((m, len(numbers)), np.float32)
-        self._str = np.empty((m, len(strings)), dtype=object)
-        self._meta = {
-            "request_id": np.empty(m, dtype=object),
-            "row": np.empty(m, np.int32),
-            "ts": np.empty(m, np.float64),
-            "version": np.empty(m, dtype=object),
-            "prediction": np.empty((m, width), np.float32),
-        }
-        self._n = 0
 
     def record(
         self,
@@ -72,60 +70,45 @@ class RequestLog:
         feeds: dict[str, np.ndarray],
         outputs: list[np.ndarray],
         ts: float,
-        layout: tuple[tuple[str, ...], tuple[str, ...]],
+        layout: Layout,
     ) -> None:
-        """Copy one request's validated inputs (two matrices, see ``Validator.feeds``) and its output.
+        """Keep one request's validated inputs (two matrices, see ``Validator.feeds``) and its output.
 
         ``layout``: the numeric and the string column names, in matrix order (``Validator.layout``).
         """
-        numbers, strings = feeds.get(NUMBERS), feeds.get(STRINGS)
-        n = len(outputs[0])
-        prediction = outputs[-1].reshape(n, -1)
+        prediction = outputs[-1]
+        n = len(prediction)
+        entry = _Entry(
+            request_id, model, version, ts, layout, feeds.get(NUMBERS), feeds.get(STRINGS), prediction
+        )
         with self._lock:
-            if self._layout is not layout and self._layout != layout:
-                if self._n:
-                    self._write(*self._take())  # a model swap changed the inputs: close the part
-                self._allocate(layout, prediction.shape[1])
-            start, end = self._n, self._n + n
-            if end > self.max_rows:
+            if self._n + n > self.max_rows:
                 self.dropped += n
                 return
-            if numbers is not None:
-                self._num[start:end] = numbers
-            if strings is not None:
-                self._str[start:end] = strings
-            meta = self._meta
-            meta["request_id"][start:end] = request_id
-            meta["row"][start:end] = self._rows[:n]
-            meta["ts"][start:end] = ts
-            meta["version"][start:end] = version
-            meta["prediction"][start:end] = prediction
-            self._n = end
-            self._model = model
+            self._entries.append(entry)
+            self._n += n
 
-    def _take(self) -> tuple[dict[str, Any], int]:
-        n = self._n
-        assert self._layout is not None
-        numbers, strings = self._layout
-        taken = {k: v[:n].copy() for k, v in self._meta.items()}
-        taken |= {name: self._num[:n, i].copy() for i, name in enumerate(numbers)}
-        taken |= {name: self._str[:n, i].copy() for i, name in enumerate(strings)}
-        self._n = 0
-        return taken, n
-
-    def _write(self, columns: dict[str, Any], n: int) -> Path | None:
-        if n == 0:
-            return None
-        prediction = columns.pop("prediction")
-        table = pa.table(
-            {
-                **{k: columns[k] for k in ("request_id", "row", "ts", "version")},
-                "model": pa.array([self._model] * n),
-                **{k: v for k, v in columns.items() if k not in ("request_id", "row", "ts", "version")},
-                "prediction": pa.FixedSizeListArray.from_arrays(prediction.ravel(), prediction.shape[1]),
-            }
-        )
-        return self._write_table("requests", table)
+    def _table(self, entries: list[_Entry]) -> pa.Table:
+        """One table of the entries' rows (all of one layout)."""
+        counts = np.fromiter((len(e.prediction) for e in entries), np.int64, len(entries))
+        numbers, strings = entries[0].layout
+        columns: dict[str, Any] = {
+            "request_id": np.repeat(np.array([e.request_id for e in entries], dtype=object), counts),
+            "row": np.concatenate([np.arange(c, dtype=np.int32) for c in counts]),
+            "ts": np.repeat(np.fromiter((e.ts for e in entries), np.float64, len(entries)), counts),
+            "version": np.repeat(np.array([e.version for e in entries], dtype=object), counts),
+            "model": np.repeat(np.array([e.model for e in entries], dtype=object), counts),
+        }
+        if numbers:
+            matrix = np.concatenate([e.numbers for e in entries if e.numbers is not None])
+            columns |= {name: matrix[:, i] for i, name in enumerate(numbers)}
+        if strings:
+            text = np.concatenate([e.strings for e in entries if e.strings is not None])
+            columns |= {name: text[:, i] for i, name in enumerate(strings)}
+        prediction = np.concatenate([e.prediction.reshape(len(e.prediction), -1) for e in entries])
+        prediction = np.ascontiguousarray(prediction, dtype=np.float32)
+        columns["prediction"] = pa.FixedSizeListArray.from_arrays(prediction.ravel(), prediction.shape[1])
+        return pa.table(columns)
 
     def _write_table(self, kind: str, table: pa.Table) -> Path:
         path = (
@@ -145,11 +128,15 @@ class RequestLog:
             self._feedback.append({"request_id": request_id, "label": float(label), "ts": ts or time.time()})
 
     def flush(self) -> list[Path]:
-        """Write what was recorded since the last flush (copied under the lock, written outside it)."""
+        """Write what was recorded since the last flush: one part per input layout (a model swap may
+        change the inputs), and the feedback. Only the hand-over happens under the lock."""
         with self._lock:
-            columns, n = self._take() if self._layout is not None else ({}, 0)
+            entries, self._entries, self._n = self._entries, [], 0
             feedback, self._feedback = self._feedback, []
-        written = [p for p in [self._write(columns, n)] if p is not None]
+        written = [
+            self._write_table("requests", self._table(list(group)))
+            for _, group in itertools.groupby(entries, key=lambda e: e.layout)
+        ]
         if feedback:
             written.append(self._write_table("feedback", pa.Table.from_pylist(feedback)))
         return written
