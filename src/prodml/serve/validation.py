@@ -30,6 +30,7 @@ STRINGS = "__prodml_strings"
 _NUMBER_TYPES = frozenset({int, float, type(None)})
 _FLOAT_TYPES = frozenset({int, float})
 _STR_TYPES = frozenset({str})
+_INFINITE = frozenset({float("inf"), float("-inf")})
 _PLANS = 32  # row layouts remembered per model (clients send one or two column orders)
 
 
@@ -138,6 +139,7 @@ class Validator:
         self.string_names = [c.name for c in self._strings]
         self.layout = (tuple(self.numeric_names), tuple(self.string_names))  # the two matrices' columns
         self._nullable_numbers = bool(self._nullable.any())
+        self._nullable_flags = self._nullable.tolist()
         self._names = tuple(self.names)
         self._by_name = _picker(self.names) or tuple  # a record → its values in schema order
         self._plans: dict[tuple[str, ...], _Plan] = {}
@@ -241,6 +243,8 @@ class Validator:
                 return None
             if len(self._plans) < _PLANS:
                 self._plans[names] = plan
+        if n == 1:
+            return self._one_row(plan, data[0])
         try:
             columns = list(zip(*data, strict=True))
         except ValueError:
@@ -272,6 +276,38 @@ class Validator:
                 text[:, j] = column
             feeds[STRINGS] = text
         return feeds, n
+
+    def _one_row(self, plan: _Plan, row: Any) -> tuple[dict[str, np.ndarray], int] | None:
+        """One row — the common online request — checked in plain Python: for a few dozen values that
+        beats numpy's per-call overhead (about 5 µs against 9 here). Same rules, same matrices."""
+        feeds: dict[str, np.ndarray] = {}
+        try:
+            numbers = plan.numbers(row) if plan.numbers is not None else None
+            strings = plan.strings(row) if plan.strings is not None else None
+        except (IndexError, TypeError):
+            return None
+        if numbers is not None:
+            kinds = set(map(type, numbers))
+            if not kinds <= _NUMBER_TYPES:
+                return None
+            if float in kinds or type(None) in kinds:
+                for value, nullable in zip(numbers, self._nullable_flags, strict=True):
+                    if value is None or value != value:  # null, or NaN
+                        if not nullable:
+                            return None
+                    elif value in _INFINITE:
+                        return None
+            try:
+                feeds[NUMBERS] = np.array([numbers], dtype=np.float64).astype(np.float32)
+            except OverflowError:
+                return None
+        if strings is not None:
+            if not set(map(type, strings)) <= _STR_TYPES:
+                return None
+            if not all(strings[j] in known for j, known in plan.checks):
+                return None
+            feeds[STRINGS] = np.array([strings], dtype=object)
+        return feeds, 1
 
     def _numbers_at_once(self, columns: Mapping[str, Sequence[Any] | np.ndarray]) -> np.ndarray | None:
         """Every numeric column in one (rows, k) float32 matrix, checked with a few vectorised calls.
