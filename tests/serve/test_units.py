@@ -253,6 +253,41 @@ def test_micro_batcher_runs_an_idle_request_at_once() -> None:
     assert calls == [1, 1, 1]
 
 
+def test_micro_batcher_sends_concurrent_requests_to_the_runtime_thread() -> None:
+    import threading
+
+    calls: list[tuple[str, int]] = []
+    gate = threading.Event()
+
+    def run(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        calls.append((threading.current_thread().name, len(feeds["x"])))
+        gate.wait(5)  # the first call holds the thread until every request is queued
+        if (feeds["x"] < 0).any():
+            raise ValueError("negative")
+        return [feeds["x"] + 1]
+
+    async def scenario() -> tuple[list[list[np.ndarray]], BaseException]:
+        batcher = MicroBatcher(run, max_rows=64)
+        busy = []
+        for i in range(6):
+            one = {"x": np.full((1, 1), i, np.float32)}
+            busy.append(asyncio.ensure_future(batcher.submit(one, 1, alone=False)))
+            await asyncio.sleep(0.05 if i == 0 else 0)  # the first is on the thread before the others queue
+        await asyncio.sleep(0.05)
+        gate.set()
+        results = await asyncio.gather(*busy)
+        failed = await asyncio.gather(
+            batcher.submit({"x": np.full((1, 1), -1, np.float32)}, 1, alone=False), return_exceptions=True
+        )
+        await batcher.close()
+        return results, failed[0]
+
+    results, failed = asyncio.run(scenario())
+    assert [r[0].item() for r in results] == [1, 2, 3, 4, 5, 6]
+    assert calls == [("prodml-runtime", 1), ("prodml-runtime", 5), ("prodml-runtime", 1)]  # none on the loop
+    assert isinstance(failed, ValueError)
+
+
 def test_request_log_writes_parquet_and_joins_feedback(tmp_path) -> None:  # type: ignore[no-untyped-def]
     from prodml.serve.reqlog import RequestLog, join_feedback
 
@@ -325,3 +360,24 @@ def test_request_log_writes_one_part_per_input_layout(tmp_path) -> None:  # type
     ]
     assert pq.read_table(parts[1]).to_pylist()[0]["fee"] == 3.0
     assert log.pending == 0 and log.flush() == []
+
+
+def test_request_log_flushes_in_chunks_on_the_loop(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import pyarrow.parquet as pq
+
+    from prodml.serve.reqlog import RequestLog
+
+    log = RequestLog(tmp_path)
+    layout = (("age",), ())
+    for i in range(600):
+        n = 1 + i % 3
+        numbers = np.full((n, 1), i, np.float32)
+        log.record(
+            f"r{i}", "churn", "1", {NUMBERS: numbers}, [np.zeros(n), np.zeros((n, 2))], float(i), layout
+        )
+    (part,) = asyncio.run(log.flush_async(chunk=256))
+    table = pq.read_table(part)
+    assert table.num_rows == sum(1 + i % 3 for i in range(600))
+    ages = table.column("age").to_pylist()
+    assert ages == [float(i) for i in range(600) for _ in range(1 + i % 3)]
+    assert table.column("row").to_pylist()[:6] == [0, 0, 1, 0, 1, 2]

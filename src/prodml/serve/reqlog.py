@@ -7,12 +7,13 @@ to ``<dir>/feedback/`` and :func:`join_feedback` joins both by request id (DuckD
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import os
 import threading
 import time
-from dataclasses import dataclass
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -29,18 +30,14 @@ logger = logging.getLogger(__name__)
 
 
 Layout = tuple[tuple[str, ...], tuple[str, ...]]  # the numeric and the string columns, in matrix order
+_ROWS = np.arange(10_000, dtype=np.int32)  # row numbers within a request, shared
 
 
-@dataclass(frozen=True, slots=True)
-class _Entry:
-    request_id: str
-    model: str
-    version: str
-    ts: float
-    layout: Layout
-    numbers: np.ndarray | None
-    strings: np.ndarray | None
-    prediction: np.ndarray
+# One request: (request_id, model, version, ts, layout, numbers, strings, prediction). A plain tuple of
+# strings, numbers and arrays, which the garbage collector stops tracking after one pass — thousands wait
+# between flushes, and a tracked object would be visited by every collection.
+_Entry = tuple[str, str, str, float, Layout, np.ndarray | None, np.ndarray | None, np.ndarray]
+_ID, _MODEL, _VERSION, _TS, _LAYOUT, _NUMBERS, _STRINGS, _PREDICTION = range(8)
 
 
 class RequestLog:
@@ -61,6 +58,8 @@ class RequestLog:
         self._n = 0
         self._feedback: list[dict[str, Any]] = []
         self.dropped = 0
+        # the first conversion loads parts of Arrow (~0.2 s): pay it at start, not in a flush under load
+        self._table([("", "", "", 0.0, ((), ()), None, None, np.zeros((1, 1), np.float32))])
 
     def record(
         self,
@@ -78,9 +77,7 @@ class RequestLog:
         """
         prediction = outputs[-1]
         n = len(prediction)
-        entry = _Entry(
-            request_id, model, version, ts, layout, feeds.get(NUMBERS), feeds.get(STRINGS), prediction
-        )
+        entry = (request_id, model, version, ts, layout, feeds.get(NUMBERS), feeds.get(STRINGS), prediction)
         with self._lock:
             if self._n + n > self.max_rows:
                 self.dropped += n
@@ -88,24 +85,26 @@ class RequestLog:
             self._entries.append(entry)
             self._n += n
 
-    def _table(self, entries: list[_Entry]) -> pa.Table:
+    @staticmethod
+    def _table(entries: list[_Entry]) -> pa.Table:
         """One table of the entries' rows (all of one layout)."""
-        counts = np.fromiter((len(e.prediction) for e in entries), np.int64, len(entries))
-        numbers, strings = entries[0].layout
+        ids, models, versions, ts, layouts, numbers, strings, predictions = zip(*entries, strict=True)
+        counts = np.fromiter(map(len, predictions), np.int64, len(entries))
+        number_names, string_names = layouts[0]
         columns: dict[str, Any] = {
-            "request_id": np.repeat(np.array([e.request_id for e in entries], dtype=object), counts),
-            "row": np.concatenate([np.arange(c, dtype=np.int32) for c in counts]),
-            "ts": np.repeat(np.fromiter((e.ts for e in entries), np.float64, len(entries)), counts),
-            "version": np.repeat(np.array([e.version for e in entries], dtype=object), counts),
-            "model": np.repeat(np.array([e.model for e in entries], dtype=object), counts),
+            "request_id": np.repeat(np.array(ids, dtype=object), counts),
+            "row": np.concatenate([_ROWS[:c] if c <= len(_ROWS) else np.arange(c) for c in counts.tolist()]),
+            "ts": np.repeat(np.array(ts, np.float64), counts),
+            "version": np.repeat(np.array(versions, dtype=object), counts),
+            "model": np.repeat(np.array(models, dtype=object), counts),
         }
-        if numbers:
-            matrix = np.concatenate([e.numbers for e in entries if e.numbers is not None])
-            columns |= {name: matrix[:, i] for i, name in enumerate(numbers)}
-        if strings:
-            text = np.concatenate([e.strings for e in entries if e.strings is not None])
-            columns |= {name: text[:, i] for i, name in enumerate(strings)}
-        prediction = np.concatenate([e.prediction.reshape(len(e.prediction), -1) for e in entries])
+        if number_names:
+            matrix = np.concatenate(numbers)
+            columns |= {name: matrix[:, i] for i, name in enumerate(number_names)}
+        if string_names:
+            text = np.concatenate(strings)
+            columns |= {name: text[:, i] for i, name in enumerate(string_names)}
+        prediction = np.concatenate([p.reshape(len(p), -1) for p in predictions])
         prediction = np.ascontiguousarray(prediction, dtype=np.float32)
         columns["prediction"] = pa.FixedSizeListArray.from_arrays(prediction.ravel(), prediction.shape[1])
         return pa.table(columns)
@@ -127,18 +126,45 @@ class RequestLog:
         with self._lock:
             self._feedback.append({"request_id": request_id, "label": float(label), "ts": ts or time.time()})
 
-    def flush(self) -> list[Path]:
-        """Write what was recorded since the last flush: one part per input layout (a model swap may
-        change the inputs), and the feedback. Only the hand-over happens under the lock."""
+    def _hand_over(self) -> tuple[list[_Entry], list[dict[str, Any]]]:
         with self._lock:
             entries, self._entries, self._n = self._entries, [], 0
             feedback, self._feedback = self._feedback, []
+        return entries, feedback
+
+    def flush(self) -> list[Path]:
+        """Write what was recorded since the last flush: one part per input layout (a model swap may
+        change the inputs), and the feedback. Only the hand-over happens under the lock."""
+        entries, feedback = self._hand_over()
         written = [
             self._write_table("requests", self._table(list(group)))
-            for _, group in itertools.groupby(entries, key=lambda e: e.layout)
+            for _, group in itertools.groupby(entries, key=itemgetter(_LAYOUT))
         ]
         if feedback:
             written.append(self._write_table("feedback", pa.Table.from_pylist(feedback)))
+        return written
+
+    async def flush_async(self, chunk: int = 64) -> list[Path]:
+        """:meth:`flush` for a running server: the rows become Arrow tables ``chunk`` requests at a time on
+        the event loop, yielding between chunks, and the files are written in a thread — so requests
+        never wait behind a long stretch of flushing (a thread would hold the GIL for up to 5 ms)."""
+        entries, feedback = self._hand_over()
+        runs = [list(group) for _, group in itertools.groupby(entries, key=itemgetter(_LAYOUT))]
+        del entries  # each chunk's requests are freed once converted: freeing 10k at once stalls ~20 ms
+        written = []
+        while runs:
+            run = runs.pop(0)
+            chunks = [run[start : start + chunk] for start in range(0, len(run), chunk)]
+            del run
+            tables = []
+            for i, part in enumerate(chunks):
+                tables.append(self._table(part))
+                chunks[i] = part = []
+                await asyncio.sleep(0)
+            written.append(await asyncio.to_thread(self._write_table, "requests", pa.concat_tables(tables)))
+        if feedback:
+            table = pa.Table.from_pylist(feedback)
+            written.append(await asyncio.to_thread(self._write_table, "feedback", table))
         return written
 
 

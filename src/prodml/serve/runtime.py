@@ -1,15 +1,17 @@
 """The model runtime: an ONNX Runtime session over a verified package, warmed up at load, and an
 adaptive micro-batcher that merges concurrent requests into one ``session.run``.
 
-Batching is adaptive: a request that finds the runtime idle runs at once (no added latency at low load);
-requests that arrive while a batch runs queue up and go together in the next one, up to ``max_rows``,
-optionally waiting ``max_wait`` for more when the queue shows concurrency.
+Batching is adaptive: a request alone in the server runs at once on the event loop (no added latency at
+low load); under concurrency requests queue, and a runtime thread runs everything queued as one batch
+while the loop goes on parsing (see :class:`MicroBatcher`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import queue
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -123,16 +125,24 @@ class _Pending:
     feeds: dict[str, np.ndarray]
     rows: int
     future: asyncio.Future[list[np.ndarray]]
+    loop: asyncio.AbstractEventLoop
 
 
 class MicroBatcher:
-    """Merges concurrent requests for one runtime into batches.
+    """Runs requests on the model, merging concurrent ones into batches on a runtime thread.
+
+    A request that is alone — no other request waiting in the server (``alone``), none on the runtime
+    thread — runs at once on the event loop: no hand-off, no added latency. Under concurrency requests go
+    to one runtime thread, which takes everything queued (up to ``max_rows`` rows) as one batch: ONNX
+    Runtime releases the GIL, so the loop parses and validates the next requests on the other core while a
+    batch runs, and one call scores many rows (8 one-row requests: 18 µs, against 8 × 11 µs). The thread
+    pulls batches itself; the loop only hands requests over and takes answers back, once per batch.
 
     Args:
         run: the runtime's ``run``.
         max_rows: the most rows merged into one call.
         max_wait_s: how long a batch may wait for more requests once others are queued.
-        on_batch: called with each batch's row count (metrics).
+        on_batch: called on the event loop with each batch's row count (metrics).
     """
 
     def __init__(
@@ -140,84 +150,98 @@ class MicroBatcher:
         run: Callable[[dict[str, np.ndarray]], list[np.ndarray]],
         *,
         max_rows: int = 64,
-        max_wait_s: float = 0.002,
+        max_wait_s: float = 0.0,
         on_batch: Callable[[int], None] | None = None,
     ) -> None:
         self._run = run
         self.max_rows = max_rows
         self.max_wait_s = max_wait_s
         self._on_batch = on_batch or (lambda _: None)
-        self._queue: asyncio.Queue[_Pending] | None = None
-        self._busy = 0  # runtime calls running in a thread
-        self._task: asyncio.Task[None] | None = None
+        self._inbox: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._handed = 0  # requests on the runtime thread, not yet answered
 
-    async def submit(self, feeds: dict[str, np.ndarray], rows: int) -> list[np.ndarray]:
-        """Run ``feeds`` (``rows`` rows) as part of a batch; return this request's slice of the outputs."""
-        idle = self._busy == 0 and (self._queue is None or self._queue.empty())
-        if rows >= self.max_rows or (idle and rows <= INLINE_ROWS):
-            # alone: big enough, or nothing to merge with (a small batch runs on the loop at once, so
-            # requests only queue, and merge, behind a call that runs in a thread)
-            return await self._call(feeds, rows)
-        if self._queue is None:
-            self._queue = asyncio.Queue()
-            self._task = asyncio.get_running_loop().create_task(self._loop())
-        future: asyncio.Future[list[np.ndarray]] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Pending(feeds, rows, future))
-        return await future
+    async def submit(
+        self, feeds: dict[str, np.ndarray], rows: int, *, alone: bool = True
+    ) -> list[np.ndarray]:
+        """Run ``feeds`` (``rows`` rows), alone or as part of a batch; return this request's outputs.
 
-    async def _call(self, feeds: dict[str, np.ndarray], rows: int) -> list[np.ndarray]:
-        self._on_batch(rows)
-        if rows <= INLINE_ROWS:
+        ``alone``: no other request is waiting in the server (the transport knows).
+        """
+        if alone and self._handed == 0 and rows <= INLINE_ROWS:
+            self._on_batch(rows)
             return self._run(feeds)
-        self._busy += 1
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._work, name="prodml-runtime", daemon=True)
+            self._thread.start()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[np.ndarray]] = loop.create_future()
+        self._handed += 1
+        self._inbox.put(_Pending(feeds, rows, future, loop))
         try:
-            return await asyncio.get_running_loop().run_in_executor(None, self._run, feeds)
+            return await future
         finally:
-            self._busy -= 1
+            self._handed -= 1
 
-    async def _loop(self) -> None:
-        assert self._queue is not None
-        queue = self._queue
-        while True:
-            batch = [await queue.get()]
-            rows = batch[0].rows
-            while not queue.empty() and rows < self.max_rows:
-                batch.append(queue.get_nowait())
-                rows += batch[-1].rows
-            if len(batch) > 1 and rows < self.max_rows and self.max_wait_s > 0:
-                deadline = time.monotonic() + self.max_wait_s
-                while rows < self.max_rows and (left := deadline - time.monotonic()) > 0:
-                    try:
-                        item = await asyncio.wait_for(queue.get(), left)
-                    except TimeoutError:
-                        break
-                    batch.append(item)
-                    rows += item.rows
-            await self._execute(batch, rows)
+    def _take(self) -> tuple[list[_Pending], int] | None:
+        """The next batch: what is queued now, up to ``max_rows`` (on the runtime thread)."""
+        first = self._inbox.get()
+        if first is None:
+            return None
+        batch, rows = [first], first.rows
+        deadline = time.monotonic() + self.max_wait_s
+        while rows < self.max_rows:
+            try:
+                left = deadline - time.monotonic()
+                item = (
+                    self._inbox.get(timeout=left) if left > 0 and len(batch) > 1 else self._inbox.get_nowait()
+                )
+            except queue.Empty:
+                break
+            if item is None:
+                self._inbox.put(None)  # close after this batch
+                break
+            batch.append(item)
+            rows += item.rows
+        return batch, rows
 
-    async def _execute(self, batch: list[_Pending], rows: int) -> None:
-        try:
-            if len(batch) == 1:
-                outputs = await self._call(batch[0].feeds, rows)
-                results = [outputs]
+    def _work(self) -> None:
+        while (taken := self._take()) is not None:
+            batch, rows = taken
+            results: list[list[np.ndarray]] | None = None
+            error: BaseException | None = None
+            try:
+                if len(batch) == 1:
+                    results = [self._run(batch[0].feeds)]
+                else:
+                    names = batch[0].feeds.keys()
+                    outputs = self._run({n: np.concatenate([p.feeds[n] for p in batch]) for n in names})
+                    bounds = np.cumsum([p.rows for p in batch])[:-1]
+                    split = [np.split(o, bounds) for o in outputs]
+                    results = [[parts[i] for parts in split] for i in range(len(batch))]
+            except Exception as exc:  # handed to every request of the batch
+                error = exc
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
+                batch[0].loop.call_soon_threadsafe(self._answer, batch, rows, results, error)
+
+    def _answer(
+        self,
+        batch: list[_Pending],
+        rows: int,
+        results: list[list[np.ndarray]] | None,
+        error: BaseException | None,
+    ) -> None:
+        self._on_batch(rows)
+        for i, p in enumerate(batch):
+            if p.future.done():
+                continue
+            if results is None:
+                p.future.set_exception(error or RuntimeError("the runtime failed"))
             else:
-                names = batch[0].feeds.keys()
-                merged = {n: np.concatenate([p.feeds[n] for p in batch]) for n in names}
-                outputs = await self._call(merged, rows)
-                bounds = np.cumsum([p.rows for p in batch])[:-1]
-                split = [np.split(o, bounds) for o in outputs]
-                results = [[parts[i] for parts in split] for i in range(len(batch))]
-        except Exception as exc:
-            for p in batch:
-                if not p.future.done():
-                    p.future.set_exception(exc)
-            return
-        for p, result in zip(batch, results, strict=True):
-            if not p.future.done():
-                p.future.set_result(result)
+                p.future.set_result(results[i])
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        if self._thread is not None:
+            self._inbox.put(None)
+            await asyncio.to_thread(self._thread.join)
+            self._thread = None

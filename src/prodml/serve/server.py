@@ -18,6 +18,7 @@ import multiprocessing
 import os
 import signal
 import socket
+import sys
 from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,6 +76,10 @@ class _Server:
         )
         self.server = Quiet(config)
         self.sock = sock
+
+    def backlog(self) -> int:
+        """HTTP requests this server holds (started, not yet answered): uvicorn's own task set."""
+        return len(self.server.server_state.tasks)
 
     async def serve(self) -> None:
         await self.server.serve(sockets=[self.sock])
@@ -140,6 +145,7 @@ async def _main(options: ServeOptions, sock: socket.socket, admin_sock: socket.s
     await manager.start()
     _tune_gc()
     servers = [_Server(inference_app(state), sock, options.drain_timeout_s)]
+    plane.backlog = servers[0].backlog
     if admin_sock is not None:
         servers.append(_Server(admin_app(state, options.admin_token), admin_sock, options.drain_timeout_s))
     loop = asyncio.get_running_loop()
@@ -161,6 +167,8 @@ async def _main(options: ServeOptions, sock: socket.socket, admin_sock: socket.s
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, drain)
 
+    flushing: list[asyncio.Task[list[Path]]] = []  # the log flush in progress: shutdown waits for it
+
     async def housekeeping() -> None:
         tick = 0
         while True:
@@ -170,13 +178,16 @@ async def _main(options: ServeOptions, sock: socket.socket, admin_sock: socket.s
                 await grpc_server.set_serving(manager.current is not None)
             # a part every 10 s, or sooner once 10k rows wait (the copy under the lock stays short)
             if log is not None and (tick % 20 == 0 or log.pending >= 10_000):
-                await asyncio.to_thread(log.flush)
+                flushing[:] = [loop.create_task(log.flush_async())]
+                await asyncio.shield(flushing[0])
 
     chores = loop.create_task(housekeeping())
     try:
         await asyncio.gather(*(s.serve() for s in servers))
     finally:
         chores.cancel()
+        for task in flushing:
+            await task  # rows already handed to a flush are written before the final one
         if grpc_server is not None:
             await grpc_server.stop(options.drain_timeout_s)
         await manager.stop()
@@ -185,12 +196,17 @@ async def _main(options: ServeOptions, sock: socket.socket, admin_sock: socket.s
 
 
 def _tune_gc() -> None:
-    """Keep the collector off the request path: what start-up loaded (modules, the model, FastAPI's
-    routes) is frozen out of every future collection, and young collections run every 50k net
-    allocations instead of 700 — requests free what they allocate, so few objects ever survive."""
+    """Keep the interpreter's housekeeping off the request path.
+
+    What start-up loaded (modules, the model, FastAPI's routes) is frozen out of every future collection,
+    and young collections run every 50k net allocations instead of 700 — requests free what they
+    allocate, so few objects survive. Threads (the runtime's, the log writer's) hand the GIL back to the
+    event loop within 1 ms instead of Python's default 5 ms, which would otherwise show up in p99.
+    """
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)
+    sys.setswitchinterval(0.001)
 
 
 def _worker(options: ServeOptions, fd: int, admin_fd: int | None) -> None:
