@@ -304,16 +304,18 @@ def main() -> int:
                     entry[(label, c)] = wrk(p, script, c, args.duration)
                     print(f"  {label} c={c}: {entry[(label, c)]['rps']:.0f} req/s", flush=True)
             if name == "prodml serve":
-                # p99 at half the best 1-row rate: wrk paces each connection with delay() (ms between sends)
-                half = max(entry[("1 row", c)]["rps"] for c in CONCURRENCY) / 2
+                # p99 at half the best 1-row rate: wrk paces each connection with delay(), a pause of whole
+                # milliseconds before each send, so the rate is set by the number of connections
+                best = max(entry[("1 row", c)]["rps"] for c in CONCURRENCY)
+                half, pause_ms = best / 2, 4
+                conns = max(1, round(half * (pause_ms + entry[("1 row", 1)]["p50_ms"]) / 1000))
                 paced = work / "paced.lua"
-                per_conn_ms = 8 * 1000 / half
                 paced.write_text(
                     LUA.replace("{body}", str(work / "1-row.json")).replace(
-                        "{delay}", f"delay = function() return {per_conn_ms:.3f} end"
+                        "{delay}", f"delay = function() return {pause_ms} end"
                     )
                 )
-                entry["paced"] = wrk(p, paced, 8, args.duration * 2) | {"target": half}
+                entry["paced"] = wrk(p, paced, conns, args.duration * 2) | {"target": half, "conns": conns}
             entry["rss_mb"] = rss_mb(proc.pid)
             results[name] = entry
 
@@ -348,7 +350,7 @@ def main() -> int:
     paced = prodml["paced"]
     print(
         f"\nprodml at half its best 1-row rate (target {paced['target']:,.0f} req/s, got "
-        f"{paced['rps']:,.0f}, 8 paced connections): "
+        f"{paced['rps']:,.0f}, {paced['conns']} connections each pausing 4 ms between requests): "
         f"p50 {paced['p50_ms']:.2f} ms, p99 {paced['p99_ms']:.2f} ms"
     )
     p50 = prodml[("1 row", 1)]["p50_ms"]

@@ -22,7 +22,7 @@ import orjson
 from prodml.core.errors import InvalidInput, ProdmlError
 from prodml.serve import protocols as p
 from prodml.serve.dataplane import DataPlane, Prediction
-from prodml.serve.validation import RequestError, Rows
+from prodml.serve.validation import RequestError, Rows, may_hold_booleans
 
 __all__ = ["FastPath", "Handlers", "Reply", "ServerState"]
 
@@ -176,7 +176,7 @@ class Handlers:
     async def v1_predict(self, name: str, headers: Mapping[str, str], raw: bytes) -> Reply:
         async def work() -> Reply:
             model = self.plane.model(name)
-            rows = p.rows_from_kserve_v1(loads(raw), model.validator.names)
+            rows = p.rows_from_kserve_v1(loads(raw), model.validator.names, booleans=may_hold_booleans(raw))
             pred = await self.plane.infer(rows, request_id=self.request_id(headers), name=name)
             preds = p.predictions(pred.outputs, pred.model.runtime.task, pred.model.runtime.classes)
             return json_reply(
@@ -190,7 +190,7 @@ class Handlers:
             from prodml.serve.explain import explain_rows
 
             model = self.plane.model(name)
-            rows = p.rows_from_kserve_v1(loads(raw), model.validator.names)
+            rows = p.rows_from_kserve_v1(loads(raw), model.validator.names, booleans=may_hold_booleans(raw))
             feeds, n = model.validator.feeds(rows)
             explanations = explain_rows(model, feeds, n)
             return json_reply(
@@ -217,7 +217,7 @@ class Handlers:
                         "the CSV body is not UTF-8", [{"field": "body", "error": "not UTF-8"}]
                     ) from None
             elif ctype == JSON:
-                columns, params = p.columns_from_mlflow(loads(raw))
+                columns, params = p.columns_from_mlflow(loads(raw), booleans=may_hold_booleans(raw))
             else:
                 raise RequestError(
                     f"unsupported content type {ctype!r}",
@@ -236,7 +236,8 @@ class Handlers:
         async def work() -> Reply:
             body = loads(raw)
             records = body.get("records") if isinstance(body, dict) else body
-            pred = await self.plane.infer(p.rows_from_records(records), request_id=self.request_id(headers))
+            rows = p.rows_from_records(records, booleans=may_hold_booleans(raw))
+            pred = await self.plane.infer(rows, request_id=self.request_id(headers))
             preds = p.predictions(
                 pred.outputs, pred.model.runtime.task, pred.model.runtime.classes, style="records"
             )

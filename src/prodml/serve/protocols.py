@@ -56,14 +56,14 @@ def _bad(field: str, error: str) -> RequestError:
     return RequestError(f"{field}: {error}", [{"field": field, "error": error}])
 
 
-def rows_from_records(records: Any, field: str = "records") -> Rows:
+def rows_from_records(records: Any, field: str = "records", *, booleans: bool = True) -> Rows:
     """``[{"a": 1, "b": "x"}, …]`` → :class:`Rows` of records (their keys are compared only if the lean
     path cannot take them, see ``Rows.columns``)."""
     if not isinstance(records, list) or not records:
         raise _bad(field, "expected a non-empty list of records (objects)")
     if not set(map(type, records)) <= _DICT:
         raise _bad(field, "every record must be an object of column: value")
-    return Rows(records, None, field)
+    return Rows(records, None, field, booleans)
 
 
 def columns_from_records(records: Any, field: str = "records") -> dict[str, Any]:
@@ -71,7 +71,7 @@ def columns_from_records(records: Any, field: str = "records") -> dict[str, Any]
     return rows_from_records(records, field).columns()
 
 
-def _rows_from_lists(data: Any, names: Sequence[str], field: str, error: str) -> Rows:
+def _rows_from_lists(data: Any, names: Sequence[str], field: str, error: str, booleans: bool) -> Rows:
     """Rows given as lists ordered like ``names``; each must hold ``len(names)`` values."""
     if not isinstance(data, list):
         raise _bad(field, error)
@@ -79,10 +79,10 @@ def _rows_from_lists(data: Any, names: Sequence[str], field: str, error: str) ->
         for i, row in enumerate(data):
             if not isinstance(row, list) or len(row) != len(names):
                 raise _bad(f"{field}[{i}]", error)
-    return Rows(data, tuple(names), field)
+    return Rows(data, tuple(names), field, booleans)
 
 
-def _rows_from_split(split: Any, field: str) -> Rows:
+def _rows_from_split(split: Any, field: str, booleans: bool) -> Rows:
     if (
         not isinstance(split, dict)
         or not isinstance(split.get("columns"), list)
@@ -93,12 +93,12 @@ def _rows_from_split(split: Any, field: str) -> Rows:
     if not all(isinstance(c, str) for c in columns):
         raise _bad(f"{field}.columns", "column names must be strings")
     return _rows_from_lists(
-        split["data"], columns, f"{field}.data", f"expected a list of {len(columns)} values"
+        split["data"], columns, f"{field}.data", f"expected a list of {len(columns)} values", booleans
     )
 
 
-def columns_from_mlflow(body: Any) -> tuple[dict[str, Any] | Rows, dict[str, Any]]:
-    """MLflow's scoring JSON → (columns or rows, params)."""
+def columns_from_mlflow(body: Any, *, booleans: bool = True) -> tuple[dict[str, Any] | Rows, dict[str, Any]]:
+    """MLflow's scoring JSON → (columns or rows, params). ``booleans``: see :class:`Rows`."""
     if not isinstance(body, dict):
         raise _bad(
             "body", "expected a JSON object with dataframe_split, dataframe_records, instances or inputs"
@@ -112,11 +112,11 @@ def columns_from_mlflow(body: Any) -> tuple[dict[str, Any] | Rows, dict[str, Any
     key = keys[0]
     value = body[key]
     if key == "dataframe_split":
-        return _rows_from_split(value, key), params
+        return _rows_from_split(value, key, booleans), params
     if isinstance(value, dict):  # {"col": [values]} (tensor-style column dict)
         cols = {k: v if isinstance(v, list) else [v] for k, v in value.items()}
         return cols, params
-    return rows_from_records(value, key), params
+    return rows_from_records(value, key, booleans=booleans), params
 
 
 def columns_from_csv(text: str) -> dict[str, list[Any]]:
@@ -270,16 +270,20 @@ def predictions(
     ]
 
 
-def rows_from_kserve_v1(body: Any, names: Sequence[str]) -> Rows:
+def rows_from_kserve_v1(body: Any, names: Sequence[str], *, booleans: bool = True) -> Rows:
     """KServe v1 ``instances``: records, or lists ordered like the model's inputs."""
     if not isinstance(body, Mapping) or not isinstance(body.get("instances"), list) or not body["instances"]:
         raise _bad("instances", "expected a non-empty list")
     instances = body["instances"]
     kinds = set(map(type, instances))
     if kinds <= _DICT:
-        return rows_from_records(instances, "instances")
+        return rows_from_records(instances, "instances", booleans=booleans)
     if kinds <= _LIST:
         return _rows_from_lists(
-            instances, names, "instances", f"expected {len(names)} values in input order: {', '.join(names)}"
+            instances,
+            names,
+            "instances",
+            f"expected {len(names)} values in input order: {', '.join(names)}",
+            booleans,
         )
     raise _bad("instances", "expected all records (objects) or all lists")

@@ -171,6 +171,14 @@ class MicroBatcher:
         if alone and self._handed == 0 and rows <= INLINE_ROWS:
             self._on_batch(rows)
             return self._run(feeds)
+        other = self._put(feeds, rows)
+        try:
+            return await other
+        finally:
+            self._handed -= 1
+
+    def _put(self, feeds: dict[str, np.ndarray], rows: int) -> asyncio.Future[list[np.ndarray]]:
+        """Queue ``feeds`` for the runtime thread (counted in ``_handed`` until the caller is answered)."""
         if self._thread is None:
             self._thread = threading.Thread(target=self._work, name="prodml-runtime", daemon=True)
             self._thread.start()
@@ -178,10 +186,7 @@ class MicroBatcher:
         future: asyncio.Future[list[np.ndarray]] = loop.create_future()
         self._handed += 1
         self._inbox.put(_Pending(feeds, rows, future, loop))
-        try:
-            return await future
-        finally:
-            self._handed -= 1
+        return future
 
     def _take(self) -> tuple[list[_Pending], int] | None:
         """The next batch: what is queued now, up to ``max_rows`` (on the runtime thread)."""

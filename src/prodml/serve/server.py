@@ -172,12 +172,13 @@ async def _main(options: ServeOptions, sock: socket.socket, admin_sock: socket.s
     async def housekeeping() -> None:
         tick = 0
         while True:
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(0.1)
             tick += 1
-            if grpc_server is not None and not state.draining:  # health follows the model's arrival
-                await grpc_server.set_serving(manager.current is not None)
-            # a part every 10 s, or sooner once 10k rows wait (the copy under the lock stays short)
-            if log is not None and (tick % 20 == 0 or log.pending >= 10_000):
+            if grpc_server is not None and not state.draining and tick % 5 == 0:
+                await grpc_server.set_serving(manager.current is not None)  # follows the model's arrival
+            # a part every 10 s, or sooner once 10k rows wait (at 100-row requests rows come fast: the
+            # log holds 50k at most and drops, counted, beyond)
+            if log is not None and (tick % 100 == 0 or log.pending >= 10_000):
                 flushing[:] = [loop.create_task(log.flush_async())]
                 await asyncio.shield(flushing[0])
 
