@@ -387,3 +387,26 @@ def test_request_log_flushes_in_chunks_on_the_loop(tmp_path) -> None:  # type: i
     ages = table.column("age").to_pylist()
     assert ages == [float(i) for i in range(600) for _ in range(1 + i % 3)]
     assert table.column("row").to_pylist()[:6] == [0, 0, 1, 0, 1, 2]
+
+
+def test_a_retired_batcher_ends_its_thread_and_runs_late_requests_inline() -> None:
+    import threading
+
+    where: list[str] = []
+
+    def run(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        where.append(threading.current_thread().name)
+        return [feeds["x"]]
+
+    async def scenario() -> None:
+        batcher = MicroBatcher(run)
+        await batcher.submit({"x": np.ones((1, 1), np.float32)}, 1, alone=False)
+        thread = batcher._thread
+        assert thread is not None and thread.is_alive()
+        batcher.retire()  # a model swap
+        await asyncio.to_thread(thread.join, 5)
+        assert not thread.is_alive()
+        await batcher.submit({"x": np.ones((1, 1), np.float32)}, 1, alone=False)
+
+    asyncio.run(scenario())
+    assert where == ["prodml-runtime", "MainThread"]

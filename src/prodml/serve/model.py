@@ -158,7 +158,8 @@ class ModelManager:
         if old is not None:
             self.metrics.model.labels(old.name, old.version).set(0)
             self.metrics.swaps.inc()
-            # the old batcher's queue drains on its own; requests hold their model reference
+            # requests hold their model reference; the old runtime thread ends once its queue drains
+            old.batcher.retire()
         self.metrics.model.labels(model.name, model.version).set(1)
         logger.info("serving %s version %s", model.name, model.version)
         for callback in self.on_swap:

@@ -160,6 +160,7 @@ class MicroBatcher:
         self._inbox: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._handed = 0  # requests on the runtime thread, not yet answered
+        self._retired = False  # a swapped-out model's batcher: no new thread, requests run inline
 
     async def submit(
         self, feeds: dict[str, np.ndarray], rows: int, *, alone: bool = True
@@ -168,7 +169,7 @@ class MicroBatcher:
 
         ``alone``: no other request is waiting in the server (the transport knows).
         """
-        if alone and self._handed == 0 and rows <= INLINE_ROWS:
+        if self._retired or (alone and self._handed == 0 and rows <= INLINE_ROWS):
             self._on_batch(rows)
             return self._run(feeds)
         other = self._put(feeds, rows)
@@ -245,8 +246,13 @@ class MicroBatcher:
             else:
                 p.future.set_result(results[i])
 
-    async def close(self) -> None:
+    def retire(self) -> None:
+        """No more batches: the runtime thread ends after what is queued; later requests run inline."""
+        self._retired = True
         if self._thread is not None:
             self._inbox.put(None)
+
+    async def close(self) -> None:
+        self.retire()
+        if self._thread is not None:
             await asyncio.to_thread(self._thread.join)
-            self._thread = None
