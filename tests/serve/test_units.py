@@ -368,7 +368,7 @@ def test_request_log_writes_one_part_per_input_layout(tmp_path) -> None:  # type
     assert log.pending == 0 and log.flush() == []
 
 
-def test_request_log_flushes_in_chunks_on_the_loop(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_request_log_absorbs_in_batches_and_flushes_in_a_thread(tmp_path) -> None:  # type: ignore[no-untyped-def]
     import pyarrow.parquet as pq
 
     from prodml.serve.reqlog import RequestLog
@@ -381,7 +381,9 @@ def test_request_log_flushes_in_chunks_on_the_loop(tmp_path) -> None:  # type: i
         log.record(
             f"r{i}", "churn", "1", {NUMBERS: numbers}, [np.zeros(n), np.zeros((n, 2))], float(i), layout
         )
-    (part,) = asyncio.run(log.flush_async(chunk=256))
+    assert log.absorb(limit=100)  # the server absorbs a few hundred requests at a time; more wait
+    assert log.pending == sum(1 + i % 3 for i in range(600))
+    (part,) = asyncio.run(log.flush_async())
     table = pq.read_table(part)
     assert table.num_rows == sum(1 + i % 3 for i in range(600))
     ages = table.column("age").to_pylist()

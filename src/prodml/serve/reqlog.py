@@ -13,7 +13,7 @@ import logging
 import os
 import threading
 import time
-from operator import itemgetter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,19 +34,104 @@ _ROWS = np.arange(10_000, dtype=np.int32)  # row numbers within a request, share
 
 
 # One request: (request_id, model, version, ts, layout, numbers, strings, prediction). A plain tuple of
-# strings, numbers and arrays, which the garbage collector stops tracking after one pass — thousands wait
-# between flushes, and a tracked object would be visited by every collection.
+# strings, numbers and arrays, which the garbage collector stops tracking after one pass.
 _Entry = tuple[str, str, str, float, Layout, np.ndarray | None, np.ndarray | None, np.ndarray]
-_ID, _MODEL, _VERSION, _TS, _LAYOUT, _NUMBERS, _STRINGS, _PREDICTION = range(8)
+_LAYOUT = 4
+_TEXT_SLICE = 1024  # strings converted to Arrow per step (~0.1 ms): bounds how long the loop is held
+
+
+def _rows_of(entries: list[_Entry]) -> int:
+    return sum(len(e[-1]) for e in entries)
+
+
+class _Columns:
+    """Absorbed rows of one input layout in preallocated column buffers; becomes one Parquet part."""
+
+    def __init__(self, layout: Layout, width: int, capacity: int) -> None:
+        self.layout, self.width = layout, width
+        numbers, strings = layout
+        self.numbers = np.empty((capacity, len(numbers)), np.float32)
+        self.strings = np.empty((capacity, len(strings)), dtype=object)
+        self.request = np.empty(capacity, np.int32)  # each row's request, an index into the lists below
+        self.row = np.empty(capacity, np.int32)
+        self.prediction = np.empty((capacity, width), np.float32)
+        self.ids: list[str] = []
+        self.models: list[str] = []
+        self.versions: list[str] = []
+        self.ts: list[float] = []
+        self.n = 0
+
+    def add(self, entries: list[_Entry]) -> None:
+        ids, models, versions, ts, _, numbers, strings, predictions = zip(*entries, strict=True)
+        counts = [len(p) for p in predictions]
+        start, end = self.n, self.n + sum(counts)
+        first = len(self.ids)
+        self.ids += ids
+        self.models += models
+        self.versions += versions
+        self.ts += ts
+        self.request[start:end] = np.repeat(np.arange(first, first + len(entries), dtype=np.int32), counts)
+        self.row[start:end] = np.concatenate([_ROWS[:c] if c <= len(_ROWS) else np.arange(c) for c in counts])
+        if self.layout[0]:
+            self.numbers[start:end] = np.concatenate(numbers)
+        if self.layout[1]:
+            self.strings[start:end] = np.concatenate(strings)
+        self.prediction[start:end] = np.concatenate([p.reshape(len(p), -1) for p in predictions])
+        self.n = end
+
+    def table(self) -> pa.Table:
+        table: pa.Table | None = None
+        for table in self.convert():  # noqa: B007 - run the steps; the last one yields the table
+            pass
+        assert table is not None
+        return table
+
+    def convert(self) -> Iterator[pa.Table | None]:
+        """The Arrow table, built in steps: each ``None`` yielded is a point where the event loop may serve
+        requests (text is converted ``_TEXT_SLICE`` strings per step); the last item is the table."""
+        n, request = self.n, self.request[: self.n]
+        texts: list[pa.Array] = []
+
+        def text(values: Any) -> Iterator[None]:
+            parts = []
+            for i in range(0, len(values), _TEXT_SLICE):
+                parts.append(pa.array(values[i : i + _TEXT_SLICE], pa.string()))
+                yield None
+            texts.append(pa.concat_arrays(parts) if parts else pa.array([], pa.string()))
+
+        numbers, strings = self.layout
+        for values in (
+            self.ids,
+            self.versions,
+            self.models,
+            *(self.strings[:n, i] for i in range(len(strings))),
+        ):
+            yield from text(values)
+        ids, versions, models, *string_columns = texts
+        columns: dict[str, Any] = {
+            # one string per request, not per row: a 100-row request converts 1 id, not 100
+            "request_id": pa.DictionaryArray.from_arrays(request, ids),
+            "row": self.row[:n],
+            "ts": np.array(self.ts, np.float64)[request],
+            "version": pa.DictionaryArray.from_arrays(request, versions),
+            "model": pa.DictionaryArray.from_arrays(request, models),
+        }
+        columns |= {name: self.numbers[:n, i] for i, name in enumerate(numbers)}
+        columns |= dict(zip(strings, string_columns, strict=True))
+        prediction = self.prediction[:n]
+        columns["prediction"] = pa.FixedSizeListArray.from_arrays(prediction.ravel(), self.width)
+        yield pa.table(columns)
 
 
 class RequestLog:
-    """Keeps each scored request's matrices as they are; ``flush`` concatenates them into one Parquet part.
+    """The request/response log of one server process.
 
-    ``record`` appends one small tuple that references arrays the request built anyway (no copy, no per-row
-    Python object), so logging costs the request about a microsecond; the column work happens in bulk at
-    flush, off the event loop. At most ``max_rows`` rows wait: beyond, rows are dropped and counted until
-    the next flush.
+    ``record`` appends one small tuple referencing arrays the request built anyway (about a microsecond);
+    :meth:`absorb`, run by the server every 0.1 s, copies what was recorded into preallocated column
+    buffers 64 requests at a time, so the work is spread evenly and never stalls the event loop
+    for long; :meth:`flush` converts the filled buffers to Arrow in short steps and has a thread write one
+    Parquet part per input layout. At most ``max_rows`` rows wait:
+    beyond, rows are dropped and counted until the next flush.
     """
 
     def __init__(self, directory: Path, *, max_rows: int = 50_000) -> None:
@@ -55,11 +140,15 @@ class RequestLog:
         self._lock = threading.Lock()
         self._seq = itertools.count()
         self._entries: list[_Entry] = []
-        self._n = 0
+        self._waiting = 0  # rows in _entries
+        self._columns: _Columns | None = None  # absorbed rows of the current layout
+        self._done: list[_Columns] = []  # absorbed rows of earlier layouts (a swap changed the inputs)
         self._feedback: list[dict[str, Any]] = []
         self.dropped = 0
         # the first conversion loads parts of Arrow (~0.2 s): pay it at start, not in a flush under load
-        self._table([("", "", "", 0.0, ((), ()), None, None, np.zeros((1, 1), np.float32))])
+        warm = _Columns(((), ()), 1, 1)
+        warm.add([("", "", "", 0.0, ((), ()), None, None, np.zeros((1, 1), np.float32))])
+        warm.table()
 
     def record(
         self,
@@ -79,41 +168,49 @@ class RequestLog:
         n = len(prediction)
         entry = (request_id, model, version, ts, layout, feeds.get(NUMBERS), feeds.get(STRINGS), prediction)
         with self._lock:
-            if self._n + n > self.max_rows:
+            if self.pending + n > self.max_rows:
                 self.dropped += n
                 return
             self._entries.append(entry)
-            self._n += n
+            self._waiting += n
 
-    @staticmethod
-    def _table(entries: list[_Entry]) -> pa.Table:
-        """One table of the entries' rows (all of one layout)."""
-        ids, models, versions, ts, layouts, numbers, strings, predictions = zip(*entries, strict=True)
-        counts = np.fromiter(map(len, predictions), np.int64, len(entries))
-        number_names, string_names = layouts[0]
-        request = np.repeat(np.arange(len(entries), dtype=np.int32), counts)  # each row's request
+    @property
+    def pending(self) -> int:
+        """Rows recorded since the last flush."""
+        absorbed = sum(c.n for c in self._done) + (self._columns.n if self._columns is not None else 0)
+        return self._waiting + absorbed
 
-        def per_request(values: tuple[str, ...]) -> pa.DictionaryArray:
-            # one string per request, not per row: a 100-row request converts 1 id, not 100
-            return pa.DictionaryArray.from_arrays(request, pa.array(values, pa.string()))
+    def absorb(self, limit: int = 64) -> bool:
+        """Copy up to ``limit`` recorded requests into the column buffers; True while more wait."""
+        with self._lock:
+            taken = self._entries[:limit]
+            del self._entries[:limit]
+            self._waiting -= _rows_of(taken)
+            more = bool(self._entries)
+        for (layout, width), group in itertools.groupby(
+            taken, key=lambda e: (e[_LAYOUT], e[-1].reshape(len(e[-1]), -1).shape[1])
+        ):
+            if self._columns is None or (self._columns.layout, self._columns.width) != (layout, width):
+                if self._columns is not None and self._columns.n:
+                    self._done.append(self._columns)
+                self._columns = _Columns(layout, width, self.max_rows)
+            self._columns.add(list(group))
+        return more
 
-        columns: dict[str, Any] = {
-            "request_id": per_request(ids),
-            "row": np.concatenate([_ROWS[:c] if c <= len(_ROWS) else np.arange(c) for c in counts.tolist()]),
-            "ts": np.repeat(np.array(ts, np.float64), counts),
-            "version": per_request(versions),
-            "model": per_request(models),
-        }
-        if number_names:
-            matrix = np.concatenate(numbers)
-            columns |= {name: matrix[:, i] for i, name in enumerate(number_names)}
-        if string_names:
-            text = np.concatenate(strings)
-            columns |= {name: text[:, i] for i, name in enumerate(string_names)}
-        prediction = np.concatenate([p.reshape(len(p), -1) for p in predictions])
-        prediction = np.ascontiguousarray(prediction, dtype=np.float32)
-        columns["prediction"] = pa.FixedSizeListArray.from_arrays(prediction.ravel(), prediction.shape[1])
-        return pa.table(columns)
+    async def absorb_async(self, limit: int = 64) -> None:
+        """:meth:`absorb` everything, yielding to requests between batches of ``limit``."""
+        while self.absorb(limit):
+            await asyncio.sleep(0)
+
+    def _hand_over(self) -> tuple[list[_Columns], list[dict[str, Any]]]:
+        parts = [*self._done, *([self._columns] if self._columns is not None and self._columns.n else [])]
+        self._done, self._columns = [], None
+        with self._lock:
+            feedback, self._feedback = self._feedback, []
+        return parts, feedback
+
+    def _write_part(self, part: _Columns) -> Path:
+        return self._write_table("requests", part.table())
 
     def _write_table(self, kind: str, table: pa.Table) -> Path:
         path = (
@@ -128,51 +225,32 @@ class RequestLog:
             pq.write_table(table, tmp, compression="lz4", use_dictionary=text)
         return path
 
-    @property
-    def pending(self) -> int:
-        """Rows recorded since the last flush."""
-        return self._n
-
     def feedback(self, request_id: str, label: Any, ts: float | None = None) -> None:
         with self._lock:
             self._feedback.append({"request_id": request_id, "label": float(label), "ts": ts or time.time()})
 
-    def _hand_over(self) -> tuple[list[_Entry], list[dict[str, Any]]]:
-        with self._lock:
-            entries, self._entries, self._n = self._entries, [], 0
-            feedback, self._feedback = self._feedback, []
-        return entries, feedback
-
     def flush(self) -> list[Path]:
-        """Write what was recorded since the last flush: one part per input layout (a model swap may
-        change the inputs), and the feedback. Only the hand-over happens under the lock."""
-        entries, feedback = self._hand_over()
-        written = [
-            self._write_table("requests", self._table(list(group)))
-            for _, group in itertools.groupby(entries, key=itemgetter(_LAYOUT))
-        ]
+        """Write everything recorded since the last flush: one part per input layout, and the feedback."""
+        while self.absorb(1 << 30):
+            pass
+        parts, feedback = self._hand_over()
+        written = [self._write_part(part) for part in parts]
         if feedback:
             written.append(self._write_table("feedback", pa.Table.from_pylist(feedback)))
         return written
 
-    async def flush_async(self, chunk: int = 64) -> list[Path]:
-        """:meth:`flush` for a running server: the rows become Arrow tables ``chunk`` requests at a time on
-        the event loop, yielding between chunks, and the files are written in a thread — so requests
-        never wait behind a long stretch of flushing (a thread would hold the GIL for up to 5 ms)."""
-        entries, feedback = self._hand_over()
-        runs = [list(group) for _, group in itertools.groupby(entries, key=itemgetter(_LAYOUT))]
-        del entries  # each chunk's requests are freed once converted: freeing 10k at once stalls ~20 ms
+    async def flush_async(self) -> list[Path]:
+        """:meth:`flush` for a running server: absorbing and the conversion to Arrow yield to requests
+        between steps (they need the GIL, which a thread would hold for up to its switch interval), and
+        the Parquet writing — which releases the GIL — happens in a thread."""
+        await self.absorb_async()
+        parts, feedback = self._hand_over()
         written = []
-        while runs:
-            run = runs.pop(0)
-            chunks = [run[start : start + chunk] for start in range(0, len(run), chunk)]
-            del run
-            tables = []
-            for i, part in enumerate(chunks):
-                tables.append(self._table(part))
-                chunks[i] = part = []
+        for part in parts:
+            table = None
+            for table in part.convert():  # noqa: B007 - Python strings need the GIL: converted here, in steps
                 await asyncio.sleep(0)
-            written.append(await asyncio.to_thread(self._write_table, "requests", pa.concat_tables(tables)))
+            written.append(await asyncio.to_thread(self._write_table, "requests", table))
         if feedback:
             table = pa.Table.from_pylist(feedback)
             written.append(await asyncio.to_thread(self._write_table, "feedback", table))

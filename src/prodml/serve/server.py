@@ -176,9 +176,12 @@ async def _main(options: ServeOptions, sock: socket.socket, admin_sock: socket.s
             tick += 1
             if grpc_server is not None and not state.draining and tick % 5 == 0:
                 await grpc_server.set_serving(manager.current is not None)  # follows the model's arrival
+            if log is None:
+                continue
+            await log.absorb_async()  # the recorded requests into column buffers, 64 at a time
             # a part every 10 s, or sooner once 10k rows wait (at 100-row requests rows come fast: the
             # log holds 50k at most and drops, counted, beyond)
-            if log is not None and (tick % 100 == 0 or log.pending >= 10_000):
+            if tick % 100 == 0 or log.pending >= 10_000:
                 flushing[:] = [loop.create_task(log.flush_async())]
                 await asyncio.shield(flushing[0])
 
