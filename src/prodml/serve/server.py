@@ -78,8 +78,10 @@ class _Server:
         self.sock = sock
 
     def backlog(self) -> int:
-        """HTTP requests this server holds (started, not yet answered): uvicorn's own task set."""
-        return len(self.server.server_state.tasks)
+        """HTTP requests this server holds (started, not yet answered): uvicorn's own task set (0 if a
+        uvicorn release renames it: every request then runs inline, which is correct, only slower)."""
+        state = getattr(self.server, "server_state", None)
+        return len(getattr(state, "tasks", ()))
 
     async def serve(self) -> None:
         await self.server.serve(sockets=[self.sock])
