@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import tempfile
 from collections.abc import Iterator
@@ -11,7 +10,7 @@ from pathlib import Path
 
 from prodml.core.types import StrPath
 
-__all__ = ["atomic_path", "atomic_write_text", "sha256_file"]
+__all__ = ["atomic_path", "atomic_write_text"]
 
 
 @contextlib.contextmanager
@@ -38,12 +37,3 @@ def atomic_write_text(target: StrPath, text: str) -> None:
     """Write ``text`` to ``target`` atomically (UTF-8)."""
     with atomic_path(target) as tmp:
         tmp.write_text(text, encoding="utf-8")
-
-
-def sha256_file(path: StrPath, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()

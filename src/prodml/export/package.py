@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from prodml.core.errors import MissingDependency, ProdmlError
-from prodml.core.files import atomic_write_text
+from prodml.core.files import atomic_path
 from prodml.core.types import StrPath
 
 __all__ = [
@@ -65,16 +65,21 @@ def write_package(
 ) -> dict[str, str]:
     """Write the package files into ``directory``; return ``{file: sha256}``."""
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / "model.onnx").write_bytes(model.SerializeToString())
-    for name, obj in (
-        ("schema.json", schema),
-        ("profile.json", profile),
-        ("metrics.json", metrics),
-        ("lineage.json", lineage),
-    ):
-        atomic_write_text(directory / name, json.dumps(obj, indent=2, default=str) + "\n")
-    atomic_write_text(directory / "model_card.md", card)
-    return {name: hashlib.sha256((directory / name).read_bytes()).hexdigest() for name in FILES}
+    documents = {
+        "schema.json": schema,
+        "profile.json": profile,
+        "metrics.json": metrics,
+        "lineage.json": lineage,
+    }
+    blobs = {
+        "model.onnx": model.SerializeToString(),
+        **{name: (json.dumps(obj, indent=2, default=str) + "\n").encode() for name, obj in documents.items()},
+        "model_card.md": card.encode(),
+    }
+    for name, data in blobs.items():
+        with atomic_path(directory / name) as tmp:
+            tmp.write_bytes(data)
+    return {name: hashlib.sha256(blobs[name]).hexdigest() for name in FILES}
 
 
 @dataclass
@@ -107,20 +112,24 @@ class ModelPackage:
         return ort.InferenceSession(graph or self.onnx, options, providers=["CPUExecutionProvider"])
 
 
-def load_package(directory: StrPath, expected: dict[str, str]) -> ModelPackage:
+def load_package(directory: StrPath, expected: dict[str, str] | None) -> ModelPackage:
     """Verify every file of the package against ``expected`` digests, then parse it.
+
+    ``expected=None`` trusts the directory (a local package given on the command line): the digests are
+    those of the bytes read, each file read once.
 
     Raises:
         TamperedArtifact: a file is missing, or its bytes do not hash to the expected digest.
     """
     root = Path(directory)
-    missing = [name for name in FILES if name not in expected]
+    missing = [name for name in FILES if expected is not None and name not in expected]
     if missing:
         raise TamperedArtifact(
             f"no recorded digest for {', '.join(missing)}; refusing to load an unverifiable package",
             hint="re-register the model with this version of prodml",
         )
     blobs: dict[str, bytes] = {}
+    digests: dict[str, str] = {}
     for name in FILES:
         path = safe_join(root, name)
         try:
@@ -128,13 +137,14 @@ def load_package(directory: StrPath, expected: dict[str, str]) -> ModelPackage:
         except OSError as exc:
             raise TamperedArtifact(f"package file {name} is missing from {root}: {exc.strerror}") from exc
         digest = hashlib.sha256(data).hexdigest()
-        if digest != expected[name]:
+        if expected is not None and digest != expected[name]:
             raise TamperedArtifact(
                 f"package file {name} does not match its recorded sha256 "
                 f"(expected {expected[name][:12]}…, found {digest[:12]}…; {len(data)} bytes)",
                 hint="the artifact was modified or truncated; re-download it or re-register the model",
             )
         blobs[name] = data
+        digests[name] = digest
     try:
         parsed = {
             n: json.loads(blobs[n]) for n in ("schema.json", "profile.json", "metrics.json", "lineage.json")
@@ -149,5 +159,5 @@ def load_package(directory: StrPath, expected: dict[str, str]) -> ModelPackage:
         metrics=parsed["metrics.json"],
         lineage=parsed["lineage.json"],
         card=blobs["model_card.md"].decode("utf-8"),
-        digests=dict(expected),
+        digests=digests,
     )

@@ -104,10 +104,6 @@ class CircuitBreaker:
                 logger.warning("cache circuit opened after %d failures", self.failures)
             self.opened_at = time.monotonic()
 
-    @property
-    def open(self) -> bool:
-        return self.opened_at is not None
-
 
 def _encode(value: list[np.ndarray]) -> bytes:
     import io

@@ -34,9 +34,7 @@ class Prediction:
 
     outputs: list[np.ndarray]
     model: LoadedModel
-    rows: int
     request_id: str
-    cached: bool = False
 
     @property
     def version(self) -> str:
@@ -86,17 +84,18 @@ class DataPlane:
         model = self.manager.get(name, version)  # held for the whole request: a swap cannot pull it away
         feeds, rows = model.validator.feeds(columns)
         # online features would join here, keyed by the entity column of the request
-        key = cache_key(model.version, feeds) if self.cache is not None else ""
-        outputs = await self.cache.get(key) if self.cache is not None else None
-        cached = outputs is not None
-        if self.cache is not None:
-            self.metrics.cache.labels("hit" if cached else "miss").inc()
-        if outputs is None:
+        if self.cache is None:
             outputs = await model.batcher.submit(feeds, rows, alone=self.backlog() <= 1)
-            if self.cache is not None:
-                await self.cache.set(key, outputs)
+        else:
+            key = cache_key(model.version, feeds)
+            found = await self.cache.get(key)
+            self.metrics.cache.labels("miss" if found is None else "hit").inc()
+            if found is None:
+                found = await model.batcher.submit(feeds, rows, alone=self.backlog() <= 1)
+                await self.cache.set(key, found)
+            outputs = found
         self.metrics.rows += rows
         if self.log is not None:
             layout = model.validator.layout
             self.log.record(request_id, model.name, model.version, feeds, outputs, time.time(), layout)
-        return Prediction(outputs, model, rows, request_id, cached)
+        return Prediction(outputs, model, request_id)

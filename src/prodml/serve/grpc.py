@@ -9,7 +9,6 @@ does), which both Triton's and KServe's clients read. Errors map once, from the 
 from __future__ import annotations
 
 import logging
-import struct
 import time
 from typing import Any
 
@@ -22,7 +21,7 @@ from prodml.core.errors import ProdmlError
 from prodml.serve.dataplane import DataPlane
 from prodml.serve.proto import inference_pb2 as pb
 from prodml.serve.proto import inference_pb2_grpc as pb_grpc
-from prodml.serve.protocols import OIP_NUMERIC
+from prodml.serve.protocols import decode_binary
 from prodml.serve.validation import RequestError
 
 __all__ = ["GrpcServer"]
@@ -46,17 +45,6 @@ _CONTENTS = {
 }
 
 
-def _bytes_elements(raw: bytes, where: str) -> list[str]:
-    out, pos = [], 0
-    while pos < len(raw):
-        if pos + 4 > len(raw):
-            raise RequestError(f"{where}: truncated BYTES element", [{"field": where, "error": "truncated"}])
-        (n,) = struct.unpack_from("<I", raw, pos)
-        out.append(raw[pos + 4 : pos + 4 + n].decode("utf-8", errors="replace"))
-        pos += 4 + n
-    return out
-
-
 def _columns(request: Any) -> dict[str, Any]:
     raw = list(request.raw_input_contents)
     if raw and len(raw) != len(request.inputs):
@@ -75,16 +63,7 @@ def _columns(request: Any) -> dict[str, Any]:
             )
         count = int(np.prod(list(tensor.shape))) if tensor.shape else 0
         if raw:
-            if datatype == "BYTES":
-                values: Any = _bytes_elements(raw[i], where)
-            else:
-                dtype = np.dtype(OIP_NUMERIC[datatype]).newbyteorder("<")
-                if len(raw[i]) != count * dtype.itemsize:
-                    raise RequestError(
-                        f"{where}: raw content has {len(raw[i])} bytes",
-                        [{"field": where, "error": f"expected {count * dtype.itemsize} bytes"}],
-                    )
-                values = np.frombuffer(raw[i], dtype=dtype).astype(np.float64)
+            values: Any = decode_binary(raw[i], datatype, count, where)  # the REST binary extension's rules
         else:
             contents = getattr(tensor.contents, _CONTENTS[datatype])
             values = (

@@ -15,14 +15,15 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from prodml.core.errors import NotFound, ProdmlError, Unavailable
 from prodml.core.project import Serve
 from prodml.export.cache import PackageCache
-from prodml.export.package import FILES, ModelPackage, load_package
+from prodml.export.package import ModelPackage, load_package
+from prodml.registry.mlflow import parse_ref
 from prodml.serve.metrics import Metrics
 from prodml.serve.runtime import MicroBatcher, Runtime
 from prodml.serve.validation import Validator
@@ -42,7 +43,6 @@ class LoadedModel:
     runtime: Runtime
     validator: Validator
     batcher: MicroBatcher
-    loaded_at: float = field(default_factory=time.time)
 
     @property
     def package(self) -> ModelPackage:
@@ -93,10 +93,8 @@ class ModelManager:
     async def start(self) -> None:
         """Load what can be loaded without the registry, then poll it in the background."""
         if self.package_dir is not None:
-            digests = {n: _sha256(self.package_dir / n) for n in FILES}
-            self._swap(
-                self._build(load_package(self.package_dir, digests), name=self._name(), version="local")
-            )
+            package = load_package(self.package_dir, None)  # a local directory: trusted, read once
+            self._swap(self._build(package, name=self._name(), version="local"))
             return
         try:
             cached = self._load_cached()
@@ -126,7 +124,7 @@ class ModelManager:
     def _name(self) -> str:
         if self.ref is None:
             return str(self.package_dir.name if self.package_dir else "model")
-        return self.ref.removeprefix("models:/").split("@")[0].split("/")[0]
+        return parse_ref(self.ref)[0]
 
     def _alias_key(self) -> str:
         return self.ref.removeprefix("models:/") if self.ref else "local"
@@ -228,9 +226,3 @@ class ModelManager:
                 hint=f"this server serves version {model.version}",
             )
         return model
-
-
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    return hashlib.sha256(path.read_bytes()).hexdigest()

@@ -19,12 +19,12 @@ from typing import Any
 
 import numpy as np
 
-from prodml.serve.validation import RequestError, Rows
+from prodml.serve.validation import Rows, bad_field
 
 __all__ = [
     "columns_from_csv",
     "columns_from_mlflow",
-    "columns_from_records",
+    "decode_binary",
     "encode_oip",
     "parse_oip",
     "predictions",
@@ -52,33 +52,24 @@ _DICT = frozenset({dict})
 _LIST = frozenset({list})
 
 
-def _bad(field: str, error: str) -> RequestError:
-    return RequestError(f"{field}: {error}", [{"field": field, "error": error}])
-
-
 def rows_from_records(records: Any, field: str = "records", *, booleans: bool = True) -> Rows:
     """``[{"a": 1, "b": "x"}, …]`` → :class:`Rows` of records (their keys are compared only if the lean
     path cannot take them, see ``Rows.columns``)."""
     if not isinstance(records, list) or not records:
-        raise _bad(field, "expected a non-empty list of records (objects)")
+        raise bad_field(field, "expected a non-empty list of records (objects)")
     if not set(map(type, records)) <= _DICT:
-        raise _bad(field, "every record must be an object of column: value")
+        raise bad_field(field, "every record must be an object of column: value")
     return Rows(records, None, field, booleans)
-
-
-def columns_from_records(records: Any, field: str = "records") -> dict[str, Any]:
-    """``[{"a": 1, "b": "x"}, …]`` → ``{"a": [1, …], "b": ["x", …]}``; records must share their keys."""
-    return rows_from_records(records, field).columns()
 
 
 def _rows_from_lists(data: Any, names: Sequence[str], field: str, error: str, booleans: bool) -> Rows:
     """Rows given as lists ordered like ``names``; each must hold ``len(names)`` values."""
     if not isinstance(data, list):
-        raise _bad(field, error)
+        raise bad_field(field, error)
     if not (set(map(type, data)) <= _LIST and set(map(len, data)) <= {len(names)}):
         for i, row in enumerate(data):
             if not isinstance(row, list) or len(row) != len(names):
-                raise _bad(f"{field}[{i}]", error)
+                raise bad_field(f"{field}[{i}]", error)
     return Rows(data, tuple(names), field, booleans)
 
 
@@ -88,10 +79,10 @@ def _rows_from_split(split: Any, field: str, booleans: bool) -> Rows:
         or not isinstance(split.get("columns"), list)
         or not isinstance(split.get("data"), list)
     ):
-        raise _bad(field, "expected {'columns': [...], 'data': [[...], ...]}")
+        raise bad_field(field, "expected {'columns': [...], 'data': [[...], ...]}")
     columns = split["columns"]
     if not all(isinstance(c, str) for c in columns):
-        raise _bad(f"{field}.columns", "column names must be strings")
+        raise bad_field(f"{field}.columns", "column names must be strings")
     return _rows_from_lists(
         split["data"], columns, f"{field}.data", f"expected a list of {len(columns)} values", booleans
     )
@@ -100,15 +91,15 @@ def _rows_from_split(split: Any, field: str, booleans: bool) -> Rows:
 def columns_from_mlflow(body: Any, *, booleans: bool = True) -> tuple[dict[str, Any] | Rows, dict[str, Any]]:
     """MLflow's scoring JSON → (columns or rows, params). ``booleans``: see :class:`Rows`."""
     if not isinstance(body, dict):
-        raise _bad(
+        raise bad_field(
             "body", "expected a JSON object with dataframe_split, dataframe_records, instances or inputs"
         )
     params = body.get("params") or {}
     if not isinstance(params, dict):
-        raise _bad("params", "expected an object")
+        raise bad_field("params", "expected an object")
     keys = [k for k in ("dataframe_split", "dataframe_records", "instances", "inputs") if k in body]
     if len(keys) != 1:
-        raise _bad("body", "give exactly one of dataframe_split, dataframe_records, instances, inputs")
+        raise bad_field("body", "give exactly one of dataframe_split, dataframe_records, instances, inputs")
     key = keys[0]
     value = body[key]
     if key == "dataframe_split":
@@ -125,12 +116,12 @@ def columns_from_csv(text: str) -> dict[str, list[Any]]:
     try:
         header = next(reader)
     except StopIteration:
-        raise _bad("body", "empty CSV") from None
+        raise bad_field("body", "empty CSV") from None
     rows = list(reader)
     out: dict[str, list[Any]] = {h: [] for h in header}
     for i, row in enumerate(rows):
         if len(row) != len(header):
-            raise _bad(f"row {i + 1}", f"has {len(row)} cells, the header has {len(header)}")
+            raise bad_field(f"row {i + 1}", f"has {len(row)} cells, the header has {len(header)}")
         for h, cell in zip(header, row, strict=True):
             out[h].append(_csv_value(cell))
     return out
@@ -148,71 +139,72 @@ def _csv_value(cell: str) -> Any:
 def parse_oip(body: Any, binary: bytes = b"") -> tuple[dict[str, Any], dict[str, Any]]:
     """An OIP v2 inference request → (columns, request header). ``binary`` holds the appended tensor data."""
     if not isinstance(body, dict) or not isinstance(body.get("inputs"), list) or not body["inputs"]:
-        raise _bad("inputs", "expected a non-empty list of input tensors")
+        raise bad_field("inputs", "expected a non-empty list of input tensors")
     columns: dict[str, Any] = {}
     offset = 0
     for i, tensor in enumerate(body["inputs"]):
         where = f"inputs[{i}]"
         if not isinstance(tensor, dict):
-            raise _bad(where, "expected an object with name, shape, datatype, data")
+            raise bad_field(where, "expected an object with name, shape, datatype, data")
         name, shape, datatype = tensor.get("name"), tensor.get("shape"), tensor.get("datatype")
         if not isinstance(name, str):
-            raise _bad(f"{where}.name", "expected a string")
+            raise bad_field(f"{where}.name", "expected a string")
         where = f"inputs[{i}] ({name})"
         if not isinstance(shape, list) or not shape or not all(isinstance(d, int) and d >= 0 for d in shape):
-            raise _bad(f"{where}.shape", "expected a list of non-negative integers")
+            raise bad_field(f"{where}.shape", "expected a list of non-negative integers")
         if datatype != "BYTES" and datatype not in OIP_NUMERIC:
-            raise _bad(f"{where}.datatype", f"unsupported datatype {datatype!r}")
+            raise bad_field(f"{where}.datatype", f"unsupported datatype {datatype!r}")
         count = int(np.prod(shape))
         if len(shape) > 2 or (len(shape) == 2 and shape[1] != 1):
-            raise _bad(f"{where}.shape", "each input is one column: shape [N] or [N, 1]")
+            raise bad_field(f"{where}.shape", "each input is one column: shape [N] or [N, 1]")
         params = tensor.get("parameters") or {}
         size = params.get("binary_data_size") if isinstance(params, dict) else None
         if size is not None:
             if not isinstance(size, int) or size < 0 or offset + size > len(binary):
-                raise _bad(f"{where}.parameters.binary_data_size", "does not fit the binary body")
+                raise bad_field(f"{where}.parameters.binary_data_size", "does not fit the binary body")
             chunk = binary[offset : offset + size]
             offset += size
-            values: Any = _decode_binary(chunk, datatype, count, where)
+            values: Any = decode_binary(chunk, datatype, count, where)
         else:
             values = _flatten(tensor.get("data"), where)
         if len(values) != count:
-            raise _bad(where, f"shape {shape} needs {count} values, got {len(values)}")
+            raise bad_field(where, f"shape {shape} needs {count} values, got {len(values)}")
         columns[name] = values
     if offset != len(binary):
-        raise _bad("body", f"{len(binary) - offset} binary bytes are not claimed by any input")
+        raise bad_field("body", f"{len(binary) - offset} binary bytes are not claimed by any input")
     return columns, body
 
 
 def _flatten(data: Any, where: str) -> list[Any]:
     if not isinstance(data, list):
-        raise _bad(f"{where}.data", "expected a list")
+        raise bad_field(f"{where}.data", "expected a list")
     if data and isinstance(data[0], list):
         flat: list[Any] = []
         for row in data:
             if not isinstance(row, list):
-                raise _bad(f"{where}.data", "mixed nested and flat values")
+                raise bad_field(f"{where}.data", "mixed nested and flat values")
             flat.extend(row)
         return flat
     return data
 
 
-def _decode_binary(chunk: bytes, datatype: str, count: int, where: str) -> Any:
+def decode_binary(chunk: bytes, datatype: str, count: int, where: str) -> Any:
+    """One tensor's raw little-endian bytes (OIP binary extension, gRPC raw contents) → its values."""
     if datatype == "BYTES":
         out, pos = [], 0
         while pos < len(chunk):
             if pos + 4 > len(chunk):
-                raise _bad(where, "truncated BYTES element length")
+                raise bad_field(where, "truncated BYTES element length")
             (n,) = struct.unpack_from("<I", chunk, pos)
             pos += 4
             if pos + n > len(chunk):
-                raise _bad(where, "truncated BYTES element")
+                raise bad_field(where, "truncated BYTES element")
             out.append(chunk[pos : pos + n].decode("utf-8", errors="replace"))
             pos += n
         return out
     dtype = np.dtype(OIP_NUMERIC[datatype]).newbyteorder("<")
     if len(chunk) != count * dtype.itemsize:
-        raise _bad(
+        raise bad_field(
             where, f"binary data has {len(chunk)} bytes, {count} x {datatype} needs {count * dtype.itemsize}"
         )
     arr = np.frombuffer(chunk, dtype=dtype)
@@ -232,10 +224,10 @@ def encode_oip(
     tensors, tail = [], b""
     for name, arr in zip(output_names, outputs, strict=True):
         datatype = "INT64" if arr.dtype.kind in "iu" else "FP32"
-        arr = arr.astype(np.int64 if datatype == "INT64" else np.float32)
+        arr = arr.astype("<i8" if datatype == "INT64" else "<f4", copy=False)
         tensor: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(arr.shape)}
         if binary:
-            raw = arr.astype(arr.dtype.newbyteorder("<")).tobytes()
+            raw = arr.tobytes()
             tensor["parameters"] = {"binary_data_size": len(raw)}
             tail += raw
         else:
@@ -254,13 +246,13 @@ def predictions(
     """
     if task not in ("binary", "multiclass"):
         return outputs[0].reshape(-1).astype(float).tolist()
+    proba = outputs[1]
+    if style == "proba":
+        return list(proba.tolist())
     indices = outputs[0].reshape(-1).tolist()
     labels = [classes[i] for i in indices] if classes else indices
-    proba = outputs[1]
     if style == "label":
         return labels
-    if style == "proba":
-        return list(proba.astype(float).tolist())
     names = [str(c) for c in (classes or range(proba.shape[1]))]
     if task == "binary":
         return [{"label": lab, "probability": float(p[1])} for lab, p in zip(labels, proba, strict=True)]
@@ -273,7 +265,7 @@ def predictions(
 def rows_from_kserve_v1(body: Any, names: Sequence[str], *, booleans: bool = True) -> Rows:
     """KServe v1 ``instances``: records, or lists ordered like the model's inputs."""
     if not isinstance(body, Mapping) or not isinstance(body.get("instances"), list) or not body["instances"]:
-        raise _bad("instances", "expected a non-empty list")
+        raise bad_field("instances", "expected a non-empty list")
     instances = body["instances"]
     kinds = set(map(type, instances))
     if kinds <= _DICT:
@@ -286,4 +278,4 @@ def rows_from_kserve_v1(body: Any, names: Sequence[str], *, booleans: bool = Tru
             f"expected {len(names)} values in input order: {', '.join(names)}",
             booleans,
         )
-    raise _bad("instances", "expected all records (objects) or all lists")
+    raise bad_field("instances", "expected all records (objects) or all lists")

@@ -96,7 +96,6 @@ class Runtime:
         self.session = package.session(
             intra_op_threads=threads, graph=front_loaded(package.onnx, self.schema)
         )
-        self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.task: str = self.schema.get("task", "regression")
         self.classes: list[Any] | None = self.schema.get("classes")

@@ -139,8 +139,10 @@ async def _main(options: ServeOptions, sock: socket.socket, admin_sock: socket.s
         await grpc.start()
 
         def health_follows(_: object) -> None:
-            # SERVING the moment a model is swapped in, not on the next housekeeping tick
-            pending.add(asyncio.get_running_loop().create_task(grpc.set_serving(not state.draining)))
+            # SERVING the moment a model is swapped in (the only way one arrives)
+            task = asyncio.get_running_loop().create_task(grpc.set_serving(not state.draining))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
 
         manager.on_swap.append(health_follows)
         grpc_server = grpc
@@ -157,7 +159,9 @@ async def _main(options: ServeOptions, sock: socket.socket, admin_sock: socket.s
             return
         state.draining = True
         if grpc_server is not None:
-            pending.add(loop.create_task(grpc_server.set_serving(False)))
+            task = loop.create_task(grpc_server.set_serving(False))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
         logger.info("draining: readiness is 503; closing listeners in %.1f s", options.drain_delay_s)
 
         def stop_all() -> None:
@@ -173,13 +177,9 @@ async def _main(options: ServeOptions, sock: socket.socket, admin_sock: socket.s
 
     async def housekeeping() -> None:
         tick = 0
-        while True:
+        while log is not None:
             await asyncio.sleep(0.1)
             tick += 1
-            if grpc_server is not None and not state.draining and tick % 5 == 0:
-                await grpc_server.set_serving(manager.current is not None)  # follows the model's arrival
-            if log is None:
-                continue
             await log.absorb_async()  # the recorded requests into column buffers, 64 at a time
             # a part every 10 s, or sooner once 10k rows wait (at 100-row requests rows come fast: the
             # log holds 50k at most and drops, counted, beyond)

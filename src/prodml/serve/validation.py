@@ -23,7 +23,16 @@ import pyarrow as pa
 
 from prodml.core.errors import InvalidInput
 
-__all__ = ["NUMBERS", "STRINGS", "FieldError", "RequestError", "Rows", "Validator", "may_hold_booleans"]
+__all__ = [
+    "NUMBERS",
+    "STRINGS",
+    "FieldError",
+    "RequestError",
+    "Rows",
+    "Validator",
+    "bad_field",
+    "may_hold_booleans",
+]
 
 FieldError = dict[str, str]
 NUMBERS = "__prodml_numbers"  # the runtime's two inputs: numeric columns, then string columns
@@ -44,7 +53,8 @@ class RequestError(InvalidInput):
         self.fields = list(fields)
 
 
-def _bad_field(field: str, error: str) -> RequestError:
+def bad_field(field: str, error: str) -> RequestError:
+    """A :class:`RequestError` about one field."""
     return RequestError(f"{field}: {error}", [{"field": field, "error": error}])
 
 
@@ -71,7 +81,7 @@ class Rows:
             try:
                 return dict(zip(self.names, zip(*self.data, strict=True), strict=True))  # transposed in C
             except ValueError:
-                raise _bad_field(self.field, f"every row needs {len(self.names)} values") from None
+                raise bad_field(self.field, f"every row needs {len(self.names)} values") from None
         if not self.data:
             return {}
         names = list(self.data[0])
@@ -79,7 +89,7 @@ class Rows:
         for i, r in enumerate(self.data):
             if r.keys() != keys:
                 missing, extra = keys - r.keys(), r.keys() - keys
-                raise _bad_field(
+                raise bad_field(
                     f"{self.field}[{i}]",
                     f"has different columns than record 0 (missing {sorted(missing)}, extra {sorted(extra)})",
                 )
@@ -106,7 +116,6 @@ def _picker(keys: Sequence[Any]) -> Callable[[Any], tuple[Any, ...]] | None:
 class _Plan:
     numbers: Callable[[Any], tuple[Any, ...]] | None
     strings: Callable[[Any], tuple[Any, ...]] | None
-    checks: tuple[tuple[int, frozenset[str]], ...]  # (position in the string tuple, known categories)
 
 
 @dataclass(frozen=True)
@@ -153,6 +162,12 @@ class Validator:
         self._names = tuple(self.names)
         self._by_name = _picker(self.names) or tuple  # a record → its values in schema order
         self._plans: dict[tuple[str, ...], _Plan] = {}
+        # (position among the string columns, known categories) for the categories the lean paths check
+        self._checks = tuple(
+            (j, c.categories)
+            for j, c in enumerate(self._strings)
+            if c.categories is not None and self.reject_unknown
+        )
 
     def feeds(
         self, columns: Mapping[str, Sequence[Any] | np.ndarray] | Rows
@@ -216,15 +231,8 @@ class Validator:
         if len(names) != len(self.names) or set(names) != self._known:
             return None
         where = {n: i for i, n in enumerate(names)}
-        checks = tuple(
-            (j, c.categories)
-            for j, c in enumerate(self._strings)
-            if c.categories is not None and self.reject_unknown
-        )
         return _Plan(
-            _picker([where[n] for n in self.numeric_names]),
-            _picker([where[n] for n in self.string_names]),
-            checks,
+            _picker([where[n] for n in self.numeric_names]), _picker([where[n] for n in self.string_names])
         )
 
     def _rows(self, rows: Rows) -> tuple[dict[str, np.ndarray], int] | None:
@@ -265,17 +273,15 @@ class Validator:
             flat = self._floats(numbers, n, rows.booleans)
             if flat is None:
                 return None
-            matrix = flat.reshape(len(numbers), n)  # one row per column
-            if not np.isfinite(flat).all() and (  # nulls (NaN) only where nullable; ±inf never
-                not (np.isnan(matrix).any(axis=1) <= self._nullable).all() or np.isinf(flat).any()
-            ):
+            checked = self._checked(flat.reshape(len(numbers), n))
+            if checked is None:
                 return None
-            feeds[NUMBERS] = np.ascontiguousarray(matrix.T, dtype=np.float32)
+            feeds[NUMBERS] = checked
         if plan.strings is not None:
             strings = plan.strings(columns)
             if not set(map(type, chain.from_iterable(strings))) <= _STR_TYPES:
                 return None
-            if not all(known.issuperset(strings[j]) for j, known in plan.checks):
+            if not all(known.issuperset(strings[j]) for j, known in self._checks):
                 return None
             text = np.empty((n, len(strings)), dtype=object)
             for j, column in enumerate(strings):
@@ -330,7 +336,7 @@ class Validator:
         if strings is not None:
             if not set(map(type, strings)) <= _STR_TYPES:
                 return None
-            if not all(strings[j] in known for j, known in plan.checks):
+            if not all(strings[j] in known for j, known in self._checks):
                 return None
             feeds[STRINGS] = np.array([strings], dtype=object)
         return feeds, 1
@@ -353,10 +359,15 @@ class Validator:
             return None
         if matrix.ndim != 2:
             return None
-        if not np.isfinite(matrix).all():
-            nan = np.isnan(matrix)
-            if np.isinf(matrix).any() or (nan.any(axis=1) & ~self._nullable).any():
-                return None
+        return self._checked(matrix)
+
+    def _checked(self, matrix: np.ndarray) -> np.ndarray | None:
+        """A float64 matrix of one row per numeric column → the (rows, k) float32 feed; None when a value
+        is ±inf, or a null (NaN) sits in a column that is not nullable."""
+        if not np.isfinite(matrix).all() and (
+            np.isinf(matrix).any() or not (np.isnan(matrix).any(axis=1) <= self._nullable).all()
+        ):
+            return None
         return np.ascontiguousarray(matrix.T, dtype=np.float32)
 
     @staticmethod

@@ -20,7 +20,7 @@ from sklearn import metrics as skm
 from prodml.core.errors import ConfigError
 from prodml.core.types import Task
 
-__all__ = ["METRICS", "Metric", "compute", "default_metrics", "greater_is_better"]
+__all__ = ["METRICS", "Metric", "compute", "default_metrics"]
 
 Array = Any
 
@@ -129,10 +129,6 @@ _DEFAULTS: dict[Task, list[str]] = {
 def default_metrics(task: Task) -> list[str]:
     """The metrics reported for ``task`` when the project names none."""
     return list(_DEFAULTS[task])
-
-
-def greater_is_better(name: str) -> bool:
-    return METRICS[name].higher_is_better
 
 
 def check_metrics(task: Task, names: Sequence[str]) -> None:
