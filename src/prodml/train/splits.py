@@ -123,8 +123,18 @@ def folds(
                 "validation.strategy 'timeseries' needs target.timestamp",
                 hint="set target.timestamp, or use kfold",
             )
-        order = np.argsort(np.asarray(times), kind="stable")
-        parts = ((order[a], order[b]) for a, b in TimeSeriesSplit(k).split(order))
+        # folds cut between distinct times: rows that share a time never sit on both sides of a cut
+        distinct, which = np.unique(np.asarray(times), return_inverse=True)
+        if len(distinct) <= k:
+            raise ConfigError(
+                f"validation.strategy 'timeseries' needs more than {k} distinct label times; "
+                f"found {len(distinct)}",
+                hint="use fewer validation.folds",
+            )
+        parts = (
+            (np.flatnonzero(np.isin(which, a)), np.flatnonzero(np.isin(which, b)))
+            for a, b in TimeSeriesSplit(k).split(distinct)
+        )
     else:
         splitter = KFold(k, shuffle=True, random_state=validation.seed)
         parts = splitter.split(np.zeros(n))
