@@ -101,8 +101,9 @@ def main() -> int:
     )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, fit_s, auc, n1, o1, nn, on in rows:
+        digits = 0 if n1 >= 10 * o1 else 1  # 101x, but 0.4x rather than "0x"
         print(
-            f"| {name} | {fit_s:.2f} | {auc:.4f} | {n1:.3f} | {o1:.3f} | {n1 / o1:.0f}x "
+            f"| {name} | {fit_s:.2f} | {auc:.4f} | {n1:.3f} | {o1:.3f} | {n1 / o1:.{digits}f}x "
             f"| {nn:.1f} | {on:.1f} | {nn / on:.1f}x |"
         )
     return 0

@@ -47,6 +47,21 @@ def write_project(directory: Path, text: str, tables: dict[str, pa.Table] | None
     return directory / "prodml.yaml"
 
 
+def edit_project(project_dir: Path, **changes: object) -> None:
+    """Change keys of ``prodml.yaml``: ``model__params={...}`` sets ``model.params``."""
+    import yaml
+
+    path = project_dir / "prodml.yaml"
+    data = yaml.safe_load(path.read_text())
+    for dotted, value in changes.items():
+        node = data
+        *parents, last = dotted.split("__")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[last] = value
+    path.write_text(yaml.safe_dump(data))
+
+
 @pytest.fixture(scope="session")
 def postgres_dsn() -> Iterator[str]:
     """A real PostgreSQL server for the whole test session."""

@@ -6,6 +6,7 @@ from prodml.core.errors import ConfigError
 from prodml.core.files import atomic_path
 from prodml.core.project import env_overrides, load_project
 from prodml.core.settings import Settings
+from tests.conftest import write_project
 
 MINIMAL = """
 name: demo
@@ -16,13 +17,8 @@ target: {source: t, column: y}
 """
 
 
-def _write(tmp_path: Path, text: str) -> Path:
-    (tmp_path / "prodml.yaml").write_text(text)
-    return tmp_path / "prodml.yaml"
-
-
 def test_minimal_project_gets_defaults_and_resolves_paths(tmp_path: Path) -> None:
-    project = load_project(_write(tmp_path, MINIMAL), environ={})
+    project = load_project(write_project(tmp_path, MINIMAL), environ={})
     assert project.task == "binary"
     assert project.serve.port == 8080
     assert project.root == tmp_path.resolve()
@@ -31,7 +27,7 @@ def test_minimal_project_gets_defaults_and_resolves_paths(tmp_path: Path) -> Non
 
 
 def test_directory_is_accepted_and_missing_file_names_the_fix(tmp_path: Path) -> None:
-    _write(tmp_path, MINIMAL)
+    write_project(tmp_path, MINIMAL)
     assert load_project(tmp_path, environ={}).name == "demo"
     with pytest.raises(ConfigError, match="no project file") as info:
         load_project(tmp_path / "nowhere", environ={})
@@ -40,7 +36,7 @@ def test_directory_is_accepted_and_missing_file_names_the_fix(tmp_path: Path) ->
 
 def test_unknown_key_suggests_the_close_one(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
-        load_project(_write(tmp_path, MINIMAL + "tsak: binary\n"), environ={})
+        load_project(write_project(tmp_path, MINIMAL + "tsak: binary\n"), environ={})
     assert info.value.problems == [("tsak", "unknown key 'tsak' — did you mean 'task'?")]
     assert info.value.exit_code == 2
 
@@ -50,7 +46,7 @@ def test_nested_key_path_value_and_message(tmp_path: Path) -> None:
         "serve: {port: 99999, workres: 2}\n"
     )
     with pytest.raises(ConfigError) as info:
-        load_project(_write(tmp_path, text), environ={})
+        load_project(write_project(tmp_path, text), environ={})
     problems = dict(info.value.problems)
     assert "'clustering'" in problems["task"]
     assert "99999" in problems["serve.port"]
@@ -67,43 +63,43 @@ features:
 """
     )
     with pytest.raises(ConfigError) as info:
-        load_project(_write(tmp_path, text), environ={})
+        load_project(write_project(tmp_path, text), environ={})
     assert info.value.problems[0][0] == "features.aggregates[0].windows[1]"
 
 
 def test_missing_required_key(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
-        load_project(_write(tmp_path, "name: x\nsources: {}\n"), environ={})
+        load_project(write_project(tmp_path, "name: x\nsources: {}\n"), environ={})
     assert ("target", "required key is missing — add it") in info.value.problems
 
 
 def test_invalid_yaml_reports_line(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="line 3"):
-        load_project(_write(tmp_path, "name: x\nsources:\n\tt: 1\n"), environ={})
+        load_project(write_project(tmp_path, "name: x\nsources:\n\tt: 1\n"), environ={})
 
 
 def test_unknown_source_reference(tmp_path: Path) -> None:
     text = MINIMAL.replace("source: t,", "source: tt,")
     with pytest.raises(ConfigError) as info:
-        load_project(_write(tmp_path, text), environ={})
+        load_project(write_project(tmp_path, text), environ={})
     assert info.value.problems == [("target.source", "unknown source 'tt' — did you mean 't'?")]
 
 
 def test_source_kinds_are_exclusive(tmp_path: Path) -> None:
     text = MINIMAL.replace("{path: data/t.parquet}", "{path: a.csv, sql: SELECT 1}")
     with pytest.raises(ConfigError, match="exactly one of 'path', 'sql' or 'postgres'"):
-        load_project(_write(tmp_path, text), environ={})
+        load_project(write_project(tmp_path, text), environ={})
     text = MINIMAL.replace(
         "  t: {path: data/t.parquet}", "  t: {path: data/t.parquet}\n  pg: {postgres: {table: x}}"
     )
     with pytest.raises(ConfigError, match="'dsn' or 'dsn_env'"):
-        load_project(_write(tmp_path, text), environ={})
+        load_project(write_project(tmp_path, text), environ={})
 
 
 def test_contract_rules_are_checked_at_load(tmp_path: Path) -> None:
     text = MINIMAL + "contract:\n  t:\n    columns:\n      a: {min: 5, max: 1}\n      b: {regex: '('}\n"
     with pytest.raises(ConfigError) as info:
-        load_project(_write(tmp_path, text), environ={})
+        load_project(write_project(tmp_path, text), environ={})
     messages = " ".join(m for _, m in info.value.problems)
     assert "min (5.0) is greater than max (1.0)" in messages
     assert "does not compile" in messages
@@ -112,13 +108,13 @@ def test_contract_rules_are_checked_at_load(tmp_path: Path) -> None:
 def test_time_features_need_entity_and_timestamp(tmp_path: Path) -> None:
     text = MINIMAL + "features:\n  aggregates: [{source: t, timestamp: ts}]\n"
     with pytest.raises(ConfigError, match="point-in-time"):
-        load_project(_write(tmp_path, text), environ={})
+        load_project(write_project(tmp_path, text), environ={})
 
 
 def test_bucketize_needs_increasing_boundaries(tmp_path: Path) -> None:
     text = MINIMAL + "features:\n  transforms: [{column: a, op: bucketize, boundaries: [3, 1]}]\n"
     with pytest.raises(ConfigError, match="strictly increasing"):
-        load_project(_write(tmp_path, text), environ={})
+        load_project(write_project(tmp_path, text), environ={})
 
 
 def test_environment_overrides_deployment_sections_only(tmp_path: Path) -> None:
@@ -128,7 +124,7 @@ def test_environment_overrides_deployment_sections_only(tmp_path: Path) -> None:
         "PRODML_MODEL__ESTIMATOR": "nope",
         "PRODML_LOG_LEVEL": "DEBUG",
     }
-    project = load_project(_write(tmp_path, MINIMAL), environ=env)
+    project = load_project(write_project(tmp_path, MINIMAL), environ=env)
     assert project.serve.port == 9001
     assert project.serve.cache.redis_url == "redis://h:6379/0"
     assert project.model.estimator == "hist_gradient_boosting"  # the model is never overridden

@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 
 from prodml.cli import app
 from prodml.data.examples import write_example
+from tests.conftest import edit_project
 
 runner = CliRunner()
 
@@ -23,29 +24,14 @@ def run(tracking: str, *args: object):  # type: ignore[no-untyped-def]
     return runner.invoke(app, [str(a) for a in args], env={"PRODML_TRACKING_URI": tracking})
 
 
-def edit(project_dir: Path, **changes: object) -> None:
-    path = project_dir / "prodml.yaml"
-    data = yaml.safe_load(path.read_text())
-    for dotted, value in changes.items():
-        node = data
-        *parents, last = dotted.split("__")
-        for key in parents:
-            node = node.setdefault(key, {})
-        node[last] = value
-    path.write_text(yaml.safe_dump(data))
-
-
 def versions(tracking: str, name: str) -> int:
     from prodml.registry.mlflow import Registry
 
-    try:
-        return len(Registry(tracking).versions(name))
-    except Exception:
-        return 0
+    return len(Registry(tracking).versions(name))
 
 
 def test_churn_train_promote_show_verify(churn_dir: Path, tracking: str) -> None:
-    edit(churn_dir, name="churn_e2e", model__params={"max_iter": 60}, validation__folds=3)
+    edit_project(churn_dir, name="churn_e2e", model__params={"max_iter": 60}, validation__folds=3)
     result = run(tracking, "--project", churn_dir, "train")
     assert result.exit_code == 0, result.output
     assert "roc_auc" in result.stdout
@@ -76,7 +62,7 @@ def test_churn_train_promote_show_verify(churn_dir: Path, tracking: str) -> None
 def test_lineage_and_metrics_travel_with_the_package(churn_dir: Path, tracking: str, tmp_path: Path) -> None:
     from prodml.registry.mlflow import Registry
 
-    edit(
+    edit_project(
         churn_dir,
         name="churn_lineage",
         model__estimator="logistic_regression",
@@ -115,7 +101,7 @@ def test_sklearn_examples_train(
 
 
 def test_gate_refusal_and_forced_override(churn_dir: Path, tracking: str) -> None:
-    edit(
+    edit_project(
         churn_dir,
         name="churn_gate",
         promotion={"metric": "roc_auc", "min": 0.999},
@@ -160,7 +146,7 @@ def test_gate_refusal_and_forced_override(churn_dir: Path, tracking: str) -> Non
 def test_bad_input_registers_nothing(
     churn_dir: Path, tracking: str, changes: dict[str, object], code: int, message: str
 ) -> None:
-    edit(churn_dir, name="churn_bad", **changes)
+    edit_project(churn_dir, name="churn_bad", **changes)
     result = run(tracking, "--project", churn_dir, "train")
     assert result.exit_code == code, result.output
     assert message in result.stderr
@@ -177,7 +163,7 @@ def test_constant_target_is_refused(churn_dir: Path, tracking: str) -> None:
         labels.set_column(3, "churned", pc.multiply(labels.column("churned"), 0)),
         churn_dir / "data/labels.parquet",
     )
-    edit(churn_dir, name="churn_const")
+    edit_project(churn_dir, name="churn_const")
     result = run(tracking, "--project", churn_dir, "train")
     assert result.exit_code == 4
     assert "target 'churned' is constant" in result.stderr
@@ -186,7 +172,7 @@ def test_constant_target_is_refused(churn_dir: Path, tracking: str) -> None:
 
 def test_optuna_search_tracks_each_trial_as_a_child_run(churn_dir: Path, tracking: str) -> None:
     space = {"learning_rate": {"low": 0.02, "high": 0.3, "log": True}, "max_leaf_nodes": [7, 15]}
-    edit(
+    edit_project(
         churn_dir,
         name="churn_tuned",
         validation__folds=2,

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-import yaml
 
 from prodml.core.project import load_project
 from prodml.data.examples import write_example
+from tests.conftest import edit_project
 
 
 @dataclass
@@ -32,12 +32,7 @@ def train_and_promote(root: Path, tracking: str, *, max_iter: int) -> str:
     from prodml.registry.mlflow import Registry
     from prodml.registry.promotion import promote
 
-    path = root / "prodml.yaml"
-    data = yaml.safe_load(path.read_text())
-    data["model"]["params"] = {"max_iter": max_iter}
-    data["validation"]["folds"] = 2
-    data["promotion"]["min"] = 0.5
-    path.write_text(yaml.safe_dump(data))
+    edit_project(root, model__params={"max_iter": max_iter}, validation__folds=2, promotion__min=0.5)
     project = load_project(root)
     outcome = run_training(project, tracking_uri=tracking)
     promote(Registry(tracking), project.promotion, outcome.version.name, outcome.version.version)

@@ -235,15 +235,27 @@ def test_feedback_and_request_ids(client: httpx.Client, served: Served) -> None:
     assert client.post("/v2/models/churn/feedback", json={"label": 1}).status_code == 400
 
 
+def _samples(text: str) -> dict[str, float]:
+    return {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line and not line.startswith("#")
+    }
+
+
 def test_metrics_count_requests_and_cache(client: httpx.Client, served: Served) -> None:
+    before = _samples(client.get("/metrics").text)
     for _ in range(3):
-        client.post("/predict", json=records(served, 1))
-    text = client.get("/metrics").text
-    assert 'prodml_requests_total{code="200",protocol="predict"}' in text
-    assert 'prodml_cache_total{result="hit"}' in text
-    assert 'prodml_model_info{model="churn",version="1"} 1.0' in text
-    assert "prodml_request_seconds_bucket" in text
-    assert "prodml_batch_rows_bucket" in text
+        assert client.post("/predict", json=records(served, 1)).status_code == 200
+    after = _samples(client.get("/metrics").text)
+
+    def rise(name: str) -> float:
+        return after.get(name, 0.0) - before.get(name, 0.0)
+
+    assert rise('prodml_requests_total{code="200",protocol="predict"}') == 3
+    assert rise('prodml_request_seconds_count{protocol="predict"}') == 3
+    assert rise('prodml_cache_total{result="hit"}') >= 2  # the same row three times: the last two hit
+    assert after['prodml_model_info{model="churn",version="1"}'] == 1.0
 
 
 def test_admin_needs_the_token_on_its_own_port(server: ServeProcess, client: httpx.Client) -> None:

@@ -381,8 +381,9 @@ def test_request_log_absorbs_in_batches_and_flushes_in_a_thread(tmp_path) -> Non
         log.record(
             f"r{i}", "churn", "1", {NUMBERS: numbers}, [np.zeros(n), np.zeros((n, 2))], float(i), layout
         )
-    assert log.absorb(limit=100)  # the server absorbs a few hundred requests at a time; more wait
-    assert log.pending == sum(1 + i % 3 for i in range(600))
+    assert log.absorb(limit=100)  # the server absorbs a batch at a time; more wait
+    assert log._columns is not None and log._columns.n == sum(1 + i % 3 for i in range(100))
+    assert log.pending == sum(1 + i % 3 for i in range(600))  # absorbed or waiting, all still pending
     (part,) = asyncio.run(log.flush_async())
     table = pq.read_table(part)
     assert table.num_rows == sum(1 + i % 3 for i in range(600))
