@@ -183,3 +183,9 @@ def test_models_commands_name_what_is_missing(churn_dir: Path, tmp_path: Path) -
     bad_ref = runner.invoke(app, ["--project", str(churn_dir), "models", "show", "churn/latest"], env=env)
     assert bad_ref.exit_code == 2
     assert "is not a number" in bad_ref.stderr
+
+
+def test_serve_options_are_checked_like_the_project_file(churn_dir: Path, tmp_path: Path) -> None:
+    result = run("--project", churn_dir, "serve", "--package", tmp_path, "--workers", "0")
+    assert result.exit_code == 2
+    assert "--workers 0: Input should be greater than or equal to 1" in result.stderr

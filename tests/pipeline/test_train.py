@@ -194,3 +194,14 @@ def test_optuna_search_tracks_each_trial_as_a_child_run(churn_dir: Path, trackin
     best = max(children, key=lambda c: c.data.metrics["cv_roc_auc_mean"])
     assert parent.data.params["param.max_leaf_nodes"] == best.data.params["max_leaf_nodes"]
     assert parent.data.params["param.max_iter"] == "20"
+
+
+def test_a_tune_metric_outside_the_computed_metrics_is_a_config_error(churn_dir: Path, tracking: str) -> None:
+    edit_project(
+        churn_dir,
+        name="churn_tune_metric",
+        model__tune={"trials": 2, "metric": "accuracy", "space": {"max_leaf_nodes": [7, 15]}},
+    )
+    result = run(tracking, "--project", churn_dir, "train")
+    assert result.exit_code == 2, result.output
+    assert "'accuracy' is not among the metrics computed" in result.stderr

@@ -63,6 +63,7 @@ def test_validator_field_errors(columns: dict[str, list[object]], field: str, er
 _VALUES = st.one_of(
     st.integers(-5, 5),
     st.integers(2**53, 2**60),  # beyond what Arrow converts exactly: the row path must defer
+    st.just(1e39),  # finite in float64, infinite in float32: refused by every path
     st.floats(allow_nan=True, allow_infinity=True, width=32),
     st.none(),
     st.booleans(),
@@ -185,6 +186,8 @@ def test_cache_key_depends_on_version_and_values() -> None:
     assert cache_key("1", feeds) == cache_key("1", {k: v.copy() for k, v in feeds.items()})
     assert cache_key("1", feeds) != cache_key("2", feeds)
     assert cache_key("1", feeds) != cache_key("1", {**feeds, "p": np.array([["y"]], dtype=object)})
+    joined = {"p": np.array([["a\x1fb"], ["c"]], dtype=object)}  # texts are length-prefixed, not joined
+    assert cache_key("1", joined) != cache_key("1", {"p": np.array([["a"], ["b\x1fc"]], dtype=object)})
 
 
 def test_lru_evicts_and_expires() -> None:

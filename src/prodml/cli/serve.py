@@ -6,9 +6,11 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from pydantic import ValidationError
 
 from prodml.cli._common import admin_token, console, handle_errors, project_of, tracking_uri
 from prodml.core.errors import ConfigError
+from prodml.core.project import Serve
 
 
 @handle_errors
@@ -40,7 +42,14 @@ def serve(
     project = project_of()
     given = {"host": host, "port": port, "grpc_port": grpc_port, "admin_port": admin_port, "workers": workers}
     updates = {k: v for k, v in given.items() if v is not None}
-    settings = project.serve.model_copy(update=updates)
+    try:  # the fields' own checks apply to the options too
+        settings = Serve.model_validate({**project.serve.model_dump(), **updates})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        option = "--" + str(err["loc"][0]).replace("_", "-")
+        raise ConfigError(
+            f"{option} {err['input']!r}: {err['msg']}", hint="see prodml serve --help"
+        ) from None
     if package is not None and model is not None:
         raise ConfigError("give --model or --package, not both", hint="--package serves a local directory")
     ref = (

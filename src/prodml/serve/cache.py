@@ -29,7 +29,10 @@ def cache_key(version: str, feeds: dict[str, np.ndarray]) -> str:
         arr = feeds[name]
         h.update(name.encode())
         if arr.dtype == object:
-            h.update("\x1f".join(map(str, arr.ravel())).encode())
+            for value in arr.ravel():  # length-prefixed: ["a\x1fb", "c"] and ["a", "b\x1fc"] differ
+                data = str(value).encode()
+                h.update(len(data).to_bytes(4, "little"))
+                h.update(data)
         else:
             h.update(arr.tobytes())
     return h.hexdigest()

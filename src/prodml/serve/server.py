@@ -185,15 +185,18 @@ async def _main(options: ServeOptions, sock: socket.socket, admin_sock: socket.s
             # log holds 50k at most and drops, counted, beyond)
             if tick % 100 == 0 or log.pending >= 10_000:
                 flushing[:] = [loop.create_task(log.flush_async())]
-                await asyncio.shield(flushing[0])
+                try:
+                    await asyncio.shield(flushing[0])
+                except Exception:  # a full disk must not stop the log, nor the shutdown's final flush
+                    logger.exception("request log flush failed; its rows are lost, logging goes on")
 
     chores = loop.create_task(housekeeping())
     try:
         await asyncio.gather(*(s.serve() for s in servers))
     finally:
         chores.cancel()
-        for task in flushing:
-            await task  # rows already handed to a flush are written before the final one
+        # rows already handed to a flush are written before the final one (a failure was logged already)
+        await asyncio.gather(*flushing, return_exceptions=True)
         if grpc_server is not None:
             await grpc_server.stop(options.drain_timeout_s)
         await manager.stop()

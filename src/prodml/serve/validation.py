@@ -40,7 +40,6 @@ STRINGS = "__prodml_strings"
 _NUMBER_TYPES = frozenset({int, float, type(None)})
 _FLOAT_TYPES = frozenset({int, float})
 _STR_TYPES = frozenset({str})
-_INFINITE = frozenset({float("inf"), float("-inf")})
 _F64 = pa.float64()
 _PLANS = 32  # row layouts remembered per model (clients send one or two column orders)
 
@@ -324,15 +323,16 @@ class Validator:
                 return None
             if float in kinds or type(None) in kinds:
                 for value, nullable in zip(numbers, self._nullable_flags, strict=True):
-                    if value is None or value != value:  # null, or NaN
-                        if not nullable:
-                            return None
-                    elif value in _INFINITE:
+                    if (value is None or value != value) and not nullable:  # null, or NaN
                         return None
             try:
-                feeds[NUMBERS] = np.array([numbers], dtype=np.float64).astype(np.float32)
+                with np.errstate(over="ignore"):  # an overflow becomes inf, refused just below
+                    matrix = np.array([numbers], dtype=np.float64).astype(np.float32)
             except OverflowError:
                 return None
+            if float in kinds and np.isinf(matrix).any():  # ±inf, or beyond float32's range
+                return None
+            feeds[NUMBERS] = matrix
         if strings is not None:
             if not set(map(type, strings)) <= _STR_TYPES:
                 return None
@@ -363,12 +363,15 @@ class Validator:
 
     def _checked(self, matrix: np.ndarray) -> np.ndarray | None:
         """A float64 matrix of one row per numeric column → the (rows, k) float32 feed; None when a value
-        is ±inf, or a null (NaN) sits in a column that is not nullable."""
-        if not np.isfinite(matrix).all() and (
-            np.isinf(matrix).any() or not (np.isnan(matrix).any(axis=1) <= self._nullable).all()
+        is ±inf or beyond float32's range (checked after the cast, as the per-column path does), or a null
+        (NaN) sits in a column that is not nullable."""
+        with np.errstate(over="ignore"):  # an overflow becomes inf, refused just below
+            out = np.ascontiguousarray(matrix.T, dtype=np.float32)
+        if not np.isfinite(out).all() and (
+            np.isinf(out).any() or not (np.isnan(matrix).any(axis=1) <= self._nullable).all()
         ):
             return None
-        return np.ascontiguousarray(matrix.T, dtype=np.float32)
+        return out
 
     @staticmethod
     def _number(col: _Column, values: Sequence[Any] | np.ndarray) -> np.ndarray:
@@ -382,7 +385,8 @@ class Validator:
             arr = np.asarray([np.nan if v is None else v for v in arr], dtype=np.float64)
         elif arr.dtype.kind not in "iuf":
             raise _Bad(f"expected numbers, got {'booleans' if arr.dtype.kind == 'b' else 'text'}")
-        out = arr.astype(np.float32).reshape(-1, 1)
+        with np.errstate(over="ignore"):  # an overflow becomes inf, refused just below
+            out = arr.astype(np.float32).reshape(-1, 1)
         if arr.dtype.kind == "f" or arr.dtype == object:
             if np.isinf(out).any():
                 raise _Bad("infinite values are not allowed")

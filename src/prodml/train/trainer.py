@@ -184,6 +184,7 @@ def train(
             lambda params, label: cross_validate(
                 build_pipeline(project, list(X.columns), frame.categorical, params=params), label
             ),
+            names,
             on_trial=on_trial,
         )
         base = build_pipeline(project, list(X.columns), frame.categorical, params=best_params)

@@ -16,7 +16,7 @@ Example ``prodml.yaml``::
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -41,6 +41,7 @@ def _suggest(trial: Any, name: str, spec: Range | list[Any]) -> Any:
 def search(
     project: Project,
     evaluate: Callable[[dict[str, Any], str], dict[str, list[float]]],
+    metrics: Sequence[str],
     *,
     on_trial: Callable[[int, dict[str, Any], float], None] | None = None,
 ) -> dict[str, Any]:
@@ -49,6 +50,7 @@ def search(
     Args:
         project: the project; ``model.tune`` must be set.
         evaluate: cross-validates one parameter set and returns per-fold scores by metric.
+        metrics: the metrics cross-validation computes (the tuned one must be among them).
         on_trial: called after each trial with (number, params, score), e.g. to track it.
     """
     tune = project.model.tune
@@ -63,10 +65,9 @@ def search(
             f"model.tune.metric: '{metric}' does not fit task '{project.task}'",
             hint="name one of the project's metrics",
         )
-    names = project.metrics
-    if names and metric not in names:
+    if metric not in metrics:
         raise ConfigError(
-            f"model.tune.metric: '{metric}' is not among metrics: {', '.join(names)}",
+            f"model.tune.metric: '{metric}' is not among the metrics computed: {', '.join(metrics)}",
             hint="add it to metrics, or tune on one of them",
         )
     optuna.logging.set_verbosity(optuna.logging.WARNING)
