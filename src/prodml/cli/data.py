@@ -145,7 +145,7 @@ def profile(
             )
         console.print(table)
         if write_contract:
-            contracts[name] = infer_contract(data)
+            contracts[name] = infer_contract(data, profile=(n, cols))
     if write_contract:
         path = contract_file if contract_file.is_absolute() else project.root / contract_file
         header = (

@@ -21,9 +21,7 @@ def _registry() -> tuple[Project, Registry]:
     from prodml.registry.mlflow import Registry, tracking_uri_for
 
     project = project_of()
-    return project, Registry(
-        tracking_uri_for(project.state_dir, configured=tracking_uri() or project.tracking.uri)
-    )
+    return project, Registry(tracking_uri_for(project, override=tracking_uri()))
 
 
 @app.command("list")
@@ -55,6 +53,8 @@ def list_() -> None:
 def show(ref: Annotated[str, typer.Argument(help="NAME@alias, NAME/VERSION or NAME (latest).")]) -> None:
     """Aliases, metrics, lineage and digests of one version."""
     _, registry = _registry()
+    from prodml.registry.mlflow import DIGEST_TAG
+
     mv = registry.resolve(ref)
     rows = [
         ("model", mv.name),
@@ -63,7 +63,7 @@ def show(ref: Annotated[str, typer.Argument(help="NAME@alias, NAME/VERSION or NA
         ("run id", mv.run_id),
         ("source", mv.source),
     ]
-    rows += [(k, v) for k, v in sorted(mv.tags.items()) if not k.startswith("prodml.sha256.")]
+    rows += [(k, v) for k, v in sorted(mv.tags.items()) if not k.startswith(DIGEST_TAG)]
     console.print(kv_table(f"{mv.name} version {mv.version}", rows))
     console.print(kv_table("sha256 digests", sorted(mv.digests.items())))
 

@@ -62,9 +62,7 @@ def serve(
         ref=ref,
         package_dir=package,
         cache_dir=project.state_dir / "models",
-        tracking_uri=None
-        if package is not None
-        else tracking_uri_for(project.state_dir, configured=tracking_uri() or project.tracking.uri),
+        tracking_uri=None if package is not None else tracking_uri_for(project, override=tracking_uri()),
         log_dir=project.state_dir / "requests" if log_requests else None,
         admin_token=admin_token(),
         poll_s=poll,

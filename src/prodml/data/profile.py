@@ -65,33 +65,46 @@ def profile_table(table: pa.Table) -> tuple[int, list[ColumnProfile]]:
         con.close()
 
 
-def infer_contract(table: pa.Table, *, exact_unique: bool = True) -> dict[str, Any]:
+def infer_contract(
+    table: pa.Table,
+    *,
+    exact_unique: bool = True,
+    profile: tuple[int, list[ColumnProfile]] | None = None,
+) -> dict[str, Any]:
     """A contract (as plain data, ready for YAML) that the table satisfies today.
 
     Numeric ranges are the observed min/max, string columns with few values get an ``allowed`` list,
     columns without nulls are ``nullable: false`` and columns whose values are all distinct ``unique``.
+    ``profile``: the table's :func:`profile_table`, when the caller has it already (one scan, not two).
     """
-    n, profiles = profile_table(table)
+    n, profiles = profile if profile is not None else profile_table(table)
     columns: dict[str, Any] = {}
     con = duckdb.connect()
-    con.register("__t", table)
-    for p in profiles:
-        rule: dict[str, Any] = {"dtype": p.dtype}
-        if p.nulls == 0:
-            rule["nullable"] = False
-        if p.dtype in ("int", "float") and p.min is not None:
-            rule["min"], rule["max"] = float(p.min), float(p.max)
-            if p.dtype == "int":
-                rule["min"], rule["max"] = int(p.min), int(p.max)
-        if p.dtype == "string" and p.top and len(p.top) <= MAX_CATEGORIES:
-            rule["allowed"] = sorted(str(v) for v, _ in p.top)
-        if p.dtype in ("int", "string") and p.distinct >= 0.97 * (n - p.nulls) > 0 and exact_unique:
-            q = quote_ident(p.name)
-            dup = con.execute(f"SELECT count({q}) - count(DISTINCT {q}) FROM __t").fetchall()[0]
-            if dup is not None and dup[0] == 0:
-                rule["unique"] = True
-                rule.pop("min", None)
-                rule.pop("max", None)
-        columns[p.name] = rule
-    con.close()
+    try:
+        con.register("__t", table)
+        for p in profiles:
+            columns[p.name] = _rule(con, p, n, exact_unique)
+    finally:
+        con.close()
     return {"row_count": {"min": max(1, n // 2)}, "columns": columns}
+
+
+def _rule(con: Any, p: ColumnProfile, n: int, exact_unique: bool) -> dict[str, Any]:
+    """The contract rule one column's profile supports (uniqueness checked exactly on ``__t``)."""
+    rule: dict[str, Any] = {"dtype": p.dtype}
+    if p.nulls == 0:
+        rule["nullable"] = False
+    if p.dtype in ("int", "float") and p.min is not None:
+        rule["min"], rule["max"] = float(p.min), float(p.max)
+        if p.dtype == "int":
+            rule["min"], rule["max"] = int(p.min), int(p.max)
+    if p.dtype == "string" and p.top and len(p.top) <= MAX_CATEGORIES:
+        rule["allowed"] = sorted(str(v) for v, _ in p.top)
+    if p.dtype in ("int", "string") and p.distinct >= 0.97 * (n - p.nulls) > 0 and exact_unique:
+        q = quote_ident(p.name)
+        dup = con.execute(f"SELECT count({q}) - count(DISTINCT {q}) FROM __t").fetchall()[0]
+        if dup is not None and dup[0] == 0:
+            rule["unique"] = True
+            rule.pop("min", None)
+            rule.pop("max", None)
+    return rule

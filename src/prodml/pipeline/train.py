@@ -36,6 +36,7 @@ from prodml.registry.promotion import METRIC_TAG
 from prodml.train.explain import explain
 from prodml.train.report import render_report
 from prodml.train.trainer import TrainResult, train
+from prodml.train.tune import tuned_metric
 
 __all__ = ["TrainingOutcome", "run_training"]
 
@@ -150,9 +151,9 @@ def run_training(
     frame, frame_path = build_features(catalog)
     timings["features"] = time.perf_counter() - t0
 
-    registry = Registry(tracking_uri_for(project.state_dir, configured=tracking_uri or project.tracking.uri))
+    registry = Registry(tracking_uri_for(project, override=tracking_uri))
     name = project.tracking.registered_model or project.name
-    tune_metric = (project.model.tune.metric if project.model.tune else None) or project.promotion.metric
+    tune_metric = tuned_metric(project)
     with registry.start_run(project.name, run_name=project.model.estimator) as run:
 
         def log_trial(number: int, params: dict[str, Any], score: float) -> None:
@@ -166,12 +167,7 @@ def run_training(
 
         t0 = time.perf_counter()
         step("explain")
-        explain(
-            result,
-            project.promotion.metric
-            if project.promotion.metric in result.holdout
-            else result.metric_names[0],
-        )
+        explain(result, project.promotion.metric)
         timings["explain"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from prodml.core.errors import ConfigError, NotFound, ProdmlError, Unavailable
+from prodml.core.project import Project
 from prodml.export.cache import PackageCache
 from prodml.export.package import FILES, ModelPackage, TamperedArtifact, load_package, safe_join
 
@@ -325,11 +326,11 @@ class Registry:
         return load_package(self.download(mv, local), mv.digests)
 
 
-def tracking_uri_for(project_state_dir: Path, *, configured: str | None = None) -> str:
-    """The tracking URI to use: ``configured`` (PRODML_TRACKING_URI or the project file), else
-    ``MLFLOW_TRACKING_URI``, else the embedded SQLite store under the project's ``.prodml``."""
-    uri = configured or os.environ.get("MLFLOW_TRACKING_URI")
+def tracking_uri_for(project: Project, *, override: str | None = None) -> str:
+    """The tracking URI to use: ``override`` (PRODML_TRACKING_URI), else the project file's
+    ``tracking.uri``, else ``MLFLOW_TRACKING_URI``, else the embedded SQLite store under ``.prodml``."""
+    uri = override or project.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI")
     if uri:
         return uri
-    project_state_dir.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{project_state_dir.resolve() / 'mlflow.db'}"
+    project.state_dir.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{project.state_dir.resolve() / 'mlflow.db'}"

@@ -49,7 +49,10 @@ def permutation(result: TrainResult, metric: str, *, repeats: int = 5) -> dict[s
     from sklearn.inspection import permutation_importance
 
     X, y = _sample(result.X_holdout, result.y_holdout, MAX_ROWS)
-    scoring = SCORERS.get(metric, SCORERS.get(result.metric_names[0]))
+    # the metric asked for if it was computed and sklearn can score it, else the first one that can
+    scoring = next(
+        (SCORERS[m] for m in [metric, *result.metric_names] if m in result.holdout and m in SCORERS), None
+    )
     imp = permutation_importance(
         result.pipeline, X, y, scoring=scoring, n_repeats=repeats, random_state=0, n_jobs=1
     )

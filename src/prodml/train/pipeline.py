@@ -14,7 +14,7 @@ from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from prodml.core.project import Features, Project
+from prodml.core.project import Project
 from prodml.features.transforms import build_preprocessor
 from prodml.train.estimators import make_estimator, spec_of
 
@@ -34,7 +34,7 @@ def build_pipeline(
     features = project.features
     if spec.trees:
         kept = [t for t in features.transforms if t.op not in ("scale", "log")]
-        features = Features(aggregates=features.aggregates, attributes=features.attributes, transforms=kept)
+        features = features.model_copy(update={"transforms": kept})
     steps: list[tuple[str, Any]] = [
         ("features", build_preprocessor(features, columns, categorical=categorical))
     ]

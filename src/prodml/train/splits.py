@@ -48,9 +48,9 @@ def holdout_split(
     if holdout <= 0:
         return Split(idx, idx[:0])
     if times is not None:
-        t = np.asarray(times)
-        cut = np.quantile(t.astype("datetime64[us]").astype(np.int64), 1 - holdout, method="higher")
-        late = t.astype("datetime64[us]").astype(np.int64) >= cut
+        t = np.asarray(times).astype("datetime64[us]").astype(np.int64)
+        cut = np.quantile(t, 1 - holdout, method="higher")
+        late = t >= cut
         if late.all() or not late.any():
             raise ConfigError(
                 "validation.holdout: every label has the same time, so no time-ordered holdout exists",

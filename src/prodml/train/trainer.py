@@ -13,7 +13,6 @@ Example:
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,7 +50,6 @@ class TrainResult:
     y_holdout: np.ndarray
     pred_holdout: np.ndarray
     rows: dict[str, int]
-    seconds: dict[str, float] = field(default_factory=dict)
     params: dict[str, Any] = field(default_factory=dict)
     importance: dict[str, float] = field(default_factory=dict)
     shap: dict[str, Any] = field(default_factory=dict)
@@ -151,7 +149,6 @@ def train(
         raise DataError("the holdout holds a single class", hint="raise validation.holdout or get more data")
     Xt, yt = X.iloc[split.train].reset_index(drop=True), y[split.train]
     base = build_pipeline(project, list(X.columns), frame.categorical)
-    timings: dict[str, float] = {}
 
     fold_parts = list(
         folds(
@@ -178,7 +175,6 @@ def train(
     if project.model.tune is not None:
         from prodml.train.tune import search
 
-        start = time.perf_counter()
         best_params = search(
             project,
             lambda params, label: cross_validate(
@@ -188,16 +184,11 @@ def train(
             on_trial=on_trial,
         )
         base = build_pipeline(project, list(X.columns), frame.categorical, params=best_params)
-        timings["tune"] = time.perf_counter() - start
 
-    start = time.perf_counter()
     cv = cross_validate(base, "")
-    timings["cv"] = time.perf_counter() - start
 
     step("fit")
-    start = time.perf_counter()
     final = _fit(clone(base), Xt, yt)
-    timings["fit"] = time.perf_counter() - start
     if len(split.test):
         Xh, yh = X.iloc[split.test].reset_index(drop=True), y[split.test]
     else:  # no holdout asked for: report on the training part, and say so in the rows
@@ -218,6 +209,5 @@ def train(
         y_holdout=yh,
         pred_holdout=pred,
         rows={"train": len(yt), "holdout": len(split.test), "folds": v.folds},
-        seconds=timings,
         params={**project.model.params, **best_params},
     )

@@ -25,7 +25,7 @@ from prodml.core.errors import ConfigError, MissingDependency
 from prodml.core.project import Project, Range
 from prodml.train.metrics import METRICS
 
-__all__ = ["search"]
+__all__ = ["search", "tuned_metric"]
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +36,11 @@ def _suggest(trial: Any, name: str, spec: Range | list[Any]) -> Any:
     if spec.type == "int":
         return trial.suggest_int(name, int(spec.low), int(spec.high), log=spec.log)
     return trial.suggest_float(name, spec.low, spec.high, log=spec.log)
+
+
+def tuned_metric(project: Project) -> str:
+    """The metric the search optimises: ``model.tune.metric``, else the promotion metric."""
+    return (project.model.tune.metric if project.model.tune else None) or project.promotion.metric
 
 
 def search(
@@ -59,7 +64,7 @@ def search(
         import optuna
     except ImportError as exc:
         raise MissingDependency("optuna", "tune") from exc
-    metric = tune.metric or project.promotion.metric
+    metric = tuned_metric(project)
     if metric not in METRICS or project.task not in METRICS[metric].tasks:
         raise ConfigError(
             f"model.tune.metric: '{metric}' does not fit task '{project.task}'",
