@@ -416,3 +416,19 @@ def test_a_retired_batcher_ends_its_thread_and_runs_late_requests_inline() -> No
 
     asyncio.run(scenario())
     assert where == ["prodml-runtime", "MainThread"]
+
+
+def _request_id_prefix() -> str:
+    from prodml.serve import dataplane
+
+    return dataplane._PREFIX
+
+
+def test_generated_request_ids_differ_across_forked_workers() -> None:
+    import multiprocessing
+
+    from prodml.serve import dataplane
+
+    with multiprocessing.get_context("fork").Pool(1) as pool:  # how `serve --workers N` starts workers
+        child = pool.apply(_request_id_prefix)
+    assert child != dataplane._PREFIX and len(child) == 12

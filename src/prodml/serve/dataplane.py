@@ -11,8 +11,10 @@ Example:
 
 from __future__ import annotations
 
+import itertools
+import os
+import secrets
 import time
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +28,19 @@ from prodml.serve.reqlog import RequestLog
 from prodml.serve.validation import Rows
 
 __all__ = ["DataPlane", "Prediction"]
+
+# request ids when the client gives none: a per-process random prefix and a counter (cheaper than uuid4);
+# a forked worker draws its own prefix, so ids stay unique across the workers of one server
+_IDS = itertools.count()
+_PREFIX = secrets.token_hex(6)
+
+
+def _new_prefix() -> None:
+    global _PREFIX
+    _PREFIX = secrets.token_hex(6)
+
+
+os.register_at_fork(after_in_child=_new_prefix)
 
 
 @dataclass
@@ -80,7 +95,7 @@ class DataPlane:
             NotFound: another model or version was asked for.
             Unavailable: no model is loaded yet.
         """
-        request_id = request_id or uuid.uuid4().hex
+        request_id = request_id or f"{_PREFIX}{next(_IDS):010x}"
         model = self.manager.get(name, version)  # held for the whole request: a swap cannot pull it away
         feeds, rows = model.validator.feeds(columns)
         # online features would join here, keyed by the entity column of the request
