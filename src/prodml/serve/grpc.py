@@ -21,7 +21,7 @@ from prodml.core.errors import ProdmlError
 from prodml.serve.dataplane import DataPlane
 from prodml.serve.proto import inference_pb2 as pb
 from prodml.serve.proto import inference_pb2_grpc as pb_grpc
-from prodml.serve.protocols import decode_binary
+from prodml.serve.protocols import decode_binary, tensor_metadata
 from prodml.serve.validation import RequestError
 
 __all__ = ["GrpcServer"]
@@ -84,6 +84,7 @@ class _Servicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
     def __init__(self, plane: DataPlane, draining: Any) -> None:
         self.plane = plane
         self.draining = draining
+        self.active = 0  # ModelInfer calls in progress (the batcher's view of gRPC concurrency)
 
     async def _abort(self, context: Any, exc: ProdmlError) -> None:
         message = exc.message
@@ -115,18 +116,7 @@ class _Servicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
             await self._abort(context, exc)
             raise  # unreachable: abort raises
         tm = pb.ModelMetadataResponse.TensorMetadata
-        inputs = [
-            tm(name=c["name"], datatype="BYTES" if c["dtype"] == "string" else "FP32", shape=[-1, 1])
-            for c in model.package.schema["inputs"]
-        ]
-        outputs = [
-            tm(
-                name=o["name"],
-                datatype="INT64" if o["dtype"] == "int64" else "FP32",
-                shape=o.get("shape", [-1]),
-            )
-            for o in model.package.schema["outputs"]
-        ]
+        inputs, outputs = ([tm(**t) for t in tensors] for tensors in tensor_metadata(model.package.schema))
         return pb.ModelMetadataResponse(
             name=model.name,
             versions=[model.version],
@@ -138,6 +128,8 @@ class _Servicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
     async def ModelInfer(self, request: Any, context: Any) -> Any:
         metrics = self.plane.metrics
         start = time.perf_counter()
+        metrics.inflight += 1
+        self.active += 1
         try:
             pred = await self.plane.infer(
                 _columns(request),
@@ -150,6 +142,13 @@ class _Servicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
             metrics.done("grpc", exc.grpc_code, time.perf_counter() - start)
             await self._abort(context, exc)
             raise
+        except Exception:
+            metrics.errors.labels("internal").inc()
+            metrics.done("grpc", "INTERNAL", time.perf_counter() - start)
+            raise
+        finally:
+            metrics.inflight -= 1
+            self.active -= 1
         metrics.done("grpc", "OK", time.perf_counter() - start)
         response = pb.ModelInferResponse(model_name=pred.name, model_version=pred.version, id=pred.request_id)
         for name, arr in zip(pred.model.runtime.output_names, pred.outputs, strict=True):
@@ -172,7 +171,8 @@ class GrpcServer:
             ("grpc.so_reuseport", 1),
         ]
         self.server = grpc.aio.server(options=options)
-        pb_grpc.add_GRPCInferenceServiceServicer_to_server(_Servicer(plane, draining), self.server)
+        self.servicer = _Servicer(plane, draining)
+        pb_grpc.add_GRPCInferenceServiceServicer_to_server(self.servicer, self.server)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

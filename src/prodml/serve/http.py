@@ -31,6 +31,7 @@ from prodml.serve.handlers import (
     json_reply,
     too_large_reply,
 )
+from prodml.serve.protocols import tensor_metadata
 
 __all__ = ["ServerState", "admin_app", "inference_app"]
 
@@ -138,18 +139,7 @@ def inference_app(state: ServerState) -> Any:
 
     def metadata(name: str, version: str | None) -> Response:
         model = plane.model(name, version)
-        inputs = [
-            {"name": c["name"], "datatype": "BYTES" if c["dtype"] == "string" else "FP32", "shape": [-1, 1]}
-            for c in model.package.schema["inputs"]
-        ]
-        outputs = [
-            {
-                "name": o["name"],
-                "datatype": "INT64" if o["dtype"] == "int64" else "FP32",
-                "shape": o.get("shape", [-1]),
-            }
-            for o in model.package.schema["outputs"]
-        ]
+        inputs, outputs = tensor_metadata(model.package.schema)
         return _json(
             {
                 "name": model.name,

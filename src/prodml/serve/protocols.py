@@ -30,6 +30,7 @@ __all__ = [
     "predictions",
     "rows_from_kserve_v1",
     "rows_from_records",
+    "tensor_metadata",
 ]
 
 OIP_NUMERIC = {
@@ -209,6 +210,23 @@ def decode_binary(chunk: bytes, datatype: str, count: int, where: str) -> Any:
         )
     arr = np.frombuffer(chunk, dtype=dtype)
     return arr.astype(np.float64) if arr.dtype.kind in "iuf" else arr
+
+
+def tensor_metadata(schema: Mapping[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """A model's inputs and outputs as OIP v2 tensor metadata (``name``, ``datatype``, ``shape``)."""
+    inputs = [
+        {"name": c["name"], "datatype": "BYTES" if c["dtype"] == "string" else "FP32", "shape": [-1, 1]}
+        for c in schema["inputs"]
+    ]
+    outputs = [
+        {
+            "name": o["name"],
+            "datatype": "INT64" if o["dtype"] == "int64" else "FP32",
+            "shape": o.get("shape", [-1]),
+        }
+        for o in schema["outputs"]
+    ]
+    return inputs, outputs
 
 
 def encode_oip(

@@ -149,7 +149,8 @@ async def _main(options: ServeOptions, sock: socket.socket, admin_sock: socket.s
     await manager.start()
     _tune_gc()
     servers = [_Server(inference_app(state), sock, options.drain_timeout_s)]
-    plane.backlog = servers[0].backlog
+    http, grpc_servicer = servers[0], grpc_server.servicer if grpc_server is not None else None
+    plane.backlog = lambda: http.backlog() + (grpc_servicer.active if grpc_servicer is not None else 0)
     if admin_sock is not None:
         servers.append(_Server(admin_app(state, options.admin_token), admin_sock, options.drain_timeout_s))
     loop = asyncio.get_running_loop()
