@@ -23,7 +23,7 @@ from prodml.serve import protocols as p
 from prodml.serve.dataplane import DataPlane, Prediction
 from prodml.serve.validation import RequestError, Rows, may_hold_booleans
 
-__all__ = ["FastPath", "Handlers", "Reply", "ServerState"]
+__all__ = ["FastPath", "Handlers", "Reply", "ServerState", "read_body"]
 
 logger = logging.getLogger("prodml.serve.access")
 JSON = "application/json"
@@ -311,7 +311,7 @@ class FastPath:
             return
         declared = headers.get("content-length")
         too_big = declared is not None and (not declared.isdigit() or int(declared) > self.limit)
-        raw = None if too_big else await self._read(receive)
+        raw = None if too_big else await read_body(receive, self.limit)
         reply = too_large_reply(self.limit) if raw is None else await route(raw)
         await send(
             {
@@ -326,16 +326,18 @@ class FastPath:
         )
         await send({"type": "http.response.body", "body": reply.body})
 
-    async def _read(self, receive: Any) -> bytes | None:
-        chunks, size, more = [], 0, True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return b""
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.limit:
-                return None
-            chunks.append(chunk)
-            more = message.get("more_body", False)
-        return b"".join(chunks)
+
+async def read_body(receive: Any, limit: int) -> bytes | None:
+    """An ASGI request's body; None once it passes ``limit`` bytes, b"" if the client went away."""
+    chunks, size, more = [], 0, True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return b""
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        more = message.get("more_body", False)
+    return b"".join(chunks)

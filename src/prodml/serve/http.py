@@ -29,6 +29,7 @@ from prodml.serve.handlers import (
     ServerState,
     error_reply,
     json_reply,
+    read_body,
     too_large_reply,
 )
 from prodml.serve.protocols import tensor_metadata
@@ -50,17 +51,6 @@ def _json(obj: Any, status: int = 200) -> Response:
 
 def _error(status: int, message: str, fields: list[dict[str, str]] | None = None) -> Response:
     return _response(error_reply(status, message, fields))
-
-
-async def _raw(request: Request, limit: int) -> bytes | None:
-    """The body, or None past the limit."""
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _schema_body(example: dict[str, Any], description: str) -> dict[str, Any]:
@@ -119,7 +109,7 @@ def inference_app(state: ServerState) -> Any:
 
     async def via(request: Request, call: Callable[[bytes], Awaitable[Reply]]) -> Response:
         """The documented POST routes, when reached here rather than on the FastPath."""
-        raw = await _raw(request, state.max_body_bytes)
+        raw = await read_body(request.receive, state.max_body_bytes)
         return _response(too_large_reply(state.max_body_bytes) if raw is None else await call(raw))
 
     # --- Open Inference Protocol v2 -----------------------------------------------------------------
