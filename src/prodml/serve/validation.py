@@ -41,6 +41,7 @@ _NUMBER_TYPES = frozenset({int, float, type(None)})
 _FLOAT_TYPES = frozenset({int, float})
 _STR_TYPES = frozenset({str})
 _F64 = pa.float64()
+_F32_LIMIT = 2.0**128 - 2.0**103  # the least magnitude that float32 rounds to infinity
 _PLANS = 32  # row layouts remembered per model (clients send one or two column orders)
 
 
@@ -323,16 +324,15 @@ class Validator:
                 return None
             if float in kinds or type(None) in kinds:
                 for value, nullable in zip(numbers, self._nullable_flags, strict=True):
-                    if (value is None or value != value) and not nullable:  # null, or NaN
+                    if value is None or value != value:  # null, or NaN
+                        if not nullable:
+                            return None
+                    elif not -_F32_LIMIT < value < _F32_LIMIT:  # ±inf, or inf once cast to float32
                         return None
             try:
-                with np.errstate(over="ignore"):  # an overflow becomes inf, refused just below
-                    matrix = np.array([numbers], dtype=np.float64).astype(np.float32)
+                feeds[NUMBERS] = np.array([numbers], dtype=np.float64).astype(np.float32)
             except OverflowError:
                 return None
-            if float in kinds and np.isinf(matrix).any():  # ±inf, or beyond float32's range
-                return None
-            feeds[NUMBERS] = matrix
         if strings is not None:
             if not set(map(type, strings)) <= _STR_TYPES:
                 return None
