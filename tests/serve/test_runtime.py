@@ -1,4 +1,6 @@
-"""The runtime's front: the package's graph fed two matrices gives the package graph's own outputs."""
+"""The runtime: the front-loaded graph gives the package graph's outputs; the wide session gives the same."""
+
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -6,8 +8,9 @@ import onnxruntime as ort
 import pytest
 
 from prodml.export.onnx import onnx_inputs, to_onnx
+from prodml.export.package import ModelPackage
 from prodml.export.schema import infer_schema
-from prodml.serve.runtime import front_loaded
+from prodml.serve.runtime import Runtime, front_loaded
 from prodml.serve.validation import NUMBERS, STRINGS
 from prodml.train.pipeline import build_pipeline
 from tests.export.test_onnx import TARGETS, X, project
@@ -47,3 +50,22 @@ def test_front_loaded_graph_gives_the_package_graph_outputs(estimator: str, task
     for node in onnx.load_from_string(front).graph.node:
         if node.op_type == "Concat":
             assert not set(node.input) <= columns, node
+
+
+def test_a_lone_request_on_the_wide_session_gets_the_same_answer() -> None:
+    frame = X[["plan", "gap", "age", "fee", "visits"]]
+    pipe = build_pipeline(project("hist_gradient_boosting", "binary"), list(frame.columns), ["plan"])
+    pipe.set_params(model__max_iter=100)  # enough trees for ONNX Runtime to split them across threads
+    pipe.fit(frame, TARGETS["binary"])
+    graph = to_onnx(pipe, frame.head(50)).SerializeToString()
+    schema = infer_schema(frame, ["plan"], task="binary", classes=[0, 1], target="y")
+    runtime = Runtime(ModelPackage(Path(), graph, schema, {}, {}, {}, ""), lone_threads=2)
+    assert runtime.wide is not None
+    numeric = [c["name"] for c in schema["inputs"] if c["dtype"] != "string"]
+    feeds = {NUMBERS: frame[numeric].to_numpy(np.float32), STRINGS: frame[["plan"]].to_numpy(object)}
+    narrow, wide = runtime.run(feeds), runtime.run(feeds, lone=True)
+    np.testing.assert_array_equal(wide[0], narrow[0])
+    # per-thread partial sums of the trees round differently in float32's last bits, no more
+    np.testing.assert_allclose(wide[1], narrow[1], rtol=0, atol=1e-6)
+    assert not np.array_equal(wide[1], narrow[1])  # and those bits show the trees were split across threads
+    assert Runtime(ModelPackage(Path(), graph, schema, {}, {}, {}, ""), lone_threads=1).wide is None

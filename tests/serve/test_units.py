@@ -14,7 +14,7 @@ from prodml.serve.cache import CircuitBreaker, LRUCache, cache_key
 from prodml.serve.metrics import Metrics
 from prodml.serve.protocols import columns_from_csv, columns_from_mlflow, parse_oip, predictions
 from prodml.serve.runtime import MicroBatcher
-from prodml.serve.validation import NUMBERS, STRINGS, RequestError, Rows, Validator
+from prodml.serve.validation import NUMBERS, STRINGS, RequestError, Rows, Validator, may_hold_booleans
 
 SCHEMA = {
     "inputs": [
@@ -112,6 +112,16 @@ def test_row_path_accepts_and_builds_exactly_what_the_column_path_does(
     np.testing.assert_array_equal(got[NUMBERS], expected[0][NUMBERS])
     assert got[NUMBERS].dtype == np.float32 and got[NUMBERS].flags.c_contiguous
     assert got[STRINGS].tolist() == expected[0][STRINGS].tolist()
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.sampled_from([b"true", b"false", b"e", b"ue", b"ru", b"als", b"1.5e-05", b",", b"null"])),
+    st.integers(0, 5000),
+)
+def test_the_boolean_scan_finds_exactly_the_words_true_and_false(parts: list[bytes], pad: int) -> None:
+    for body in (b"".join(parts), b"0" * pad + b"".join(parts), b"".join(parts) + b" " * pad):
+        assert may_hold_booleans(body) == (b"true" in body or b"false" in body), body[:80]
 
 
 def test_unknown_categories_can_be_mapped_and_rows_are_capped() -> None:
@@ -227,7 +237,7 @@ def test_micro_batcher_merges_requests_that_queue_behind_a_running_call() -> Non
 
     calls: list[int] = []
 
-    def run(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    def run(feeds: dict[str, np.ndarray], lone: bool = False) -> list[np.ndarray]:
         calls.append(len(feeds["x"]))
         if len(feeds["x"]) > 256:
             time.sleep(0.05)  # a big batch runs in a thread; small requests queue meanwhile
@@ -254,7 +264,7 @@ def test_micro_batcher_runs_an_idle_request_at_once() -> None:
     calls: list[int] = []
 
     async def scenario() -> None:
-        batcher = MicroBatcher(lambda f: (calls.append(len(f["x"])), [f["x"]])[1], max_rows=64)
+        batcher = MicroBatcher(lambda f, lone: (calls.append(len(f["x"])), [f["x"]])[1], max_rows=64)
         for _ in range(3):
             await batcher.submit({"x": np.ones((1, 1), np.float32)}, 1)
         await batcher.close()
@@ -263,13 +273,30 @@ def test_micro_batcher_runs_an_idle_request_at_once() -> None:
     assert calls == [1, 1, 1]
 
 
+def test_micro_batcher_lets_only_a_large_lone_request_use_every_core() -> None:
+    seen: list[tuple[int, bool]] = []
+
+    def run(feeds: dict[str, np.ndarray], lone: bool = False) -> list[np.ndarray]:
+        seen.append((len(feeds["x"]), lone))
+        return [feeds["x"]]
+
+    async def scenario() -> None:
+        batcher = MicroBatcher(run, max_rows=1000)
+        for rows, alone in [(1, True), (100, True), (100, False), (300, True), (300, False)]:
+            await batcher.submit({"x": np.ones((rows, 1), np.float32)}, rows, alone=alone)
+        await batcher.close()
+
+    asyncio.run(scenario())
+    assert seen == [(1, False), (100, True), (100, False), (300, True), (300, False)]
+
+
 def test_micro_batcher_sends_concurrent_requests_to_the_runtime_thread() -> None:
     import threading
 
     calls: list[tuple[str, int]] = []
     gate = threading.Event()
 
-    def run(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    def run(feeds: dict[str, np.ndarray], lone: bool = False) -> list[np.ndarray]:
         calls.append((threading.current_thread().name, len(feeds["x"])))
         gate.wait(5)  # the first call holds the thread until every request is queued
         if (feeds["x"] < 0).any():
@@ -401,7 +428,7 @@ def test_a_retired_batcher_ends_its_thread_and_runs_late_requests_inline() -> No
 
     where: list[str] = []
 
-    def run(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    def run(feeds: dict[str, np.ndarray], lone: bool = False) -> list[np.ndarray]:
         where.append(threading.current_thread().name)
         return [feeds["x"]]
 
@@ -433,3 +460,25 @@ def test_generated_request_ids_differ_across_forked_workers() -> None:
     with multiprocessing.get_context("fork").Pool(1) as pool:  # how `serve --workers N` starts workers
         child = pool.apply(_request_id_prefix)
     assert child != dataplane._PREFIX and len(child) == 12
+
+
+def test_lone_request_threads_are_the_workers_share_of_the_cores_unless_set(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from prodml.core.project import Serve
+    from prodml.serve import model as model_module
+    from prodml.serve.model import ModelManager
+
+    def manager(**serve: object) -> ModelManager:
+        return ModelManager(
+            ref=None,
+            package_dir=tmp_path,
+            cache_dir=tmp_path,
+            tracking_uri=None,
+            serve=Serve.model_validate(serve),
+            metrics=Metrics(),
+        )
+
+    monkeypatch.setattr(model_module.os, "cpu_count", lambda: 8)
+    assert manager().lone_threads() == 4  # at most 4
+    assert manager(workers=4).lone_threads() == 2
+    assert manager(workers=16).lone_threads() == 1
+    assert manager(workers=4, lone_threads=3).lone_threads() == 3

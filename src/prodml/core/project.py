@@ -278,6 +278,8 @@ class Serve(_Strict):
     max_batch_size: int = Field(default=64, ge=1)
     max_wait_ms: float = Field(default=0.0, ge=0)
     """Extra wait for more requests once a batch has company; 0 = take what is queued (adaptive)."""
+    lone_threads: int | None = Field(default=None, ge=1, le=64)
+    """ONNX Runtime threads for a large request alone in the server; None = cores per worker, at most 4."""
     max_body_bytes: int = Field(default=8 << 20, gt=0)
     max_rows: int = Field(default=10_000, gt=0)
     unknown_category: Literal["reject", "map"] = "reject"

@@ -99,6 +99,8 @@ class ModelPackage:
         """An ONNX Runtime session over the verified graph bytes (CPU, sequential execution).
 
         ``graph`` replaces the bytes with a graph derived from them (the server's front-loaded graph).
+        With several threads, the pool's threads stop spinning when a run ends, so an idle session holds
+        no core.
         """
         try:
             import onnxruntime as ort
@@ -106,6 +108,8 @@ class ModelPackage:
             raise MissingDependency("onnxruntime", "serve") from exc
         options = ort.SessionOptions()
         options.intra_op_num_threads = intra_op_threads
+        if intra_op_threads > 1:
+            options.add_session_config_entry("session.force_spinning_stop", "1")
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL

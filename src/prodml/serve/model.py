@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -138,7 +139,7 @@ class ModelManager:
         return self._build(package, name=self._name(), version=version)
 
     def _build(self, package: ModelPackage, *, name: str, version: str) -> LoadedModel:
-        runtime = Runtime(package)
+        runtime = Runtime(package, lone_threads=self.lone_threads())
         validator = Validator(
             package.schema, unknown_category=self.serve.unknown_category, max_rows=self.serve.max_rows
         )
@@ -149,6 +150,12 @@ class ModelManager:
             on_batch=self.metrics.batch_rows.observe,
         )
         return LoadedModel(name, version, runtime, validator, batcher)
+
+    def lone_threads(self) -> int:
+        """ONNX Runtime threads for a large lone request: as set, else this worker's share of the cores."""
+        if self.serve.lone_threads is not None:
+            return self.serve.lone_threads
+        return max(1, min(4, (os.cpu_count() or 1) // self.serve.workers))
 
     def _swap(self, model: LoadedModel) -> None:
         old = self.current

@@ -25,6 +25,7 @@ from prodml.serve.validation import NUMBERS, STRINGS
 __all__ = ["MicroBatcher", "Runtime", "front_loaded"]
 
 INLINE_ROWS = 256  # batches up to this size run on the event loop; larger ones in a thread
+WIDE_ROWS = 64  # a lone request from this size runs on the wide session (ORT parallelises from ~50 rows)
 
 
 def front_loaded(graph: bytes, schema: dict[str, Any]) -> bytes:
@@ -88,14 +89,21 @@ def front_loaded(graph: bytes, schema: dict[str, Any]) -> bytes:
 
 
 class Runtime:
-    """Runs the package's ONNX graph on the validator's two matrices. Thread-safe (ORT sessions are)."""
+    """Runs the package's ONNX graph on the validator's two matrices. Thread-safe (ORT sessions are).
 
-    def __init__(self, package: ModelPackage, *, threads: int = 1) -> None:
+    Two sessions over the same graph: a one-thread session for batches (under concurrency the other cores
+    parse the next requests), and, with ``lone_threads > 1``, a wider one for a large request alone in the
+    server, which would otherwise leave the other cores idle. ONNX Runtime splits a tree ensemble's trees
+    across threads from ~50 rows (100 rows of the benchmark model: 139 → 91 µs on 2 threads), and its pool
+    stops spinning when a run ends, so the wide session holds no core between requests.
+    """
+
+    def __init__(self, package: ModelPackage, *, lone_threads: int = 1) -> None:
         self.package = package
         self.schema = package.schema
-        self.session = package.session(
-            intra_op_threads=threads, graph=front_loaded(package.onnx, self.schema)
-        )
+        graph = front_loaded(package.onnx, self.schema)
+        self.session = package.session(graph=graph)
+        self.wide = package.session(intra_op_threads=lone_threads, graph=graph) if lone_threads > 1 else None
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.task: str = self.schema.get("task", "regression")
         self.classes: list[Any] | None = self.schema.get("classes")
@@ -113,16 +121,23 @@ class Runtime:
         if strings[0]:
             feeds[STRINGS] = np.array(strings, dtype=object)
         self.run(feeds)
+        if self.wide is not None:
+            self.run(feeds, lone=True)
 
-    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        """Outputs in graph order: ``[label, probabilities]`` for classifiers, ``[variable]`` otherwise."""
-        return list(self.session.run(self.output_names, feeds))
+    def run(self, feeds: dict[str, np.ndarray], *, lone: bool = False) -> list[np.ndarray]:
+        """Outputs in graph order: ``[label, probabilities]`` for classifiers, ``[variable]`` otherwise.
+
+        ``lone``: nothing else runs in the server now, so the wide session may use every core.
+        """
+        session = self.wide if lone and self.wide is not None else self.session
+        return list(session.run(self.output_names, feeds))
 
 
 @dataclass
 class _Pending:
     feeds: dict[str, np.ndarray]
     rows: int
+    lone: bool  # alone in the server when queued (a large request: more rows than run inline)
     future: asyncio.Future[list[np.ndarray]]
     loop: asyncio.AbstractEventLoop
 
@@ -146,7 +161,7 @@ class MicroBatcher:
 
     def __init__(
         self,
-        run: Callable[[dict[str, np.ndarray]], list[np.ndarray]],
+        run: Callable[..., list[np.ndarray]],
         *,
         max_rows: int = 64,
         max_wait_s: float = 0.0,
@@ -170,14 +185,16 @@ class MicroBatcher:
         """
         if self._retired or (alone and self._handed == 0 and rows <= INLINE_ROWS):
             self._on_batch(rows)
-            return self._run(feeds)
-        other = self._put(feeds, rows)
+            return self._run(feeds, lone=alone and rows >= WIDE_ROWS)
+        other = self._put(feeds, rows, lone=alone and self._handed == 0)
         try:
             return await other
         finally:
             self._handed -= 1
 
-    def _put(self, feeds: dict[str, np.ndarray], rows: int) -> asyncio.Future[list[np.ndarray]]:
+    def _put(
+        self, feeds: dict[str, np.ndarray], rows: int, *, lone: bool
+    ) -> asyncio.Future[list[np.ndarray]]:
         """Queue ``feeds`` for the runtime thread (counted in ``_handed`` until the caller is answered)."""
         if self._thread is None:
             self._thread = threading.Thread(target=self._work, name="prodml-runtime", daemon=True)
@@ -185,7 +202,7 @@ class MicroBatcher:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[np.ndarray]] = loop.create_future()
         self._handed += 1
-        self._inbox.put(_Pending(feeds, rows, future, loop))
+        self._inbox.put(_Pending(feeds, rows, lone, future, loop))
         return future
 
     def _take(self) -> tuple[list[_Pending], int] | None:
@@ -217,7 +234,7 @@ class MicroBatcher:
             error: BaseException | None = None
             try:
                 if len(batch) == 1:
-                    results = [self._run(batch[0].feeds)]
+                    results = [self._run(batch[0].feeds, lone=batch[0].lone)]
                 else:
                     names = batch[0].feeds.keys()
                     outputs = self._run({n: np.concatenate([p.feeds[n] for p in batch]) for n in names})

