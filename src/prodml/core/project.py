@@ -268,6 +268,22 @@ class CacheSpec(_Strict):
     max_items: int = Field(default=10_000, gt=0)
 
 
+_TOPIC = r"^[A-Za-z0-9._-]{1,249}$"  # what Kafka accepts as a topic name
+
+
+class KafkaLog(_Strict):
+    bootstrap_servers: str = Field(min_length=1)
+    topic: str = Field(default="prodml-requests", pattern=_TOPIC)
+    feedback_topic: str = Field(default="prodml-feedback", pattern=_TOPIC)
+    config: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    """More librdkafka producer settings (``security.protocol``, ``sasl.*``, ``compression.type``, ...)."""
+
+
+class RequestLogSpec(_Strict):
+    kafka: KafkaLog | None = None
+    """Send each request and its response to a Kafka topic instead of writing Parquet parts."""
+
+
 class Serve(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
@@ -284,6 +300,7 @@ class Serve(_Strict):
     max_rows: int = Field(default=10_000, gt=0)
     unknown_category: Literal["reject", "map"] = "reject"
     cache: CacheSpec = Field(default_factory=CacheSpec)
+    request_log: RequestLogSpec = Field(default_factory=RequestLogSpec)
 
 
 class Rollout(_Strict):

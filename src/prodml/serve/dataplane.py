@@ -24,7 +24,7 @@ import numpy as np
 from prodml.serve.cache import Cache, cache_key
 from prodml.serve.metrics import Metrics
 from prodml.serve.model import LoadedModel, ModelManager
-from prodml.serve.reqlog import RequestLog
+from prodml.serve.reqlog import Recorder
 from prodml.serve.validation import Rows
 
 __all__ = ["DataPlane", "Prediction"]
@@ -69,7 +69,7 @@ class DataPlane:
         *,
         metrics: Metrics,
         cache: Cache | None = None,
-        log: RequestLog | None = None,
+        log: Recorder | None = None,
     ) -> None:
         self.manager = manager
         self.metrics = metrics

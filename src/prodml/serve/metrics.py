@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.core import (
@@ -68,6 +69,7 @@ class Metrics(Collector):
         self.rows = 0
         self.batch_rows = Histogram(ROW_BUCKETS)
         self.inflight = 0
+        self.request_log: Any = None  # the request log, whose dropped (and lost) counts are exposed
         self.cache = Counter("prodml_cache", "Cache lookups", ["result"], registry=r)
         self.errors = Counter("prodml_errors", "Errors by kind", ["kind"], registry=r)
         self.model = Gauge(
@@ -99,6 +101,17 @@ class Metrics(Collector):
         batch.add_metric([], self.batch_rows.cumulative(), self.batch_rows.total)
         yield batch
         yield GaugeMetricFamily("prodml_inflight_requests", "Requests being served", value=self.inflight)
+        log = self.request_log
+        if log is not None:
+            yield CounterMetricFamily(
+                "prodml_request_log_dropped_rows", "Rows the request log dropped (full)", value=log.dropped
+            )
+            if hasattr(log, "lost"):
+                yield CounterMetricFamily(
+                    "prodml_request_log_lost_requests",
+                    "Logged requests the broker never acknowledged",
+                    value=log.lost,
+                )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 from prodml.core.files import atomic_path
 from prodml.serve.validation import NUMBERS, STRINGS
 
-__all__ = ["RequestLog", "join_feedback"]
+__all__ = ["Entry", "Recorder", "RequestLog", "join_feedback"]
 
 logger = logging.getLogger(__name__)
 
@@ -35,12 +35,12 @@ _ROWS = np.arange(10_000, dtype=np.int32)  # row numbers within a request, share
 
 # One request: (request_id, model, version, ts, layout, numbers, strings, prediction). A plain tuple of
 # strings, numbers and arrays, which the garbage collector stops tracking after one pass.
-_Entry = tuple[str, str, str, float, Layout, np.ndarray | None, np.ndarray | None, np.ndarray]
+Entry = tuple[str, str, str, float, Layout, np.ndarray | None, np.ndarray | None, np.ndarray]
 _LAYOUT = 4
 _TEXT_SLICE = 1024  # strings converted to Arrow per step (~0.1 ms): bounds how long the loop is held
 
 
-def _rows_of(entries: list[_Entry]) -> int:
+def _rows_of(entries: list[Entry]) -> int:
     return sum(len(e[-1]) for e in entries)
 
 
@@ -61,7 +61,7 @@ class _Columns:
         self.ts: list[float] = []
         self.n = 0
 
-    def add(self, entries: list[_Entry]) -> None:
+    def add(self, entries: list[Entry]) -> None:
         ids, models, versions, ts, _, numbers, strings, predictions = zip(*entries, strict=True)
         counts = [len(p) for p in predictions]
         start, end = self.n, self.n + sum(counts)
@@ -123,32 +123,19 @@ class _Columns:
         yield pa.table(columns)
 
 
-class RequestLog:
-    """The request/response log of one server process.
+class Recorder:
+    """What every request log sink shares: ``record`` keeps a tuple referencing arrays the request built
+    anyway (about a microsecond, under a lock) and the server drains them every 0.1 s with ``absorb``
+    (sinks define it), so a sink's work is spread evenly and never held by one request. At most
+    ``max_rows`` rows wait: beyond, rows are dropped and counted (``dropped``)."""
 
-    ``record`` appends one small tuple referencing arrays the request built anyway (about a microsecond);
-    :meth:`absorb`, run by the server every 0.1 s, copies what was recorded into preallocated column
-    buffers 64 requests at a time, so the work is spread evenly and never stalls the event loop
-    for long; :meth:`flush` converts the filled buffers to Arrow in short steps and has a thread write one
-    Parquet part per input layout. At most ``max_rows`` rows wait:
-    beyond, rows are dropped and counted until the next flush.
-    """
-
-    def __init__(self, directory: Path, *, max_rows: int = 50_000) -> None:
-        self.directory = directory
+    def __init__(self, *, max_rows: int = 50_000) -> None:
         self.max_rows = max_rows
         self._lock = threading.Lock()
-        self._seq = itertools.count()
-        self._entries: list[_Entry] = []
+        self._entries: list[Entry] = []
         self._waiting = 0  # rows in _entries
-        self._columns: _Columns | None = None  # absorbed rows of the current layout
-        self._done: list[_Columns] = []  # absorbed rows of earlier layouts (a swap changed the inputs)
         self._feedback: list[dict[str, Any]] = []
         self.dropped = 0
-        # the first conversion loads parts of Arrow (~0.2 s): pay it at start, not in a flush under load
-        warm = _Columns(((), ()), 1, 1)
-        warm.add([("", "", "", 0.0, ((), ()), None, None, np.zeros((1, 1), np.float32))])
-        warm.table()
 
     def record(
         self,
@@ -176,17 +163,68 @@ class RequestLog:
 
     @property
     def pending(self) -> int:
+        """Rows recorded and not yet handed on."""
+        return self._waiting
+
+    def feedback(self, request_id: str, label: Any, ts: float | None = None) -> None:
+        """A label for a logged request, joined to it later by request id."""
+        with self._lock:
+            self._feedback.append({"request_id": request_id, "label": float(label), "ts": ts or time.time()})
+
+    def _take(self, limit: int) -> tuple[list[Entry], bool]:
+        """Up to ``limit`` recorded requests, oldest first, and whether more wait."""
+        with self._lock:
+            taken = self._entries[:limit]
+            del self._entries[:limit]
+            self._waiting -= _rows_of(taken)
+            return taken, bool(self._entries)
+
+    def absorb(self, limit: int = 64) -> bool:
+        """Hand up to ``limit`` recorded requests on to the sink; True while more wait."""
+        raise NotImplementedError
+
+    async def absorb_async(self, limit: int = 64) -> None:
+        """:meth:`absorb` everything, yielding to requests between batches of ``limit``."""
+        while self.absorb(limit):
+            await asyncio.sleep(0)
+
+    def flush(self) -> list[Path]:
+        """Deliver everything recorded (at shutdown)."""
+        raise NotImplementedError
+
+    async def flush_async(self) -> list[Path]:
+        """Deliver everything recorded, on a running server (every 10 s, or when many rows wait)."""
+        raise NotImplementedError
+
+
+class RequestLog(Recorder):
+    """The request/response log as Parquet parts.
+
+    :meth:`absorb` copies what was recorded into preallocated column buffers 64 requests at a time;
+    :meth:`flush` converts the filled buffers to Arrow in short steps and has a thread write one Parquet
+    part per input layout.
+    """
+
+    def __init__(self, directory: Path, *, max_rows: int = 50_000) -> None:
+        super().__init__(max_rows=max_rows)
+        self.directory = directory
+        self._seq = itertools.count()
+        self._columns: _Columns | None = None  # absorbed rows of the current layout
+        self._done: list[_Columns] = []  # absorbed rows of earlier layouts (a swap changed the inputs)
+        # the first conversion loads parts of Arrow (~0.2 s): pay it at start, not in a flush under load
+        warm = _Columns(((), ()), 1, 1)
+        warm.add([("", "", "", 0.0, ((), ()), None, None, np.zeros((1, 1), np.float32))])
+        warm.table()
+
+    @property
+    def pending(self) -> int:
         """Rows recorded since the last flush."""
         absorbed = sum(c.n for c in self._done) + (self._columns.n if self._columns is not None else 0)
         return self._waiting + absorbed
 
     def absorb(self, limit: int = 64) -> bool:
         """Copy up to ``limit`` recorded requests into the column buffers; True while more wait."""
-        with self._lock:
-            taken = self._entries[:limit]
-            del self._entries[:limit]
-            self._waiting -= _rows_of(taken)
-            more = bool(self._entries)
+        taken, more = self._take(limit)
         for (layout, width), group in itertools.groupby(
             taken, key=lambda e: (e[_LAYOUT], e[-1].reshape(len(e[-1]), -1).shape[1])
         ):
@@ -196,11 +234,6 @@ class RequestLog:
                 self._columns = _Columns(layout, width, self.max_rows)
             self._columns.add(list(group))
         return more
-
-    async def absorb_async(self, limit: int = 64) -> None:
-        """:meth:`absorb` everything, yielding to requests between batches of ``limit``."""
-        while self.absorb(limit):
-            await asyncio.sleep(0)
 
     def _hand_over(self) -> tuple[list[_Columns], list[dict[str, Any]]]:
         parts = [*self._done, *([self._columns] if self._columns is not None and self._columns.n else [])]
@@ -224,10 +257,6 @@ class RequestLog:
             ]
             pq.write_table(table, tmp, compression="lz4", use_dictionary=text)
         return path
-
-    def feedback(self, request_id: str, label: Any, ts: float | None = None) -> None:
-        with self._lock:
-            self._feedback.append({"request_id": request_id, "label": float(label), "ts": ts or time.time()})
 
     def flush(self) -> list[Path]:
         """Write everything recorded since the last flush: one part per input layout, and the feedback."""

@@ -30,7 +30,7 @@ from prodml.serve.dataplane import DataPlane
 from prodml.serve.http import ServerState, admin_app, inference_app
 from prodml.serve.metrics import Metrics
 from prodml.serve.model import ModelManager
-from prodml.serve.reqlog import RequestLog
+from prodml.serve.reqlog import Recorder, RequestLog
 
 __all__ = ["ServeOptions", "run"]
 
@@ -110,6 +110,18 @@ def _cache(serve: Serve) -> Cache | None:
     return LRUCache(max_items=serve.cache.max_items, ttl_s=serve.cache.ttl_s)
 
 
+def _request_log(options: ServeOptions) -> Recorder | None:
+    """Parquet parts under ``log_dir``, or a Kafka topic when ``serve.request_log.kafka`` is set."""
+    if options.log_dir is None:
+        return None
+    kafka = options.serve.request_log.kafka
+    if kafka is not None:
+        from prodml.serve.kafka import KafkaRequestLog
+
+        return KafkaRequestLog(kafka)
+    return RequestLog(options.log_dir)
+
+
 async def _main(options: ServeOptions, sock: socket.socket, admin_sock: socket.socket | None) -> None:
     metrics = Metrics()
     manager = ModelManager(
@@ -121,7 +133,8 @@ async def _main(options: ServeOptions, sock: socket.socket, admin_sock: socket.s
         metrics=metrics,
         poll_s=options.poll_s,
     )
-    log = RequestLog(options.log_dir) if options.log_dir is not None else None
+    log = _request_log(options)
+    metrics.request_log = log
     plane = DataPlane(manager, metrics=metrics, cache=_cache(options.serve), log=log)
     state = ServerState(plane, max_body_bytes=options.serve.max_body_bytes)
     grpc_server = None

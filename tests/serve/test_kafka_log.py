@@ -1,0 +1,131 @@
+"""The request/response log on a real Kafka-protocol broker: one message per request keyed by its id,
+labels on the feedback topic, and a broker that dies mid-run costs clients nothing."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.serve.conftest import Served
+from tests.servers import ServeProcess, free_port, kafka_broker
+
+
+def consume(bootstrap: str, topic: str, keys: set[str], timeout: float = 40.0) -> dict[str, list[Any]]:
+    """Every message of ``topic`` (all partitions, from the start) until ``keys`` are all seen."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "test", "enable.auto.commit": False})
+    found: dict[str, list[Any]] = {}
+    try:
+        deadline = time.monotonic() + timeout
+        partitions: set[int] = set()
+        while time.monotonic() < deadline and not keys <= found.keys():
+            meta = consumer.list_topics(topic, timeout=5).topics.get(topic)
+            now = set(meta.partitions) if meta is not None and meta.error is None else set()
+            if now - partitions:
+                partitions = now
+                consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in sorted(partitions)])
+            message = consumer.poll(0.5)
+            if message is not None and message.error() is None:
+                found.setdefault(message.key().decode(), []).append(json.loads(message.value()))
+    finally:
+        consumer.close()
+    assert keys <= found.keys(), f"missing on {topic}: {sorted(keys - found.keys())[:5]}"
+    return found
+
+
+@pytest.mark.integration
+def test_request_log_on_kafka(served: Served) -> None:
+    port = free_port()
+    with kafka_broker(port) as (bootstrap, broker):
+        env = {
+            **served.env,
+            "PRODML_SERVE__REQUEST_LOG__KAFKA__BOOTSTRAP_SERVERS": bootstrap,
+            "PRODML_SERVE__CACHE__ENABLED": "false",
+        }
+        with (
+            ServeProcess(served.root, env) as server,
+            httpx.Client(base_url=server.url, timeout=10) as client,
+        ):
+            server.wait_ready()
+            rows = served.rows[:2]
+            r = client.post("/predict", json=rows, headers={"x-request-id": "req-two-rows"})
+            assert r.status_code == 200, r.text
+            split = {"columns": list(rows[0]), "data": [list(rows[2 - 1].values())]}
+            r = client.post(
+                "/invocations", json={"dataframe_split": split}, headers={"x-request-id": "req-mlflow"}
+            )
+            assert r.status_code == 200, r.text
+            fb = client.post("/v2/models/churn/feedback", json=[{"request_id": "req-two-rows", "label": 1}])
+            assert fb.status_code == 200, fb.text
+
+            logged = consume(bootstrap, "prodml-requests", {"req-two-rows", "req-mlflow"})
+            message = logged["req-two-rows"][0]
+            assert (message["model"], message["version"], message["rows"]) == ("churn", "1", 2)
+            assert set(message["inputs"]) == set(rows[0])
+            for name, value in rows[0].items():
+                got = message["inputs"][name]
+                assert len(got) == 2
+                if isinstance(value, str):
+                    assert got[0] == value
+                elif value is None:
+                    assert got[0] is None
+                else:
+                    assert got[0] == pytest.approx(value, rel=1e-6, abs=1e-6)  # float32 on the wire
+            assert len(message["prediction"]) == 2
+            assert all(sum(p) == pytest.approx(1.0, abs=1e-5) for p in message["prediction"])
+            assert logged["req-mlflow"][0]["rows"] == 1
+            labels = consume(bootstrap, "prodml-feedback", {"req-two-rows"})
+            assert labels["req-two-rows"][0]["label"] == 1.0
+
+            # the broker dies: clients see nothing; what was logged meanwhile is delivered once it is back
+            broker.kill()
+            broker.wait(5)
+            ids = {f"req-down-{i}" for i in range(50)}
+            codes = [
+                client.post(
+                    "/predict", json=served.rows[i : i + 1], headers={"x-request-id": rid}
+                ).status_code
+                for i, rid in enumerate(sorted(ids))
+            ]
+            assert codes == [200] * 50
+            time.sleep(0.5)
+            with kafka_broker(port) as (again, _):
+                consume(again, "prodml-requests", ids, timeout=60)
+                metrics = client.get("/metrics").text
+                assert "prodml_request_log_dropped_rows_total 0.0" in metrics
+                assert "prodml_request_log_lost_requests_total 0.0" in metrics
+                assert server.stop() == 0
+
+
+def test_a_log_message_holds_inputs_by_column_and_nulls_as_null() -> None:
+    import numpy as np
+
+    from prodml.serve.kafka import message_of
+
+    numbers = np.array([[1.5, np.nan], [2.0, 3.25]], np.float32)
+    strings = np.array([["basic"], ["pro"]], dtype=object)
+    prediction = np.array([[0.25, 0.75], [0.5, 0.5]], np.float32)
+    entry = ("r1", "churn", "4", 12.5, (("a", "b"), ("plan",)), numbers, strings, prediction)
+    assert json.loads(message_of(entry)) == {
+        "request_id": "r1",
+        "model": "churn",
+        "version": "4",
+        "ts": 12.5,
+        "rows": 2,
+        "inputs": {"a": [1.5, 2.0], "b": [None, 3.25], "plan": ["basic", "pro"]},
+        "prediction": [[0.25, 0.75], [0.5, 0.5]],
+    }
+
+
+def test_settings_librdkafka_refuses_are_a_config_error() -> None:
+    from prodml.core.errors import ConfigError
+    from prodml.core.project import KafkaLog
+    from prodml.serve.kafka import KafkaRequestLog
+
+    with pytest.raises(ConfigError, match=r"no\.such\.property"):
+        KafkaRequestLog(KafkaLog(bootstrap_servers="127.0.0.1:1", config={"no.such.property": "1"}))
