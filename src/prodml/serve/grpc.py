@@ -21,7 +21,7 @@ from prodml.core.errors import ProdmlError
 from prodml.serve.dataplane import DataPlane
 from prodml.serve.proto import inference_pb2 as pb
 from prodml.serve.proto import inference_pb2_grpc as pb_grpc
-from prodml.serve.protocols import decode_binary, tensor_metadata
+from prodml.serve.protocols import decode_binary, oip_tensor, tensor_metadata
 from prodml.serve.validation import RequestError
 
 __all__ = ["GrpcServer"]
@@ -151,9 +151,8 @@ class _Servicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
             self.active -= 1
         metrics.done("grpc", "OK", time.perf_counter() - start)
         response = pb.ModelInferResponse(model_name=pred.name, model_version=pred.version, id=pred.request_id)
-        for name, arr in zip(pred.model.runtime.output_names, pred.outputs, strict=True):
-            datatype = "INT64" if arr.dtype.kind in "iu" else "FP32"
-            arr = arr.astype("<i8" if datatype == "INT64" else "<f4")
+        for name, output in zip(pred.model.runtime.output_names, pred.outputs, strict=True):
+            datatype, arr = oip_tensor(output)
             response.outputs.add(name=name, datatype=datatype, shape=list(arr.shape))
             response.raw_output_contents.append(arr.tobytes())
         return response

@@ -26,6 +26,7 @@ __all__ = [
     "columns_from_mlflow",
     "decode_binary",
     "encode_oip",
+    "oip_tensor",
     "parse_oip",
     "predictions",
     "rows_from_kserve_v1",
@@ -229,6 +230,13 @@ def tensor_metadata(schema: Mapping[str, Any]) -> tuple[list[dict[str, Any]], li
     return inputs, outputs
 
 
+def oip_tensor(arr: np.ndarray) -> tuple[str, np.ndarray]:
+    """An output array's OIP datatype and its values in that type, little-endian (REST and gRPC)."""
+    if arr.dtype.kind in "iu":
+        return "INT64", arr.astype("<i8", copy=False)
+    return "FP32", arr.astype("<f4", copy=False)
+
+
 def encode_oip(
     outputs: list[np.ndarray],
     output_names: list[str],
@@ -241,8 +249,7 @@ def encode_oip(
     """Outputs → an OIP v2 response body (and the binary tail when ``binary``)."""
     tensors, tail = [], b""
     for name, arr in zip(output_names, outputs, strict=True):
-        datatype = "INT64" if arr.dtype.kind in "iu" else "FP32"
-        arr = arr.astype("<i8" if datatype == "INT64" else "<f4", copy=False)
+        datatype, arr = oip_tensor(arr)
         tensor: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(arr.shape)}
         if binary:
             raw = arr.tobytes()
