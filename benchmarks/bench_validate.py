@@ -5,8 +5,9 @@
 The frame has 20 columns (10 float, 4 int, 3 categorical, 1 e-mail string, 1 unique id, 1 timestamp) and
 a planted 0.1% of bad values; the 38 rules are not-null, between, in-set, regex (anchored, so every tool
 reads it the same way) and unique. Each tool gets the input it is built for: prodml an Arrow table (also
-timed from pandas, conversion included), GX and pandera a pandas DataFrame. Every tool must find the same
-number of failing rules, or the run fails. Prints one table: seconds, rows/s, and the speed-up vs GX.
+timed from pandas, conversion included), GX and pandera a pandas DataFrame. Every tool must report the
+same failing rules — the same (column, rule) pairs, each tool's names mapped to the shared ones — or the
+run fails. Prints one table: seconds, rows/s, and the speed-up vs GX.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+
+Failing = set[tuple[str, str]]  # (column, rule), in the shared rule names of rules()
 
 CATEGORIES = {
     "c0": ["basic", "pro", "enterprise"],
@@ -82,7 +85,7 @@ def rules() -> list[tuple[str, str, Any]]:
     return out
 
 
-def run_prodml(table: pa.Table) -> int:
+def run_prodml(table: pa.Table) -> Failing:
     from prodml.core.project import ColumnRule, TableContract
     from prodml.data.contracts import validate_tables
 
@@ -101,16 +104,25 @@ def run_prodml(table: pa.Table) -> int:
             spec["regex"] = arg
     contract = TableContract(columns={c: ColumnRule(**s) for c, s in columns.items()})
     report = validate_tables({"t": table}, {"t": contract})
-    # prodml reports min and max apart; the other tools have one "between" rule.
-    family = {"min": "between", "max": "between"}
-    return len({(v.column, family.get(v.rule, v.rule)) for v in report.violations})
+    # prodml reports min and max apart; the other tools have one "between" rule
+    shared = {"min": "between", "max": "between", "allowed": "in_set"}
+    return {(v.column, shared.get(v.rule, v.rule)) for v in report.violations}
 
 
-def run_prodml_from_pandas(frame: pd.DataFrame) -> int:
+def run_prodml_from_pandas(frame: pd.DataFrame) -> Failing:
     return run_prodml(pa.Table.from_pandas(frame, preserve_index=False))
 
 
-def run_gx(frame: pd.DataFrame) -> int:
+GX_RULES = {
+    "expect_column_values_to_not_be_null": "not_null",
+    "expect_column_values_to_be_unique": "unique",
+    "expect_column_values_to_be_between": "between",
+    "expect_column_values_to_be_in_set": "in_set",
+    "expect_column_values_to_match_regex": "regex",
+}
+
+
+def run_gx(frame: pd.DataFrame) -> Failing:
     import great_expectations as gx
     import great_expectations.expectations as gxe
 
@@ -136,10 +148,21 @@ def run_gx(frame: pd.DataFrame) -> int:
             suite.add_expectation(gxe.ExpectColumnValuesToMatchRegex(column=col, regex=arg))
     batch = batch_def.get_batch(batch_parameters={"dataframe": frame})
     result = batch.validate(suite, result_format="SUMMARY")
-    return sum(not r.success for r in result.results)
+    return {
+        (r.expectation_config.kwargs["column"], GX_RULES[r.expectation_config.type])
+        for r in result.results
+        if not r.success
+    }
 
 
-def run_pandera(frame: pd.DataFrame) -> int:
+def pandera_rule(check: str) -> str:
+    """pandera's check name → the shared rule name (``in_range(-10.0, 10.0)`` → ``between``)."""
+    fixed = {"not_nullable": "not_null", "field_uniqueness": "unique"}
+    prefixes = {"in_range": "between", "isin": "in_set", "str_matches": "regex"}
+    return fixed.get(check) or prefixes[check.split("(")[0]]
+
+
+def run_pandera(frame: pd.DataFrame) -> Failing:
     import pandera.pandas as pa_
     from pandera.errors import SchemaErrors
 
@@ -164,12 +187,12 @@ def run_pandera(frame: pd.DataFrame) -> int:
     try:
         schema.validate(frame, lazy=True)
     except SchemaErrors as exc:
-        failures = exc.failure_cases
-        return int(failures[["column", "check"]].drop_duplicates().shape[0])
-    return 0
+        pairs = exc.failure_cases[["column", "check"]].drop_duplicates().itertuples(index=False)
+        return {(column, pandera_rule(check)) for column, check in pairs}
+    return set()
 
 
-def timed(fn: Callable[[Any], int], data: Any) -> tuple[float, int]:
+def timed(fn: Callable[[Any], Failing], data: Any) -> tuple[float, Failing]:
     gc.collect()
     start = time.perf_counter()
     found = fn(data)
@@ -191,7 +214,7 @@ def main() -> int:
         f"(built in {time.perf_counter() - t0:.1f} s)",
         flush=True,
     )
-    tools: dict[str, tuple[Callable[[Any], int], Any]] = {
+    tools: dict[str, tuple[Callable[[Any], Failing], Any]] = {
         "prodml (Arrow)": (run_prodml, table),
         "prodml (from pandas)": (run_prodml_from_pandas, frame),
         "Great Expectations 1.x": (run_gx, frame),
@@ -213,20 +236,30 @@ def main() -> int:
     for key in chosen:
         for module in modules[key]:
             importlib.import_module(module)
-    results: dict[str, tuple[float, int]] = {}
+    results: dict[str, tuple[float, Failing]] = {}
     for name, (fn, data) in tools.items():
         if keys[name] in chosen:
             results[name] = timed(fn, data)
             print(f"  {name}: {results[name][0]:.2f} s", flush=True)
-    gx_s = results.get("Great Expectations 1.x", (float("nan"), 0))[0]
+    gx_s = results.get("Great Expectations 1.x", (float("nan"), set()))[0]
     print("\n| tool | seconds | rows/s | failing rules | speed-up vs GX |\n|---|---:|---:|---:|---:|")
     for name, (seconds, found) in results.items():
-        print(f"| {name} | {seconds:.2f} | {args.rows / seconds:,.0f} | {found} | {gx_s / seconds:.1f}x |")
-    found = {f for _, f in results.values()}
-    if len(found) > 1:
-        print(f"\nERROR: the tools disagree on the number of failing rules: {found}", file=sys.stderr)
-        return 1
-    return 0
+        print(
+            f"| {name} | {seconds:.2f} | {args.rows / seconds:,.0f} | {len(found)} | {gx_s / seconds:.1f}x |"
+        )
+    first, (_, expected) = next(iter(results.items()))
+    disagree = False
+    for name, (_, found) in results.items():
+        if found != expected:
+            disagree = True
+            print(
+                f"\nERROR: {name} and {first} disagree: only {name}: {sorted(found - expected)}; "
+                f"only {first}: {sorted(expected - found)}",
+                file=sys.stderr,
+            )
+    if not disagree:
+        print(f"\nevery tool reports the same {len(expected)} failing (column, rule) pairs")
+    return 1 if disagree else 0
 
 
 if __name__ == "__main__":
