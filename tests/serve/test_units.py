@@ -173,6 +173,8 @@ def test_mlflow_and_csv_forms() -> None:
     assert {k: list(v) for k, v in split.columns().items()} == records.columns() == expected
     with pytest.raises(RequestError, match=r"dataframe_split.data\[1\]: expected a list of 2 values"):
         columns_from_mlflow({"dataframe_split": {"columns": ["a", "b"], "data": [[1, "x"], [2]]}})
+    with pytest.raises(RequestError, match=r"dataframe_split.columns: column names must be strings"):
+        columns_from_mlflow({"dataframe_split": {"columns": ["a", 2], "data": [[1, "x"]]}})
     mismatched, _ = columns_from_mlflow({"dataframe_records": [{"a": 1}, {"b": 2}]})
     assert isinstance(mismatched, Rows)
     with pytest.raises(RequestError, match=r"dataframe_records\[1\]: has different columns"):

@@ -52,6 +52,7 @@ OIP_NUMERIC = {
 
 _DICT = frozenset({dict})
 _LIST = frozenset({list})
+_STR = frozenset({str})
 
 
 def rows_from_records(records: Any, field: str = "records", *, booleans: bool = True) -> Rows:
@@ -83,7 +84,7 @@ def _rows_from_split(split: Any, field: str, booleans: bool) -> Rows:
     ):
         raise bad_field(field, "expected {'columns': [...], 'data': [[...], ...]}")
     columns = split["columns"]
-    if not all(isinstance(c, str) for c in columns):
+    if not set(map(type, columns)) <= _STR:  # one C-level pass; a str subclass cannot come from JSON
         raise bad_field(f"{field}.columns", "column names must be strings")
     return _rows_from_lists(
         split["data"], columns, f"{field}.data", f"expected a list of {len(columns)} values", booleans
