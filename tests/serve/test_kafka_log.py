@@ -129,3 +129,17 @@ def test_settings_librdkafka_refuses_are_a_config_error() -> None:
 
     with pytest.raises(ConfigError, match=r"no\.such\.property"):
         KafkaRequestLog(KafkaLog(bootstrap_servers="127.0.0.1:1", config={"no.such.property": "1"}))
+
+
+@pytest.mark.integration
+def test_workers_that_cannot_start_say_why_and_the_server_exits_with_their_code(served: Served) -> None:
+    env = {
+        **served.env,
+        "PRODML_SERVE__REQUEST_LOG__KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:1",
+        "PRODML_SERVE__REQUEST_LOG__KAFKA__CONFIG": '{"no.such.property": "1"}',
+    }
+    with ServeProcess(served.root, env, "--workers", "2") as server:
+        assert server.proc.wait(30) == 2  # ConfigError's exit code
+        output = server.output()
+        assert output.count("librdkafka refuses the settings") == 2, output
+        assert "Traceback" not in output, output

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from prodml.core.errors import ProdmlError
 from prodml.core.project import Serve
 from prodml.serve.cache import Cache, LRUCache, RedisCache
 from prodml.serve.dataplane import DataPlane
@@ -235,20 +236,28 @@ def _tune_gc() -> None:
 def _worker(options: ServeOptions, fd: int, admin_fd: int | None) -> None:
     sock = socket.socket(fileno=fd)
     admin_sock = socket.socket(fileno=admin_fd) if admin_fd is not None else None
-    _run_loop(options, sock, admin_sock)
+    try:
+        _run_loop(options, sock, admin_sock)
+    except ProdmlError as exc:  # said once, plainly; the parent exits with the worker's code
+        print(f"error: worker {os.getpid()}: {exc}", file=sys.stderr, flush=True)
+        sys.exit(exc.exit_code)
 
 
 def _run_loop(options: ServeOptions, sock: socket.socket, admin_sock: socket.socket | None) -> None:
     try:
         import uvloop
-
-        uvloop.run(_main(options, sock, admin_sock))
     except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard]
         asyncio.run(_main(options, sock, admin_sock))
+    else:
+        uvloop.run(_main(options, sock, admin_sock))
 
 
 def run(options: ServeOptions) -> None:
-    """Serve until SIGTERM/SIGINT, then drain and return."""
+    """Serve until SIGTERM/SIGINT, then drain and return.
+
+    With several workers, a worker that cannot start says why on stderr and the process exits with its
+    code once the others have stopped.
+    """
     serve = options.serve
     sock = _socket(serve.host, serve.port, reuse_port=serve.workers > 1)
     admin_sock = (
@@ -276,3 +285,6 @@ def run(options: ServeOptions) -> None:
     signal.signal(signal.SIGINT, forward)
     for proc in procs:
         proc.join()
+    failed = [proc.exitcode for proc in procs if proc.exitcode]
+    if failed:  # a worker that could not start (it said why), or one killed by a signal (negative)
+        sys.exit(max(failed) if max(failed) > 0 else 1)
