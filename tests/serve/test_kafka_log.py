@@ -102,24 +102,71 @@ def test_request_log_on_kafka(served: Served) -> None:
                 assert server.stop() == 0
 
 
-def test_a_log_message_holds_inputs_by_column_and_nulls_as_null() -> None:
+def _entry(rows: int) -> tuple[Any, ...]:
     import numpy as np
 
-    from prodml.serve.kafka import message_of
+    numbers = np.arange(rows * 2, dtype=np.float32).reshape(rows, 2)
+    numbers[0, 1] = np.nan
+    strings = np.array([[f"plan-{i}"] for i in range(rows)], dtype=object)
+    prediction = np.full((rows, 2), 0.5, np.float32)
+    return ("r1", "churn", "4", 12.5, (("a", "b"), ("plan",)), numbers, strings, prediction)
 
-    numbers = np.array([[1.5, np.nan], [2.0, 3.25]], np.float32)
-    strings = np.array([["basic"], ["pro"]], dtype=object)
-    prediction = np.array([[0.25, 0.75], [0.5, 0.5]], np.float32)
-    entry = ("r1", "churn", "4", 12.5, (("a", "b"), ("plan",)), numbers, strings, prediction)
-    assert json.loads(message_of(entry)) == {
+
+def test_a_log_message_holds_inputs_by_column_and_nulls_as_null() -> None:
+    from prodml.serve.kafka import messages_of
+
+    [(rows, value)] = messages_of(_entry(2))  # type: ignore[arg-type]
+    assert rows == 2
+    assert json.loads(value) == {
         "request_id": "r1",
         "model": "churn",
         "version": "4",
         "ts": 12.5,
         "rows": 2,
-        "inputs": {"a": [1.5, 2.0], "b": [None, 3.25], "plan": ["basic", "pro"]},
-        "prediction": [[0.25, 0.75], [0.5, 0.5]],
+        "first_row": 0,
+        "part": 0,
+        "parts": 1,
+        "inputs": {"a": [0.0, 2.0], "b": [None, 3.0], "plan": ["plan-0", "plan-1"]},
+        "prediction": [[0.5, 0.5], [0.5, 0.5]],
     }
+
+
+def test_a_request_too_big_for_one_message_is_split_by_rows_under_its_key() -> None:
+    from prodml.serve.kafka import messages_of
+
+    parts = messages_of(_entry(500), max_bytes=4000)  # type: ignore[arg-type]
+    assert len(parts) > 1
+    decoded = [json.loads(value) for _, value in parts]
+    assert all(len(value) <= 4000 for _, value in parts)
+    assert [m["part"] for m in decoded] == list(range(len(parts)))
+    assert {m["parts"] for m in decoded} == {len(parts)}
+    assert [rows for rows, _ in parts] == [m["rows"] for m in decoded]
+    assert [m["first_row"] for m in decoded] == [
+        sum(m["rows"] for m in decoded[:i]) for i in range(len(parts))
+    ]
+    plans = [p for m in decoded for p in m["inputs"]["plan"]]
+    assert plans == [f"plan-{i}" for i in range(500)]
+
+
+def test_with_the_broker_away_what_cannot_wait_is_dropped_and_what_times_out_is_lost() -> None:
+    import numpy as np
+
+    from prodml.core.project import KafkaLog
+    from prodml.serve.kafka import KafkaRequestLog
+    from prodml.serve.validation import NUMBERS
+
+    spec = KafkaLog(
+        bootstrap_servers=f"127.0.0.1:{free_port()}",  # nothing listens
+        config={"queue.buffering.max.messages": 2, "message.timeout.ms": 300},
+    )
+    log = KafkaRequestLog(spec)
+    feeds = {NUMBERS: np.ones((3, 2), np.float32)}
+    for i in range(5):
+        log.record(f"r{i}", "churn", "1", feeds, [np.ones((3, 2), np.float32)], 1.0, (("a", "b"), ()))
+    assert log.absorb() is False
+    assert log.dropped == 3 * 3  # two messages queued; three requests of three rows did not fit
+    log.flush(timeout_s=5)
+    assert log.lost == 2  # the two queued ones timed out
 
 
 def test_settings_librdkafka_refuses_are_a_config_error() -> None:

@@ -33,7 +33,12 @@ def serve(
     admin_port: Annotated[Optional[int], typer.Option(help="Admin port (default: serve.admin_port).")] = None,  # noqa: UP045
     workers: Annotated[Optional[int], typer.Option(help="Worker processes (default: serve.workers).")] = None,  # noqa: UP045
     poll: Annotated[float, typer.Option(help="Seconds between registry checks for a moved alias.")] = 30.0,
-    log_requests: Annotated[bool, typer.Option(help="Write the request/response log (Parquet).")] = True,
+    log_requests: Annotated[
+        bool,
+        typer.Option(
+            help="Log requests and responses: Parquet parts, or Kafka if serve.request_log.kafka is set."
+        ),
+    ] = True,
 ) -> None:
     """Serve the champion model with ONNX Runtime until SIGTERM, then drain and exit 0."""
     from prodml.registry.mlflow import tracking_uri_for  # only a path helper; mlflow is not imported

@@ -50,6 +50,22 @@ class LoadedModel:
         return self.runtime.package
 
 
+def usable_cpus(cgroup: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
+    """The CPUs this process may use: its affinity, capped by a cgroup v2 CPU quota (a container's
+    ``limits.cpu``), which ``os.cpu_count()`` ignores."""
+    count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    try:
+        quota, period = cgroup.read_text().split()[:2]
+    except (OSError, ValueError):
+        return count
+    if quota == "max":
+        return count
+    try:
+        return max(1, min(count, int(int(quota) // int(period))))
+    except (ValueError, ZeroDivisionError):
+        return count
+
+
 class ModelManager:
     """Owns the served model.
 
@@ -155,7 +171,7 @@ class ModelManager:
         """ONNX Runtime threads for a large lone request: as set, else this worker's share of the cores."""
         if self.serve.lone_threads is not None:
             return self.serve.lone_threads
-        return max(1, min(4, (os.cpu_count() or 1) // self.serve.workers))
+        return max(1, min(4, usable_cpus() // self.serve.workers))
 
     def _swap(self, model: LoadedModel) -> None:
         old = self.current
