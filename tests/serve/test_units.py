@@ -392,16 +392,18 @@ def test_request_log_writes_one_part_per_input_layout(tmp_path) -> None:  # type
         old,
     )
     log.record("b", "churn", "2", {NUMBERS: np.array([[2.0, 3.0]], np.float32)}, out, 2.0, new)
+    same = (("age", "fee"), ())  # equal to the layout in use, though another tuple: the same part
+    log.record("c", "churn", "2", {NUMBERS: np.array([[4.0, 5.0]], np.float32)}, out, 3.0, same)
     parts = log.flush()
     assert [pq.read_table(p).column_names for p in parts] == [
         ["request_id", "row", "ts", "version", "model", "age", "plan", "prediction"],
         ["request_id", "row", "ts", "version", "model", "age", "fee", "prediction"],
     ]
-    assert pq.read_table(parts[1]).to_pylist()[0]["fee"] == 3.0
+    assert [r["fee"] for r in pq.read_table(parts[1]).to_pylist()] == [3.0, 5.0]
     assert log.pending == 0 and log.flush() == []
 
 
-def test_request_log_absorbs_in_batches_and_flushes_in_a_thread(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_request_log_buffers_every_request_and_flushes_in_a_thread(tmp_path) -> None:  # type: ignore[no-untyped-def]
     import pyarrow.parquet as pq
 
     from prodml.serve.reqlog import RequestLog
@@ -414,9 +416,8 @@ def test_request_log_absorbs_in_batches_and_flushes_in_a_thread(tmp_path) -> Non
         log.record(
             f"r{i}", "churn", "1", {NUMBERS: numbers}, [np.zeros(n), np.zeros((n, 2))], float(i), layout
         )
-    assert log.absorb(limit=100)  # the server absorbs a batch at a time; more wait
-    assert log._columns is not None and log._columns.n == sum(1 + i % 3 for i in range(100))
-    assert log.pending == sum(1 + i % 3 for i in range(600))  # absorbed or waiting, all still pending
+    assert log._columns is not None and log._columns.n == sum(1 + i % 3 for i in range(600))
+    assert log.pending == log._columns.n and log.absorb() is False  # written at record time
     (part,) = asyncio.run(log.flush_async())
     table = pq.read_table(part)
     assert table.num_rows == sum(1 + i % 3 for i in range(600))

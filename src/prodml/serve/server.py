@@ -195,7 +195,7 @@ async def _main(options: ServeOptions, sock: socket.socket, admin_sock: socket.s
         while log is not None:
             await asyncio.sleep(0.1)
             tick += 1
-            await log.absorb_async()  # the recorded requests into column buffers, 64 at a time
+            await log.absorb_async()  # what the sink takes in batches (Kafka), 64 requests at a time
             # a part every 10 s, or sooner once 10k rows wait (at 100-row requests rows come fast: the
             # log holds 50k at most and drops, counted, beyond)
             if tick % 100 == 0 or log.pending >= 10_000:
