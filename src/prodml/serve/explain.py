@@ -53,7 +53,9 @@ def explain_rows(
     numeric, strings = model.validator.numeric_names, model.validator.string_names
     names = numeric + strings
     k, n = len(numeric), len(names)
-    base_num, base_str = _baseline(model)
+    if model.explain_baseline is None:  # the same for every request to this version: built once
+        model.explain_baseline = _baseline(model)
+    base_num, base_str = model.explain_baseline
     rng = np.random.default_rng(seed)
     out = []
     for r in range(rows):

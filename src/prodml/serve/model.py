@@ -16,7 +16,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,7 @@ class LoadedModel:
     runtime: Runtime
     validator: Validator
     batcher: MicroBatcher
+    explain_baseline: Any = field(default=None, repr=False)  # explain's reference row, built on first use
 
     @property
     def package(self) -> ModelPackage:
