@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -416,8 +417,7 @@ def test_request_log_buffers_every_request_and_flushes_in_a_thread(tmp_path) -> 
         log.record(
             f"r{i}", "churn", "1", {NUMBERS: numbers}, [np.zeros(n), np.zeros((n, 2))], float(i), layout
         )
-    assert log._columns is not None and log._columns.n == sum(1 + i % 3 for i in range(600))
-    assert log.pending == log._columns.n and log.absorb() is False  # written at record time
+    assert log.pending == sum(1 + i % 3 for i in range(600)) and log.absorb() is False  # written already
     (part,) = asyncio.run(log.flush_async())
     table = pq.read_table(part)
     assert table.num_rows == sum(1 + i % 3 for i in range(600))
@@ -503,3 +503,73 @@ def test_usable_cpus_follow_the_cgroup_quota(tmp_path) -> None:  # type: ignore[
     quota.write_text(f"{(here + 8) * 100000} 100000\n")  # a quota above the affinity
     assert usable_cpus(quota) == here
     assert usable_cpus(tmp_path / "absent") == here
+
+
+def test_request_log_keeps_every_row_while_a_flush_runs_and_across_layouts(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import pyarrow.parquet as pq
+
+    from prodml.serve.reqlog import RequestLog
+
+    log = RequestLog(tmp_path)
+    one, two = (("age",), ()), (("age", "fee"), ())
+
+    def record(i: int, layout: tuple[tuple[str, ...], tuple[str, ...]], prediction: np.ndarray) -> None:
+        numbers = np.full((len(prediction), len(layout[0])), i, np.float32)
+        log.record(f"r{i}", "churn", "1", {NUMBERS: numbers}, [prediction], float(i), layout)
+
+    for i in range(3000):  # alternating layouts (a swap while old requests finish): two parts, not 3000
+        record(i, one if i % 2 else two, np.zeros((1, 2), np.float32))
+    record(3000, one, np.zeros((12_345, 2), np.float32))  # more rows than a chunk and than _ROWS
+    record(3001, one, np.arange(12, dtype=np.float32).reshape(2, 2, 3))  # a 3-D output: another width
+    during: list[str] = []
+
+    async def flush_while_recording() -> list[Path]:
+        flushing = asyncio.ensure_future(log.flush_async())
+        await asyncio.sleep(0)  # the flush takes what was recorded so far
+        while not flushing.done():  # requests go on arriving during the flush's steps
+            record(4000 + len(during), one, np.ones((1, 2), np.float32))
+            during.append(f"r{4000 + len(during)}")
+            await asyncio.sleep(0)
+        return await flushing
+
+    first = [pq.read_table(p) for p in asyncio.run(flush_while_recording())]
+    later = [pq.read_table(p) for p in log.flush()]
+    assert len(first) == 3  # (one, width 2), (two, width 2), (one, width 6)
+    assert sorted(t.num_rows for t in first) == [2, 1500, 1500 + 12_345]
+    wide = next(t for t in first if t.schema.field("prediction").type.list_size == 6)
+    assert wide.column("prediction").to_pylist()[1] == list(range(6, 12))
+    big = next(t for t in first if t.num_rows > 12_345).to_pydict()
+    assert [r for r, i in zip(big["row"], big["request_id"], strict=True) if i == "r3000"] == list(
+        range(12_345)
+    )
+    assert during and [i for t in later for i in t.column("request_id").to_pylist()] == during  # none lost
+
+
+def test_a_request_log_that_fails_drops_the_rows_not_the_request(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from prodml.serve.dataplane import DataPlane
+    from prodml.serve.reqlog import RequestLog
+
+    class Broken(RequestLog):
+        def record(self, *args: object, **kwargs: object) -> None:
+            raise ValueError("disk on fire")
+
+    class Model:
+        name, version = "churn", "1"
+        validator = Validator({"inputs": [{"name": "age", "dtype": "float", "nullable": False}]})
+
+        class batcher:  # stands in for the MicroBatcher
+            @staticmethod
+            async def submit(feeds: dict[str, np.ndarray], rows: int, *, alone: bool) -> list[np.ndarray]:
+                return [feeds[NUMBERS] * 2]
+
+    class Manager:
+        @staticmethod
+        def get(name: object = None, version: object = None) -> Model:
+            return Model()
+
+    log = Broken(tmp_path)
+    plane = DataPlane(Manager(), metrics=Metrics(), log=log)  # type: ignore[arg-type]
+    for _ in range(2):
+        answer = asyncio.run(plane.infer({"age": [20.0, 21.0]}))
+        assert answer.outputs[0].ravel().tolist() == [40.0, 42.0]
+    assert log.dropped == 4

@@ -12,6 +12,7 @@ Example:
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import secrets
 import time
@@ -28,6 +29,8 @@ from prodml.serve.reqlog import Recorder
 from prodml.serve.validation import Rows
 
 __all__ = ["DataPlane", "Prediction"]
+
+logger = logging.getLogger(__name__)
 
 # request ids when the client gives none: a per-process random prefix and a counter (cheaper than uuid4);
 # a forked worker draws its own prefix, so ids stay unique across the workers of one server
@@ -76,6 +79,7 @@ class DataPlane:
         self.cache = cache
         self.log = log
         self.backlog: Callable[[], int] = lambda: 0  # requests the transport holds (set by the server)
+        self._log_failed = False  # said once
 
     def model(self, name: str | None = None, version: str | None = None) -> LoadedModel:
         return self.manager.get(name, version)
@@ -112,5 +116,11 @@ class DataPlane:
         self.metrics.rows += rows
         if self.log is not None:
             layout = model.validator.layout
-            self.log.record(request_id, model.name, model.version, feeds, outputs, time.time(), layout)
+            try:
+                self.log.record(request_id, model.name, model.version, feeds, outputs, time.time(), layout)
+            except Exception:  # the answer is ready: a log that cannot take it must not fail the request
+                self.log.dropped += rows
+                if not self._log_failed:
+                    self._log_failed = True
+                    logger.exception("the request log cannot record %s; its requests are dropped", model.name)
         return Prediction(outputs, model, request_id)

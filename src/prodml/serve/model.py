@@ -44,7 +44,9 @@ class LoadedModel:
     runtime: Runtime
     validator: Validator
     batcher: MicroBatcher
-    explain_baseline: Any = field(default=None, repr=False)  # explain's reference row, built on first use
+    explain_baseline: Any = field(
+        default=None, repr=False, compare=False
+    )  # explain's row, built on first use
 
     @property
     def package(self) -> ModelPackage:
