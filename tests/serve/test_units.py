@@ -263,6 +263,33 @@ def test_micro_batcher_merges_requests_that_queue_behind_a_running_call() -> Non
     assert calls[1:] == [20]  # all ten queued behind the running call, then ran as one batch
 
 
+def test_micro_batcher_never_merges_past_max_rows() -> None:
+    import time
+
+    calls: list[int] = []
+
+    def run(feeds: dict[str, np.ndarray], lone: bool = False) -> list[np.ndarray]:
+        calls.append(len(feeds["x"]))
+        if len(feeds["x"]) > 256:
+            time.sleep(0.05)  # holds the runtime thread while the others queue
+        return [feeds["x"] + 1]
+
+    async def scenario() -> list[list[np.ndarray]]:
+        batcher = MicroBatcher(run, max_rows=10)
+        big = asyncio.ensure_future(batcher.submit({"x": np.zeros((300, 1), np.float32)}, 300))
+        await asyncio.sleep(0.01)
+        sizes = [4, 4, 4, 12, 1]
+        queued = [batcher.submit({"x": np.full((n, 1), i, np.float32)}, n) for i, n in enumerate(sizes)]
+        results = await asyncio.gather(*queued)
+        await big
+        await batcher.close()
+        return results
+
+    results = asyncio.run(scenario())
+    assert calls == [300, 8, 4, 12, 1]  # 4 + 4, then 4 (a 12 would pass 10), 12 alone, then 1
+    assert [r[0].ravel().tolist() for r in results] == [[i + 1.0] * n for i, n in enumerate([4, 4, 4, 12, 1])]
+
+
 def test_micro_batcher_runs_an_idle_request_at_once() -> None:
     calls: list[int] = []
 

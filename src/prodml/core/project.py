@@ -291,7 +291,7 @@ class Serve(_Strict):
     admin_host: str = "127.0.0.1"
     admin_port: int = Field(default=8082, ge=0, le=65535)
     workers: int = Field(default=1, ge=1, le=64)
-    max_batch_size: int = Field(default=64, ge=1)
+    max_batch_size: int = Field(default=256, ge=1)
     max_wait_ms: float = Field(default=0.0, ge=0)
     """Extra wait for more requests once a batch has company; 0 = take what is queued (adaptive)."""
     lone_threads: int | None = Field(default=None, ge=1, le=64)

@@ -163,7 +163,7 @@ class MicroBatcher:
         self,
         run: Callable[..., list[np.ndarray]],
         *,
-        max_rows: int = 64,
+        max_rows: int = 256,
         max_wait_s: float = 0.0,
         on_batch: Callable[[int], None] | None = None,
     ) -> None:
@@ -175,6 +175,7 @@ class MicroBatcher:
         self._thread: threading.Thread | None = None
         self._handed = 0  # requests on the runtime thread, not yet answered
         self._retired = False  # a swapped-out model's batcher: no new thread, requests run inline
+        self._carry: _Pending | None = None  # taken from the queue, waits for the next batch (thread only)
 
     async def submit(
         self, feeds: dict[str, np.ndarray], rows: int, *, alone: bool = True
@@ -206,8 +207,9 @@ class MicroBatcher:
         return future
 
     def _take(self) -> tuple[list[_Pending], int] | None:
-        """The next batch: what is queued now, up to ``max_rows`` (on the runtime thread)."""
-        first = self._inbox.get()
+        """The next batch: what is queued now, up to ``max_rows`` (on the runtime thread). A request that
+        would take a batch past ``max_rows`` starts the next one; one larger than ``max_rows`` runs alone."""
+        first, self._carry = self._carry or self._inbox.get(), None
         if first is None:
             return None
         batch, rows = [first], first.rows
@@ -222,6 +224,9 @@ class MicroBatcher:
                 break
             if item is None:
                 self._inbox.put(None)  # close after this batch
+                break
+            if rows + item.rows > self.max_rows:
+                self._carry = item  # the first of the next batch
                 break
             batch.append(item)
             rows += item.rows
