@@ -40,10 +40,6 @@ _TEXT_SLICE = 1024  # strings converted to Arrow per step (~0.1 ms): bounds how 
 _CHUNK_ROWS = 2048  # rows per preallocated chunk of the request log's buffers
 
 
-def _rows_of(entries: list[Entry]) -> int:
-    return sum(len(e[-1]) for e in entries)
-
-
 class _Chunk:
     """Preallocated buffers for up to ``capacity`` rows of one layout."""
 
@@ -158,17 +154,17 @@ class _Columns:
 
 
 class Recorder:
-    """What every request log sink shares: by default ``record`` keeps a tuple referencing arrays the
-    request built anyway (about a microsecond, under a lock) and the server drains them every 0.1 s with
-    ``absorb`` (sinks define it), so a sink's work is spread evenly and never held by one request; labels
-    wait in a list for the sink. At most ``max_rows`` rows wait: beyond, rows are dropped and counted
-    (``dropped``). (A flush in progress holds the rows it took besides: up to twice as many in all.)"""
+    """What every request log sink shares: the row cap, the labels and the ``record`` entry point.
+
+    ``record`` checks the cap — at most ``max_rows`` rows wait; beyond, rows are dropped and counted in
+    ``dropped`` (a flush in progress holds the rows it took besides: up to twice as many in all) — and
+    hands the request to the sink's ``_keep``. A sink that works in batches defines ``absorb``, which the
+    server calls every 0.1 s; labels wait in a list for the sink (``_take_feedback``).
+    """
 
     def __init__(self, *, max_rows: int = 50_000) -> None:
         self.max_rows = max_rows
         self._lock = threading.Lock()
-        self._entries: list[Entry] = []
-        self._waiting = 0  # rows in _entries
         self._feedback: list[dict[str, Any]] = []
         self.dropped = 0
 
@@ -188,35 +184,38 @@ class Recorder:
         """
         prediction = outputs[-1]
         n = len(prediction)
-        entry = (request_id, model, version, ts, layout, feeds.get(NUMBERS), feeds.get(STRINGS), prediction)
-        with self._lock:
-            if self.pending + n > self.max_rows:
-                self.dropped += n
-                return
-            self._entries.append(entry)
-            self._waiting += n
+        if n == 0:
+            return
+        if self.pending + n > self.max_rows:
+            self.dropped += n
+            return
+        self._keep(
+            (request_id, model, version, ts, layout, feeds.get(NUMBERS), feeds.get(STRINGS), prediction)
+        )
+
+    def _keep(self, entry: Entry) -> None:
+        """Take one request that fits under the cap."""
+        raise NotImplementedError
 
     @property
     def pending(self) -> int:
         """Rows recorded and not yet handed on."""
-        return self._waiting
+        raise NotImplementedError
 
     def feedback(self, request_id: str, label: Any, ts: float | None = None) -> None:
         """A label for a logged request, joined to it later by request id."""
         with self._lock:
             self._feedback.append({"request_id": request_id, "label": float(label), "ts": ts or time.time()})
 
-    def _take(self, limit: int) -> tuple[list[Entry], bool]:
-        """Up to ``limit`` recorded requests, oldest first, and whether more wait."""
+    def _take_feedback(self) -> list[dict[str, Any]]:
         with self._lock:
-            taken = self._entries[:limit]
-            del self._entries[:limit]
-            self._waiting -= _rows_of(taken)
-            return taken, bool(self._entries)
+            labels, self._feedback = self._feedback, []
+        return labels
 
     def absorb(self, limit: int = 64) -> bool:
-        """Hand up to ``limit`` recorded requests on to the sink; True while more wait."""
-        raise NotImplementedError
+        """Hand up to ``limit`` recorded requests on to the sink; True while more wait. The default: the
+        sink took each request in ``_keep`` already."""
+        return False
 
     async def absorb_async(self, limit: int = 64) -> None:
         """:meth:`absorb` everything, yielding to requests between batches of ``limit``."""
@@ -258,23 +257,9 @@ class RequestLog(Recorder):
         warm.add("", "", "", 0.0, None, None, np.zeros((1, 1), np.float32))
         warm.table()
 
-    def record(
-        self,
-        request_id: str,
-        model: str,
-        version: str,
-        feeds: dict[str, np.ndarray],
-        outputs: list[np.ndarray],
-        ts: float,
-        layout: Layout,
-    ) -> None:
-        prediction = outputs[-1]
+    def _keep(self, entry: Entry) -> None:
+        request_id, model, version, ts, layout, numbers, strings, prediction = entry
         n = len(prediction)
-        if self._rows + n > self.max_rows:
-            self.dropped += n
-            return
-        if n == 0:
-            return
         width = prediction.size // n
         columns = self._current
         if columns is None or columns.layout is not layout or columns.width != width:
@@ -282,7 +267,7 @@ class RequestLog(Recorder):
             if columns is None:
                 columns = self._parts[(layout, width)] = _Columns(layout, width)
             self._current = columns
-        columns.add(request_id, model, version, ts, feeds.get(NUMBERS), feeds.get(STRINGS), prediction)
+        columns.add(request_id, model, version, ts, numbers, strings, prediction)
         self._rows += n
 
     @property
@@ -290,16 +275,10 @@ class RequestLog(Recorder):
         """Rows recorded since the last flush."""
         return self._rows
 
-    def absorb(self, limit: int = 64) -> bool:
-        """Nothing to absorb: ``record`` wrote the rows already."""
-        return False
-
     def _hand_over(self) -> tuple[list[_Columns], list[dict[str, Any]]]:
         parts = [part for part in self._parts.values() if part.n]
         self._parts, self._current, self._rows = {}, None, 0
-        with self._lock:
-            feedback, self._feedback = self._feedback, []
-        return parts, feedback
+        return parts, self._take_feedback()
 
     def _write_part(self, part: _Columns) -> Path:
         return self._write_table("requests", part.table())
