@@ -8,6 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from prodml.cli import app
+from tests.conftest import edit_project
 
 runner = CliRunner()
 
@@ -135,10 +136,7 @@ def test_profile_writes_a_contract_that_validates(churn_dir: Path) -> None:
 
     inferred = yaml.safe_load((churn_dir / "contract.inferred.yaml").read_text())["contract"]
     assert inferred["customers"]["columns"]["customer_id"]["unique"] is True
-    path = churn_dir / "prodml.yaml"
-    data = yaml.safe_load(path.read_text())
-    data["contract"] = inferred
-    path.write_text(yaml.safe_dump(data))
+    edit_project(churn_dir, contract=inferred)
     assert run("--project", churn_dir, "data", "validate").exit_code == 0
 
 

@@ -27,6 +27,9 @@ def test_timeseries_folds_train_on_the_past_only() -> None:
     assert len(parts) == 4
     for p in parts:
         assert TIMES[p.train].max() < TIMES[p.test].min()  # rows of one time never straddle a cut
+    few = np.repeat(TIMES[:3], 4)  # 12 rows, 3 distinct times: no 4 cuts between times
+    with pytest.raises(ConfigError, match="more than 4 distinct label times; found 3"):
+        list(folds(Validation(strategy="timeseries", folds=4), "regression", np.zeros(12), times=few))
 
 
 def test_stratified_folds_keep_class_shares_and_refuse_rare_classes() -> None:

@@ -66,31 +66,38 @@ def profile_table(table: pa.Table) -> tuple[int, list[ColumnProfile]]:
 
 
 def infer_contract(
-    table: pa.Table,
-    *,
-    exact_unique: bool = True,
-    profile: tuple[int, list[ColumnProfile]] | None = None,
+    table: pa.Table, *, profile: tuple[int, list[ColumnProfile]] | None = None
 ) -> dict[str, Any]:
     """A contract (as plain data, ready for YAML) that the table satisfies today.
 
     Numeric ranges are the observed min/max, string columns with few values get an ``allowed`` list,
-    columns without nulls are ``nullable: false`` and columns whose values are all distinct ``unique``.
+    columns without nulls are ``nullable: false`` and columns whose values are all distinct ``unique``
+    (checked exactly, every candidate column in one scan).
     ``profile``: the table's :func:`profile_table`, when the caller has it already (one scan, not two).
     """
     n, profiles = profile if profile is not None else profile_table(table)
-    columns: dict[str, Any] = {}
-    con = duckdb.connect()
-    try:
-        con.register("__t", table)
-        for p in profiles:
-            columns[p.name] = _rule(con, p, n, exact_unique)
-    finally:
-        con.close()
+    # near-distinct int/string columns may be unique: count their duplicates exactly
+    candidates = [
+        p.name for p in profiles if p.dtype in ("int", "string") and p.distinct >= 0.97 * (n - p.nulls) > 0
+    ]
+    unique: set[str] = set()
+    if candidates:
+        con = duckdb.connect()
+        try:
+            con.register("__t", table)
+            counts = ", ".join(
+                f"count({quote_ident(c)}) - count(DISTINCT {quote_ident(c)})" for c in candidates
+            )
+            row = con.execute(f"SELECT {counts} FROM __t").fetchone()
+        finally:
+            con.close()
+        unique = {c for c, dup in zip(candidates, row or (), strict=False) if dup == 0}
+    columns = {p.name: _rule(p, p.name in unique) for p in profiles}
     return {"row_count": {"min": max(1, n // 2)}, "columns": columns}
 
 
-def _rule(con: Any, p: ColumnProfile, n: int, exact_unique: bool) -> dict[str, Any]:
-    """The contract rule one column's profile supports (uniqueness checked exactly on ``__t``)."""
+def _rule(p: ColumnProfile, unique: bool) -> dict[str, Any]:
+    """The contract rule one column's profile supports."""
     rule: dict[str, Any] = {"dtype": p.dtype}
     if p.nulls == 0:
         rule["nullable"] = False
@@ -100,11 +107,8 @@ def _rule(con: Any, p: ColumnProfile, n: int, exact_unique: bool) -> dict[str, A
             rule["min"], rule["max"] = int(p.min), int(p.max)
     if p.dtype == "string" and p.top and len(p.top) <= MAX_CATEGORIES:
         rule["allowed"] = sorted(str(v) for v, _ in p.top)
-    if p.dtype in ("int", "string") and p.distinct >= 0.97 * (n - p.nulls) > 0 and exact_unique:
-        q = quote_ident(p.name)
-        dup = con.execute(f"SELECT count({q}) - count(DISTINCT {q}) FROM __t").fetchall()[0]
-        if dup is not None and dup[0] == 0:
-            rule["unique"] = True
-            rule.pop("min", None)
-            rule.pop("max", None)
+    if unique:
+        rule["unique"] = True
+        rule.pop("min", None)
+        rule.pop("max", None)
     return rule

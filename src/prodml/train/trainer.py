@@ -140,6 +140,10 @@ def train(
         )
     names = project.metrics or m.default_metrics(task)
     m.check_metrics(task, names)
+    if project.model.tune is not None:
+        from prodml.train.tune import check_tune
+
+        check_tune(project, names)
     X, y, classes = prepare(frame, project)
     df_times = frame.table.column(project.target.timestamp).to_numpy() if project.target.timestamp else None
     groups = frame.table.column(project.entity).to_numpy() if project.entity else None
@@ -180,7 +184,6 @@ def train(
             lambda params, label: cross_validate(
                 build_pipeline(project, list(X.columns), frame.categorical, params=params), label
             ),
-            names,
             on_trial=on_trial,
         )
         base = build_pipeline(project, list(X.columns), frame.categorical, params=best_params)

@@ -25,7 +25,7 @@ from prodml.core.errors import ConfigError, MissingDependency
 from prodml.core.project import Project, Range
 from prodml.train.metrics import METRICS
 
-__all__ = ["search", "tuned_metric"]
+__all__ = ["check_tune", "search", "tuned_metric"]
 
 logger = logging.getLogger(__name__)
 
@@ -43,27 +43,13 @@ def tuned_metric(project: Project) -> str:
     return (project.model.tune.metric if project.model.tune else None) or project.promotion.metric
 
 
-def search(
-    project: Project,
-    evaluate: Callable[[dict[str, Any], str], dict[str, list[float]]],
-    metrics: Sequence[str],
-    *,
-    on_trial: Callable[[int, dict[str, Any], float], None] | None = None,
-) -> dict[str, Any]:
-    """Run the project's Optuna search; return the best parameters.
+def check_tune(project: Project, metrics: Sequence[str]) -> None:
+    """Refuse a tuned metric that does not fit the task or that cross-validation does not compute, before
+    any data is read.
 
-    Args:
-        project: the project; ``model.tune`` must be set.
-        evaluate: cross-validates one parameter set and returns per-fold scores by metric.
-        metrics: the metrics cross-validation computes (the tuned one must be among them).
-        on_trial: called after each trial with (number, params, score), e.g. to track it.
+    Raises:
+        ConfigError: ``model.tune.metric`` (or the promotion metric it defaults to) cannot be tuned on.
     """
-    tune = project.model.tune
-    assert tune is not None
-    try:
-        import optuna
-    except ImportError as exc:
-        raise MissingDependency("optuna", "tune") from exc
     metric = tuned_metric(project)
     if metric not in METRICS or project.task not in METRICS[metric].tasks:
         raise ConfigError(
@@ -75,6 +61,28 @@ def search(
             f"model.tune.metric: '{metric}' is not among the metrics computed: {', '.join(metrics)}",
             hint="add it to metrics, or tune on one of them",
         )
+
+
+def search(
+    project: Project,
+    evaluate: Callable[[dict[str, Any], str], dict[str, list[float]]],
+    *,
+    on_trial: Callable[[int, dict[str, Any], float], None] | None = None,
+) -> dict[str, Any]:
+    """Run the project's Optuna search; return the best parameters.
+
+    Args:
+        project: the project; ``model.tune`` must be set.
+        evaluate: cross-validates one parameter set and returns per-fold scores by metric.
+        on_trial: called after each trial with (number, params, score), e.g. to track it.
+    """
+    tune = project.model.tune
+    assert tune is not None
+    try:
+        import optuna
+    except ImportError as exc:
+        raise MissingDependency("optuna", "tune") from exc
+    metric = tuned_metric(project)  # check_tune has accepted it
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     direction: Literal["maximize", "minimize"] = (
         "maximize" if METRICS[metric].higher_is_better else "minimize"
