@@ -139,9 +139,8 @@ class KafkaRequestLog(Recorder):
 
     def _keep(self, entry: Entry) -> None:
         """Hold the request until the next ``absorb`` (a tuple of references, about a microsecond)."""
-        with self._lock:
-            self._entries.append(entry)
-            self._waiting += len(entry[-1])
+        self._entries.append(entry)
+        self._waiting += len(entry[-1])
 
     @property
     def pending(self) -> int:
@@ -150,11 +149,10 @@ class KafkaRequestLog(Recorder):
 
     def absorb(self, limit: int = 64) -> bool:
         """Queue up to ``limit`` recorded requests (and the labels) for delivery; True while more wait."""
-        with self._lock:
-            taken = self._entries[:limit]
-            del self._entries[:limit]
-            self._waiting -= sum(len(entry[-1]) for entry in taken)
-            more = bool(self._entries)
+        taken = self._entries[:limit]
+        del self._entries[:limit]
+        self._waiting -= sum(len(entry[-1]) for entry in taken)
+        more = bool(self._entries)
         for entry in taken:
             parts = messages_of(entry, self._max_bytes)
             for i, (_, value) in enumerate(parts):
@@ -183,8 +181,7 @@ class KafkaRequestLog(Recorder):
 
     def flush(self, timeout_s: float = 5.0) -> list[Path]:
         """Queue everything and wait up to ``timeout_s`` for the broker to acknowledge it (shutdown)."""
-        while self.absorb(1 << 30):
-            pass
+        self.absorb(len(self._entries))
         left = self._producer.flush(timeout_s)
         if left:
             self.lost += left

@@ -11,7 +11,6 @@ import asyncio
 import itertools
 import logging
 import os
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -67,7 +66,6 @@ class _Columns:
         self.models: list[str] = []
         self.versions: list[str] = []
         self.ts: list[float] = []
-        self.n = 0
 
     def add(
         self,
@@ -98,7 +96,6 @@ class _Columns:
             chunk.strings[start:end] = strings
         chunk.prediction[start:end] = prediction.reshape(n, self.width)
         chunk.n = end
-        self.n += n
 
     def _joined(self, field: str) -> np.ndarray:
         parts = [getattr(c, field)[: c.n] for c in self.chunks]
@@ -156,6 +153,9 @@ class _Columns:
 class Recorder:
     """What every request log sink shares: the row cap, the labels and the ``record`` entry point.
 
+    Every call comes from the server's event loop thread (requests, labels, the 0.1 s housekeeping), so
+    nothing here takes a lock.
+
     ``record`` checks the cap — at most ``max_rows`` rows wait; beyond, rows are dropped and counted in
     ``dropped`` (a flush in progress holds the rows it took besides: up to twice as many in all) — and
     hands the request to the sink's ``_keep``. A sink that works in batches defines ``absorb``, which the
@@ -164,7 +164,6 @@ class Recorder:
 
     def __init__(self, *, max_rows: int = 50_000) -> None:
         self.max_rows = max_rows
-        self._lock = threading.Lock()
         self._feedback: list[dict[str, Any]] = []
         self.dropped = 0
 
@@ -204,12 +203,10 @@ class Recorder:
 
     def feedback(self, request_id: str, label: Any, ts: float | None = None) -> None:
         """A label for a logged request, joined to it later by request id."""
-        with self._lock:
-            self._feedback.append({"request_id": request_id, "label": float(label), "ts": ts or time.time()})
+        self._feedback.append({"request_id": request_id, "label": float(label), "ts": ts or time.time()})
 
     def _take_feedback(self) -> list[dict[str, Any]]:
-        with self._lock:
-            labels, self._feedback = self._feedback, []
+        labels, self._feedback = self._feedback, []
         return labels
 
     def absorb(self, limit: int = 64) -> bool:
@@ -276,12 +273,9 @@ class RequestLog(Recorder):
         return self._rows
 
     def _hand_over(self) -> tuple[list[_Columns], list[dict[str, Any]]]:
-        parts = [part for part in self._parts.values() if part.n]
+        parts = list(self._parts.values())  # each holds one request at least
         self._parts, self._current, self._rows = {}, None, 0
         return parts, self._take_feedback()
-
-    def _write_part(self, part: _Columns) -> Path:
-        return self._write_table("requests", part.table())
 
     def _write_table(self, kind: str, table: pa.Table) -> Path:
         path = (
@@ -296,28 +290,33 @@ class RequestLog(Recorder):
             pq.write_table(table, tmp, compression="lz4", use_dictionary=text)
         return path
 
+    def _tables(self) -> Iterator[tuple[str, pa.Table] | None]:
+        """What was recorded since the last flush as (kind, table) to write: one requests table per
+        input layout, and the labels; ``None`` between the steps of a conversion."""
+        parts, feedback = self._hand_over()
+        for part in parts:
+            table = None
+            for table in part.convert():
+                if table is None:
+                    yield None
+            yield "requests", table
+        if feedback:
+            yield "feedback", pa.Table.from_pylist(feedback)
+
     def flush(self) -> list[Path]:
         """Write everything recorded since the last flush: one part per input layout, and the feedback."""
-        parts, feedback = self._hand_over()
-        written = [self._write_part(part) for part in parts]
-        if feedback:
-            written.append(self._write_table("feedback", pa.Table.from_pylist(feedback)))
-        return written
+        return [self._write_table(*item) for item in self._tables() if item is not None]
 
     async def flush_async(self) -> list[Path]:
         """:meth:`flush` for a running server: the conversion to Arrow yields to requests between steps
         (it needs the GIL, which a thread would hold for up to its switch interval), and the Parquet
         writing — which releases the GIL — happens in a thread."""
-        parts, feedback = self._hand_over()
         written = []
-        for part in parts:
-            table = None
-            for table in part.convert():  # noqa: B007 - Python strings need the GIL: converted here, in steps
+        for item in self._tables():
+            if item is None:
                 await asyncio.sleep(0)
-            written.append(await asyncio.to_thread(self._write_table, "requests", table))
-        if feedback:
-            table = pa.Table.from_pylist(feedback)
-            written.append(await asyncio.to_thread(self._write_table, "feedback", table))
+            else:
+                written.append(await asyncio.to_thread(self._write_table, *item))
         return written
 
 
