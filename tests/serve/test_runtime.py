@@ -68,4 +68,17 @@ def test_a_lone_request_on_the_wide_session_gets_the_same_answer() -> None:
     # per-thread partial sums of the trees round differently in float32's last bits, no more
     np.testing.assert_allclose(wide[1], narrow[1], rtol=0, atol=1e-6)
     assert runtime.wide.get_session_options().intra_op_num_threads == 2
+    used: list[int] = []
+    wide_session = runtime.wide
+
+    class Spy:  # records which session ran
+        def run(self, names: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+            used.append(len(next(iter(feeds.values()))))
+            return list(wide_session.run(names, feeds))
+
+    runtime.wide = Spy()
+    runtime.run(feeds)
+    assert used == []
+    np.testing.assert_array_equal(runtime.run(feeds, lone=True)[0], wide[0])
+    assert used == [len(frame)]
     assert Runtime(ModelPackage(Path(), graph, schema, {}, {}, {}, ""), lone_threads=1).wide is None

@@ -7,6 +7,7 @@ import struct
 from pathlib import Path
 
 import numpy as np
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -89,12 +90,12 @@ def test_row_path_accepts_and_builds_exactly_what_the_column_path_does(
     validator = Validator(SCHEMA, unknown_category=policy, max_rows=3)
     names = order + ["x"] * extra
     rows = [row + [1.0] * extra for row in data]
-    # booleans=False (a body without true/false) takes Arrow's conversion: only when it is true
-    booleans = any(type(v) is bool for r in rows for v in r)
+    # the body's bytes: one without true/false takes Arrow's conversion
+    body = orjson.dumps(rows)
     given_rows = (
-        Rows([dict(zip(names, r, strict=True)) for r in rows], booleans=booleans)
+        Rows([dict(zip(names, r, strict=True)) for r in rows], body=body)
         if as_records
-        else Rows(rows, tuple(names), booleans=booleans)
+        else Rows(rows, tuple(names), body=body)
     )
     try:
         expected = validator.feeds(given_rows.columns())
@@ -113,6 +114,23 @@ def test_row_path_accepts_and_builds_exactly_what_the_column_path_does(
     np.testing.assert_array_equal(got[NUMBERS], expected[0][NUMBERS])
     assert got[NUMBERS].dtype == np.float32 and got[NUMBERS].flags.c_contiguous
     assert got[STRINGS].tolist() == expected[0][STRINGS].tolist()
+
+
+@pytest.mark.parametrize("body", [None, b'{"no": "bools"}'])
+@pytest.mark.parametrize("n", [1, 3])
+def test_clean_rows_take_the_lean_path(n: int, body: bytes | None) -> None:
+    validator = Validator(SCHEMA)
+    data = [[30.0 + i, None if i % 2 else 1.5, "pro"] for i in range(n)]
+    for rows in (
+        Rows(data, ("age", "gap", "plan"), body=body),
+        Rows([dict(zip(("plan", "age", "gap"), (r[2], r[0], r[1]), strict=True)) for r in data], body=body),
+    ):
+        lean = validator._rows(rows)
+        assert lean is not None  # not deferred to the per-column path
+        feeds, rows_seen = lean
+        assert rows_seen == n
+        assert feeds[NUMBERS][:, 0].tolist() == [30.0 + i for i in range(n)]
+        assert feeds[STRINGS].ravel().tolist() == ["pro"] * n
 
 
 @settings(max_examples=300, deadline=None)
@@ -474,6 +492,52 @@ def test_a_retired_batcher_ends_its_thread_and_runs_late_requests_inline() -> No
 
     asyncio.run(scenario())
     assert where == ["prodml-runtime", "MainThread"]
+
+
+def test_a_retired_batcher_runs_a_large_late_request_off_the_loop() -> None:
+    import threading
+
+    where: list[str] = []
+
+    def run(feeds: dict[str, np.ndarray], lone: bool = False) -> list[np.ndarray]:
+        where.append(threading.current_thread().name)
+        return [feeds["x"]]
+
+    async def scenario() -> None:
+        batcher = MicroBatcher(run)
+        batcher.retire()
+        await batcher.submit({"x": np.ones((300, 1), np.float32)}, 300, alone=False)
+        assert batcher._thread is None  # no runtime thread started for a retired model
+
+    asyncio.run(scenario())
+    assert len(where) == 1 and where[0] not in ("MainThread", "prodml-runtime")
+
+
+def test_micro_batcher_waits_max_wait_for_company_once_a_batch_has_some() -> None:
+    import time
+
+    calls: list[int] = []
+
+    def run(feeds: dict[str, np.ndarray], lone: bool = False) -> list[np.ndarray]:
+        calls.append(len(feeds["x"]))
+        if len(feeds["x"]) > 256:
+            time.sleep(0.05)  # holds the runtime thread while two requests queue
+        return [feeds["x"]]
+
+    async def scenario() -> None:
+        batcher = MicroBatcher(run, max_rows=1000, max_wait_s=0.5)
+        big = asyncio.ensure_future(batcher.submit({"x": np.zeros((300, 1), np.float32)}, 300))
+        await asyncio.sleep(0.01)
+        first = [
+            asyncio.ensure_future(batcher.submit({"x": np.ones((1, 1), np.float32)}, 1)) for _ in range(2)
+        ]
+        await asyncio.sleep(0.1)  # the thread took the two and waits for more
+        late = batcher.submit({"x": np.ones((1, 1), np.float32)}, 1)
+        await asyncio.gather(big, *first, late)
+        await batcher.close()
+
+    asyncio.run(scenario())
+    assert calls == [300, 3]  # the late request joined the waiting batch
 
 
 def _request_id_prefix() -> str:

@@ -21,7 +21,7 @@ import orjson
 from prodml.core.errors import InvalidInput, ProdmlError
 from prodml.serve import protocols as p
 from prodml.serve.dataplane import DataPlane, Prediction
-from prodml.serve.validation import RequestError, Rows, may_hold_booleans
+from prodml.serve.validation import RequestError, Rows
 
 __all__ = ["FastPath", "Handlers", "Reply", "ServerState", "read_body"]
 
@@ -168,7 +168,7 @@ class Handlers:
     async def v1_predict(self, name: str, headers: Mapping[str, str], raw: bytes) -> Reply:
         async def work() -> Reply:
             model = self.plane.model(name)
-            rows = p.rows_from_kserve_v1(loads(raw), model.validator.names, booleans=may_hold_booleans(raw))
+            rows = p.rows_from_kserve_v1(loads(raw), model.validator.names, raw=raw)
             pred = await self.plane.infer(rows, request_id=headers.get("x-request-id"), name=name)
             preds = p.predictions(pred.outputs, pred.model.runtime.task, pred.model.runtime.classes)
             return json_reply(
@@ -182,7 +182,7 @@ class Handlers:
             from prodml.serve.explain import explain_rows
 
             model = self.plane.model(name)
-            rows = p.rows_from_kserve_v1(loads(raw), model.validator.names, booleans=may_hold_booleans(raw))
+            rows = p.rows_from_kserve_v1(loads(raw), model.validator.names, raw=raw)
             feeds, n = model.validator.feeds(rows)
             # up to thousands of rows through the graph: in a thread, so other requests go on meanwhile
             explanations = await asyncio.to_thread(explain_rows, model, feeds, n)
@@ -210,7 +210,7 @@ class Handlers:
                         "the CSV body is not UTF-8", [{"field": "body", "error": "not UTF-8"}]
                     ) from None
             elif ctype == JSON:
-                columns, params = p.columns_from_mlflow(loads(raw), booleans=may_hold_booleans(raw))
+                columns, params = p.columns_from_mlflow(loads(raw), raw=raw)
             else:
                 raise RequestError(
                     f"unsupported content type {ctype!r}",
@@ -229,7 +229,7 @@ class Handlers:
         async def work() -> Reply:
             body = loads(raw)
             records = body.get("records") if isinstance(body, dict) else body
-            rows = p.rows_from_records(records, booleans=may_hold_booleans(raw))
+            rows = p.rows_from_records(records, body=raw)
             pred = await self.plane.infer(rows, request_id=headers.get("x-request-id"))
             preds = p.predictions(
                 pred.outputs, pred.model.runtime.task, pred.model.runtime.classes, style="records"

@@ -55,17 +55,17 @@ _LIST = frozenset({list})
 _STR = frozenset({str})
 
 
-def rows_from_records(records: Any, field: str = "records", *, booleans: bool = True) -> Rows:
+def rows_from_records(records: Any, field: str = "records", *, body: bytes | None = None) -> Rows:
     """``[{"a": 1, "b": "x"}, …]`` → :class:`Rows` of records (their keys are compared only if the lean
     path cannot take them, see ``Rows.columns``)."""
     if not isinstance(records, list) or not records:
         raise bad_field(field, "expected a non-empty list of records (objects)")
     if not set(map(type, records)) <= _DICT:
         raise bad_field(field, "every record must be an object of column: value")
-    return Rows(records, None, field, booleans)
+    return Rows(records, None, field, body)
 
 
-def _rows_from_lists(data: Any, names: Sequence[str], field: str, error: str, booleans: bool) -> Rows:
+def _rows_from_lists(data: Any, names: Sequence[str], field: str, error: str, body: bytes | None) -> Rows:
     """Rows given as lists ordered like ``names``; each must hold ``len(names)`` values."""
     if not isinstance(data, list):
         raise bad_field(field, error)
@@ -73,10 +73,10 @@ def _rows_from_lists(data: Any, names: Sequence[str], field: str, error: str, bo
         for i, row in enumerate(data):
             if not isinstance(row, list) or len(row) != len(names):
                 raise bad_field(f"{field}[{i}]", error)
-    return Rows(data, tuple(names), field, booleans)
+    return Rows(data, tuple(names), field, body)
 
 
-def _rows_from_split(split: Any, field: str, booleans: bool) -> Rows:
+def _rows_from_split(split: Any, field: str, body: bytes | None) -> Rows:
     if (
         not isinstance(split, dict)
         or not isinstance(split.get("columns"), list)
@@ -87,12 +87,14 @@ def _rows_from_split(split: Any, field: str, booleans: bool) -> Rows:
     if not set(map(type, columns)) <= _STR:  # one C-level pass; a str subclass cannot come from JSON
         raise bad_field(f"{field}.columns", "column names must be strings")
     return _rows_from_lists(
-        split["data"], columns, f"{field}.data", f"expected a list of {len(columns)} values", booleans
+        split["data"], columns, f"{field}.data", f"expected a list of {len(columns)} values", body
     )
 
 
-def columns_from_mlflow(body: Any, *, booleans: bool = True) -> tuple[dict[str, Any] | Rows, dict[str, Any]]:
-    """MLflow's scoring JSON → (columns or rows, params). ``booleans``: see :class:`Rows`."""
+def columns_from_mlflow(
+    body: Any, *, raw: bytes | None = None
+) -> tuple[dict[str, Any] | Rows, dict[str, Any]]:
+    """MLflow's scoring JSON → (columns or rows, params). ``raw``: the body's bytes, see :class:`Rows`."""
     if not isinstance(body, dict):
         raise bad_field(
             "body", "expected a JSON object with dataframe_split, dataframe_records, instances or inputs"
@@ -106,11 +108,11 @@ def columns_from_mlflow(body: Any, *, booleans: bool = True) -> tuple[dict[str, 
     key = keys[0]
     value = body[key]
     if key == "dataframe_split":
-        return _rows_from_split(value, key, booleans), params
+        return _rows_from_split(value, key, raw), params
     if isinstance(value, dict):  # {"col": [values]} (tensor-style column dict)
         cols = {k: v if isinstance(v, list) else [v] for k, v in value.items()}
         return cols, params
-    return rows_from_records(value, key, booleans=booleans), params
+    return rows_from_records(value, key, body=raw), params
 
 
 def columns_from_csv(text: str) -> dict[str, list[Any]]:
@@ -288,20 +290,20 @@ def predictions(
     ]
 
 
-def rows_from_kserve_v1(body: Any, names: Sequence[str], *, booleans: bool = True) -> Rows:
+def rows_from_kserve_v1(body: Any, names: Sequence[str], *, raw: bytes | None = None) -> Rows:
     """KServe v1 ``instances``: records, or lists ordered like the model's inputs."""
     if not isinstance(body, Mapping) or not isinstance(body.get("instances"), list) or not body["instances"]:
         raise bad_field("instances", "expected a non-empty list")
     instances = body["instances"]
     kinds = set(map(type, instances))
     if kinds <= _DICT:
-        return rows_from_records(instances, "instances", booleans=booleans)
+        return rows_from_records(instances, "instances", body=raw)
     if kinds <= _LIST:
         return _rows_from_lists(
             instances,
             names,
             "instances",
             f"expected {len(names)} values in input order: {', '.join(names)}",
-            booleans,
+            raw,
         )
     raise bad_field("instances", "expected all records (objects) or all lists")

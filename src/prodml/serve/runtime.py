@@ -138,8 +138,7 @@ class _Pending:
     feeds: dict[str, np.ndarray]
     rows: int
     lone: bool  # alone in the server when queued (a large request: more rows than run inline)
-    future: asyncio.Future[list[np.ndarray]]
-    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[list[np.ndarray]]  # answered on its own loop (future.get_loop())
 
 
 class MicroBatcher:
@@ -184,9 +183,12 @@ class MicroBatcher:
 
         ``alone``: no other request is waiting in the server (the transport knows).
         """
-        if self._retired or (alone and self._handed == 0 and rows <= INLINE_ROWS):
+        if rows <= INLINE_ROWS and (self._retired or (alone and self._handed == 0)):
             self._on_batch(rows)
             return self._run(feeds, lone=alone and rows >= WIDE_ROWS)
+        if self._retired:  # a large late request to a swapped-out model: off the loop, no new thread
+            self._on_batch(rows)
+            return await asyncio.to_thread(self._run, feeds, lone=alone)
         other = self._put(feeds, rows, lone=alone and self._handed == 0)
         try:
             return await other
@@ -200,10 +202,9 @@ class MicroBatcher:
         if self._thread is None:
             self._thread = threading.Thread(target=self._work, name="prodml-runtime", daemon=True)
             self._thread.start()
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[list[np.ndarray]] = loop.create_future()
+        future: asyncio.Future[list[np.ndarray]] = asyncio.get_running_loop().create_future()
         self._handed += 1
-        self._inbox.put(_Pending(feeds, rows, lone, future, loop))
+        self._inbox.put(_Pending(feeds, rows, lone, future))
         return future
 
     def _take(self) -> tuple[list[_Pending], int] | None:
@@ -249,7 +250,7 @@ class MicroBatcher:
             except Exception as exc:  # handed to every request of the batch
                 error = exc
             with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
-                batch[0].loop.call_soon_threadsafe(self._answer, batch, rows, results, error)
+                batch[0].future.get_loop().call_soon_threadsafe(self._answer, batch, rows, results, error)
 
     def _answer(
         self,
