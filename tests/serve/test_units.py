@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import struct
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import orjson
@@ -253,16 +254,24 @@ def test_circuit_breaker_opens_after_five_failures_and_probes_after_cooldown() -
     assert breaker.allow()
 
 
-def test_micro_batcher_merges_requests_that_queue_behind_a_running_call() -> None:
+def _slow_when_big(calls: list[int], answer: Any) -> Any:
+    """A runtime ``run`` that records each call's rows and holds the runtime thread for 50 ms on a call of
+    more than 256 rows, so that smaller requests queue behind it."""
     import time
-
-    calls: list[int] = []
 
     def run(feeds: dict[str, np.ndarray], lone: bool = False) -> list[np.ndarray]:
         calls.append(len(feeds["x"]))
         if len(feeds["x"]) > 256:
-            time.sleep(0.05)  # a big batch runs in a thread; small requests queue meanwhile
-        return [feeds["x"] * 2]
+            time.sleep(0.05)
+        return [answer(feeds["x"])]
+
+    return run
+
+
+def test_micro_batcher_merges_requests_that_queue_behind_a_running_call() -> None:
+
+    calls: list[int] = []
+    run = _slow_when_big(calls, lambda x: x * 2)
 
     async def scenario() -> list[list[np.ndarray]]:
         batcher = MicroBatcher(run, max_rows=1000)
@@ -282,15 +291,9 @@ def test_micro_batcher_merges_requests_that_queue_behind_a_running_call() -> Non
 
 
 def test_micro_batcher_never_merges_past_max_rows() -> None:
-    import time
 
     calls: list[int] = []
-
-    def run(feeds: dict[str, np.ndarray], lone: bool = False) -> list[np.ndarray]:
-        calls.append(len(feeds["x"]))
-        if len(feeds["x"]) > 256:
-            time.sleep(0.05)  # holds the runtime thread while the others queue
-        return [feeds["x"] + 1]
+    run = _slow_when_big(calls, lambda x: x + 1)
 
     async def scenario() -> list[list[np.ndarray]]:
         batcher = MicroBatcher(run, max_rows=10)
@@ -514,15 +517,9 @@ def test_a_retired_batcher_runs_a_large_late_request_off_the_loop() -> None:
 
 
 def test_micro_batcher_waits_max_wait_for_company_once_a_batch_has_some() -> None:
-    import time
 
     calls: list[int] = []
-
-    def run(feeds: dict[str, np.ndarray], lone: bool = False) -> list[np.ndarray]:
-        calls.append(len(feeds["x"]))
-        if len(feeds["x"]) > 256:
-            time.sleep(0.05)  # holds the runtime thread while two requests queue
-        return [feeds["x"]]
+    run = _slow_when_big(calls, lambda x: x)
 
     async def scenario() -> None:
         batcher = MicroBatcher(run, max_rows=1000, max_wait_s=0.5)
