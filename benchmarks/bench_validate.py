@@ -214,33 +214,28 @@ def main() -> int:
         f"(built in {time.perf_counter() - t0:.1f} s)",
         flush=True,
     )
-    tools: dict[str, tuple[Callable[[Any], Failing], Any]] = {
-        "prodml (Arrow)": (run_prodml, table),
-        "prodml (from pandas)": (run_prodml_from_pandas, frame),
-        "Great Expectations 1.x": (run_gx, frame),
-        "pandera": (run_pandera, frame),
-    }
-    keys = {
-        "prodml (Arrow)": "prodml",
-        "prodml (from pandas)": "prodml-pandas",
-        "Great Expectations 1.x": "gx",
-        "pandera": "pandera",
-    }
-    # the libraries are imported before any timing: an import is not validation (GX alone takes ~2.6 s)
-    modules = {
-        "prodml": ["prodml.data.contracts"],
-        "prodml-pandas": ["prodml.data.contracts"],
-        "gx": ["great_expectations", "great_expectations.expectations"],
-        "pandera": ["pandera.pandas"],
-    }
-    for key in chosen:
-        for module in modules[key]:
+    # (--only key, row name, run, its input, the modules it imports: imported before any timing, since an
+    # import is not validation — GX alone takes ~2.6 s)
+    tools: list[tuple[str, str, Callable[[Any], Failing], Any, list[str]]] = [
+        ("prodml", "prodml (Arrow)", run_prodml, table, ["prodml.data.contracts"]),
+        ("prodml-pandas", "prodml (from pandas)", run_prodml_from_pandas, frame, ["prodml.data.contracts"]),
+        (
+            "gx",
+            "Great Expectations 1.x",
+            run_gx,
+            frame,
+            ["great_expectations", "great_expectations.expectations"],
+        ),
+        ("pandera", "pandera", run_pandera, frame, ["pandera.pandas"]),
+    ]
+    tools = [t for t in tools if t[0] in chosen]
+    for *_, modules in tools:
+        for module in modules:
             importlib.import_module(module)
     results: dict[str, tuple[float, Failing]] = {}
-    for name, (fn, data) in tools.items():
-        if keys[name] in chosen:
-            results[name] = timed(fn, data)
-            print(f"  {name}: {results[name][0]:.2f} s", flush=True)
+    for _, name, fn, data, _ in tools:
+        results[name] = timed(fn, data)
+        print(f"  {name}: {results[name][0]:.2f} s", flush=True)
     gx_s = results.get("Great Expectations 1.x", (float("nan"), set()))[0]
     print("\n| tool | seconds | rows/s | failing rules | speed-up vs GX |\n|---|---:|---:|---:|---:|")
     for name, (seconds, found) in results.items():
