@@ -150,8 +150,9 @@ class RedisCache:
         if not self.breaker.allow():
             return None
         try:
-            async with asyncio.timeout(self.timeout_s * 1.5):  # a silent peer must not hold the request
-                result = await call
+            # a silent peer must not hold the request; wait_for, not asyncio.timeout: a request's first
+            # step runs outside any task (prodml.serve.lean), where asyncio.timeout cannot work
+            result = await asyncio.wait_for(call, self.timeout_s * 1.5)
         except Exception as exc:
             self.breaker.failure()
             logger.debug("redis cache call failed: %s", exc)

@@ -15,6 +15,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 
@@ -76,8 +77,17 @@ def too_large_reply(limit: int) -> Reply:
     )
 
 
+# printable ASCII but '%': what a header value may carry as it is (no CR/LF to split the response)
+_HEADER_SAFE = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "%")
+
+
 def _pred_headers(pred: Prediction) -> dict[str, str]:
-    return {"x-model-name": pred.name, "x-model-version": pred.version, "x-request-id": pred.request_id}
+    # a client's request id (OIP's "id" may hold any string) goes into the header percent-encoded where
+    # it is not plain printable ASCII; the body keeps it as given
+    rid = pred.request_id
+    if not (rid.isascii() and rid.isprintable() and "%" not in rid):
+        rid = quote(rid, safe=_HEADER_SAFE)
+    return {"x-model-name": pred.name, "x-model-version": pred.version, "x-request-id": rid}
 
 
 class Handlers:
@@ -284,7 +294,7 @@ class FastPath:
         self.fallback = fallback
         self.limit = handlers.state.max_body_bytes
 
-    def _route(self, path: str, headers: Mapping[str, str]) -> Callable[[bytes], Awaitable[Reply]] | None:
+    def route(self, path: str, headers: Mapping[str, str]) -> Callable[[bytes], Awaitable[Reply]] | None:
         h = self.handlers
         if path == "/invocations":
             return lambda raw: h.invocations(headers, raw)
@@ -305,7 +315,7 @@ class FastPath:
             await self.fallback(scope, receive, send)
             return
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}  # names: lower
-        route = self._route(scope["path"], headers)
+        route = self.route(scope["path"], headers)
         if route is None:
             await self.fallback(scope, receive, send)
             return

@@ -60,6 +60,12 @@ class _Server:
     def __init__(self, app: Any, sock: socket.socket, drain_timeout_s: float) -> None:
         import uvicorn
 
+        from prodml.serve.handlers import FastPath
+        from prodml.serve.lean import lean_protocol
+
+        # the inference app's POST routes are answered by the protocol itself (see prodml.serve.lean)
+        self.protocol = lean_protocol(app) if isinstance(app, FastPath) else None
+
         class Quiet(uvicorn.Server):
             @contextlib.contextmanager
             def capture_signals(self) -> Generator[None, None, None]:
@@ -74,15 +80,18 @@ class _Server:
             timeout_keep_alive=5,
             server_header=False,  # do not advertise the server software
             proxy_headers=False,  # nothing reads the client address; spares a middleware per request
+            http=self.protocol or "auto",
         )
         self.server = Quiet(config)
         self.sock = sock
 
     def backlog(self) -> int:
-        """HTTP requests this server holds (started, not yet answered): uvicorn's own task set (0 if a
-        uvicorn release renames it: every request then runs inline, which is correct, only slower)."""
+        """HTTP requests this server holds (started, not yet answered): those of this loop turn that the
+        lean protocol has not stepped yet, and uvicorn's task set (0 if a uvicorn release renames it:
+        requests then run inline, which is correct, only slower)."""
         state = getattr(self.server, "server_state", None)
-        return len(getattr(state, "tasks", ()))
+        held = len(getattr(state, "tasks", ()))
+        return held + self.protocol.turn.active if self.protocol is not None else held
 
     async def serve(self) -> None:
         await self.server.serve(sockets=[self.sock])
