@@ -1,5 +1,6 @@
 """Online serving: prodml serve vs mlflow models serve vs the afternoon FastAPI + ONNX Runtime app,
-with two floors (an in-process ONNX Runtime call and a bare HTTP echo), under the same wrk load.
+with floors (an in-process ONNX Runtime call, a bare ASGI echo on uvicorn, a bare HTTP echo on uvloop and
+httptools with no ASGI layer), under the same wrk load.
 
     python benchmarks/bench_serve.py [--duration 4] [--skip-mlflow]
 
@@ -14,6 +15,7 @@ generator: Python clients saturate these 2 cores first) at 1, 8 and 32 connectio
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -34,6 +36,8 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 CONCURRENCY = (1, 8, 32)
+ASGI_ECHO = "bare ASGI echo on uvicorn"
+RAW_ECHO = "bare HTTP echo on uvloop + httptools (floor)"
 LUA = """
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
@@ -136,6 +140,13 @@ def wrk(port: int, script: Path, connections: int, duration: float) -> dict[str,
     }
 
 
+def median_run(runs: list[dict[str, float]]) -> dict[str, float]:
+    """Each number's median over repeated runs of one cell; errors are summed, never hidden."""
+    out = {key: statistics.median(r[key] for r in runs) for key in runs[0]}
+    out["errors"] = sum(r["errors"] for r in runs)
+    return out
+
+
 def build_model(work: Path) -> tuple[Path, Path, Path, dict[str, bytes], Any]:
     """Train the benchmark model; write its ONNX package, an MLflow model and the request bodies."""
     from prodml.core.project import load_project
@@ -205,7 +216,8 @@ def in_process_floor(model: Any, X: Any) -> dict[str, float]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=float, default=4.0)
+    parser.add_argument("--duration", type=float, default=2.0, help="seconds per cell and round")
+    parser.add_argument("--rounds", type=int, default=3, help="round-robin rounds per cell (median)")
     parser.add_argument("--skip-mlflow", action="store_true")
     parser.add_argument("--workers", type=int, default=1, help="prodml serve worker processes")
     args = parser.parse_args()
@@ -277,7 +289,7 @@ def main() -> int:
             {},
             None,
         )
-    servers["bare HTTP echo (floor)"] = (
+    servers[ASGI_ECHO] = (
         [
             str(BIN / "uvicorn"),
             "benchmarks.apps.echo:app",
@@ -290,39 +302,64 @@ def main() -> int:
         {},
         ROOT,
     )
+    servers[RAW_ECHO] = ([sys.executable, "-m", "benchmarks.apps.rawecho", "--port", "{port}"], {}, ROOT)
 
-    results: dict[str, dict[str, Any]] = {}
-    for name, (cmd, env, cwd) in servers.items():
-        p = port if name == "prodml serve" else free_port()
-        cmd = [c.replace("{port}", str(p)) for c in cmd]
-        print(f"{name}: starting", flush=True)
-        with server(cmd, p, bodies["1 row"], env, cwd) as (proc, started):
-            entry: dict[str, Any] = {"start_s": started}
-            for label, script in scripts.items():
-                for c in CONCURRENCY:
-                    wrk(p, script, c, 1.0)  # warm-up
-                    entry[(label, c)] = wrk(p, script, c, args.duration)
-                    print(f"  {label} c={c}: {entry[(label, c)]['rps']:.0f} req/s", flush=True)
-            if name == "prodml serve":
-                # p99 at half the best 1-row rate: wrk paces each connection with delay(), a pause of whole
-                # milliseconds before each send, so the rate is set by the number of connections; pauses
-                # drawn from 1..7 ms (mean 4) keep the connections from sending in lockstep bursts
-                best = max(entry[("1 row", c)]["rps"] for c in CONCURRENCY)
-                half, pause_ms = best / 2, 4
-                conns = max(1, round(half * (pause_ms + entry[("1 row", 1)]["p50_ms"]) / 1000))
-                paced = work / "paced.lua"
-                paced.write_text(
-                    LUA.replace("{body}", str(work / "1-row.json")).replace(
-                        "{delay}", f"delay = function() return math.random(1, {2 * pause_ms - 1}) end"
-                    )
+    results: dict[str, dict[str, Any]] = {name: {} for name in servers}
+    ports: dict[str, int] = {}
+    with contextlib.ExitStack() as running:
+        for name, (cmd, env, cwd) in servers.items():  # one at a time: start-up times are not contended
+            p = port if name == "prodml serve" else free_port()
+            print(f"{name}: starting", flush=True)
+            proc, started = running.enter_context(
+                server([c.replace("{port}", str(p)) for c in cmd], p, bodies["1 row"], env, cwd)
+            )
+            ports[name], results[name]["start_s"], results[name]["pid"] = p, started, proc.pid
+        # every cell round-robin over the servers, args.rounds times, and the median of each number: the
+        # machine's speed drifts over minutes (a shared VM), and every server of a cell sees the same drift
+        for label, script in scripts.items():
+            for c in CONCURRENCY:
+                for name in servers:
+                    wrk(ports[name], script, c, 1.0)  # warm-up
+                runs = {name: [] for name in servers}
+                for _ in range(args.rounds):
+                    for name in servers:
+                        runs[name].append(wrk(ports[name], script, c, args.duration))
+                for name in servers:
+                    results[name][(label, c)] = median_run(runs[name])
+                print(
+                    f"  {label} c={c}: "
+                    + ", ".join(f"{n} {results[n][(label, c)]['rps']:.0f}" for n in servers)
+                    + " req/s",
+                    flush=True,
                 )
-                # under load each request takes longer than at one connection: calibrate once on a short
-                # run, so the measured run is at half the best rate, not below it
-                probe = wrk(p, paced, conns, 2.0)
-                conns = max(1, round(conns * half / max(probe["rps"], 1.0)))
-                entry["paced"] = wrk(p, paced, conns, args.duration * 2) | {"target": half, "conns": conns}
-            entry["rss_mb"] = rss_mb(proc.pid)
-            results[name] = entry
+        # p99 at half of prodml's best 1-row rate: wrk paces each connection with delay(), a pause of whole
+        # milliseconds before each send, so the rate is set by the number of connections; pauses drawn from
+        # 1..7 ms (mean 4) keep the connections from sending in lockstep bursts. The echo servers get the
+        # same paced connections: what p99 a server doing nothing costs at that rate
+        prodml = results["prodml serve"]
+        best = max(prodml[("1 row", c)]["rps"] for c in CONCURRENCY)
+        half, pause_ms = best / 2, 4
+        conns = max(1, round(half * (pause_ms + prodml[("1 row", 1)]["p50_ms"]) / 1000))
+        paced = work / "paced.lua"
+        paced.write_text(
+            LUA.replace("{body}", str(work / "1-row.json")).replace(
+                "{delay}", f"delay = function() return math.random(1, {2 * pause_ms - 1}) end"
+            )
+        )
+        # under load each request takes longer than at one connection: calibrate once on a short run, so
+        # the measured run is at half the best rate, not below it
+        probe = wrk(port, paced, conns, 2.0)
+        paced_conns = max(1, round(conns * half / max(probe["rps"], 1.0)))
+        pacing = ["prodml serve", ASGI_ECHO, RAW_ECHO]
+        runs = {name: [] for name in pacing}
+        for _ in range(args.rounds):
+            for name in pacing:
+                runs[name].append(wrk(ports[name], paced, paced_conns, args.duration * 2))
+        for name in pacing:
+            results[name]["paced"] = median_run(runs[name])
+        prodml["paced"]["target"] = half
+        for name in servers:
+            results[name]["rss_mb"] = rss_mb(results[name]["pid"])
 
     base = results["afternoon FastAPI + ONNX Runtime"]
     prodml = results["prodml serve"]
@@ -355,14 +392,26 @@ def main() -> int:
     paced = prodml["paced"]
     print(
         f"\nprodml at half its best 1-row rate (target {paced['target']:,.0f} req/s, got "
-        f"{paced['rps']:,.0f}, {paced['conns']} connections pausing 1-7 ms between requests): "
+        f"{paced['rps']:,.0f}, {paced_conns} connections pausing 1-7 ms between requests): "
         f"p50 {paced['p50_ms']:.2f} ms, p99 {paced['p99_ms']:.2f} ms"
     )
-    p50 = prodml[("1 row", 1)]["p50_ms"]
-    print(
-        f"\nprodml p50 at one connection, 1 row: {p50:.3f} ms = "
-        f"{p50 / floor['1 row']:.1f}x the in-process call"
-    )
+    for name in (ASGI_ECHO, RAW_ECHO):
+        if "paced" in results[name]:
+            echo = results[name]["paced"]
+            print(
+                f"{name}, the same paced connections: {echo['rps']:,.0f} req/s, "
+                f"p50 {echo['p50_ms']:.2f} ms, p99 {echo['p99_ms']:.2f} ms"
+            )
+    for label in bodies:
+        p50 = prodml[(label, 1)]["p50_ms"]
+        floors = ", ".join(
+            f"{name} {results[name][(label, 1)]['p50_ms'] / floor[label]:.1f}x"
+            for name in (ASGI_ECHO, RAW_ECHO)
+        )
+        print(
+            f"prodml p50 at one connection, {label}: {p50:.3f} ms = {p50 / floor[label]:.1f}x the in-process "
+            f"call (the echo servers' own p50: {floors})"
+        )
     shutil.rmtree(work, ignore_errors=True)
     return 0
 
