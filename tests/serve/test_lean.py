@@ -229,6 +229,18 @@ def test_what_the_lean_path_does_not_take_goes_the_asgi_way(lean: Any, request_b
     assert stub.backlogs in ([], [1])  # reached the handler as an ASGI task, if at all
 
 
+def test_a_client_that_does_not_read_gets_no_more_answers_until_it_does(lean: Any) -> None:
+    protocol, wire, _, loop = lean
+    protocol.pause_writing()  # what the transport says once its buffer passes the high-water mark
+    protocol.data_received(post("/invocations", b"x", rid="later"))
+    turn(loop, 10)
+    assert wire.writes == []  # uvicorn's path waits for the buffer to drain
+    protocol.resume_writing()
+    turn(loop, 10)
+    [(status, headers, _)] = wire.responses()
+    assert (status, headers["x-request-id"]) == (200, "later")
+
+
 def test_a_client_gone_before_the_answer_gets_nothing_written(lean: Any) -> None:
     protocol, wire, stub, loop = lean
     stub.gate = asyncio.Event()

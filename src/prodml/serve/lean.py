@@ -140,8 +140,9 @@ class LeanProtocol(HttpToolsProtocol):
     """uvicorn's ``httptools`` protocol that answers POSTs to the inference routes itself.
 
     A request takes the lean path when it is a POST to an inference route with a ``Content-Length``
-    within the body limit, no ``Expect: 100-continue``, no upgrade, and nothing else pending on its
-    connection; anything else goes the ASGI way, to the same handlers (``FastPath``).
+    within the body limit, no ``Expect: 100-continue``, no upgrade, nothing else pending on its
+    connection, and a client that reads what it is sent (the transport has not paused writing); anything
+    else goes the ASGI way, to the same handlers (``FastPath``).
     """
 
     fast: FastPath  # set by lean_protocol
@@ -171,6 +172,7 @@ class LeanProtocol(HttpToolsProtocol):
     def _lean_route(self) -> Callable[[bytes], Awaitable[Reply]] | None:
         if (
             self.expect_100_continue
+            or self.flow.write_paused  # a client that does not read: uvicorn's path waits for it to drain
             or self.pipeline
             or (self.cycle is not None and not self.cycle.response_complete)
             or self.parser.should_upgrade()
