@@ -279,18 +279,74 @@ def test_an_exception_under_the_handlers_is_a_500_without_a_trace(lean: Any) -> 
     assert wire.responses()[-1][0] == 200
 
 
-def test_header_values_with_control_characters_are_not_written(lean: Any) -> None:
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        post("/invocations", b"x"),
+        b"POST /invocations HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n\r\n",
+    ],
+    ids=["lean", "asgi"],
+)
+def test_header_values_are_percent_encoded_alike_on_both_paths(lean: Any, request_bytes: bytes) -> None:
     protocol, wire, stub, loop = lean
 
-    async def evil(headers: dict[str, str], raw: bytes) -> Reply:
-        return Reply(200, b"{}", {"x-request-id": "a\r\nx-evil: 1"})
+    async def odd(headers: dict[str, str], raw: bytes) -> Reply:
+        return Reply(200, b"{}", {"x-request-id": "a\r\nx-evil: 1", "x-model-name": "modèle✓ 100%"})
 
-    stub.invocations = evil
-    protocol.data_received(post("/invocations", b"x"))
-    turn(loop)
+    stub.invocations = odd
+    protocol.data_received(request_bytes)
+    turn(loop, 10)
     [(status, headers, _)] = wire.responses()
     assert status == 200
-    assert "x-evil" not in headers and "x-request-id" not in headers
+    assert "x-evil" not in headers
+    assert headers["x-request-id"] == "a%0D%0Ax-evil: 1"
+    assert headers["x-model-name"] == "mod%C3%A8le%E2%9C%93 100%25"
+
+
+def test_a_cancelled_first_step_costs_only_its_own_request(lean: Any) -> None:
+    protocol, wire, stub, loop = lean
+    other = protocol.__class__(
+        config=protocol.config, server_state=protocol.server_state, app_state={}, _loop=loop
+    )
+    wire2 = Wire()
+    other.connection_made(wire2)
+
+    async def cancelled(headers: dict[str, str], raw: bytes) -> Reply:
+        raise asyncio.CancelledError  # no Exception: it must not escape the turn
+
+    stub.predict = cancelled  # type: ignore[method-assign]
+    protocol.data_received(post("/predict", b"[]"))
+    other.data_received(post("/invocations", b"ok"))
+    turn(loop)
+    assert [r[0] for r in wire.responses()] == [500]
+    assert [r[0] for r in wire2.responses()] == [200]
+    assert protocol.turn.active == 0
+
+
+def test_a_huge_content_length_is_refused_not_a_500(lean: Any) -> None:
+    protocol, wire, _, loop = lean
+    protocol.data_received(
+        post("/invocations", b"xy").replace(b"content-length: 2", b"content-length: " + b"0" * 5000 + b"2")
+    )
+    turn(loop, 10)
+    assert [r[0] for r in wire.responses()] == [400]
+
+
+def test_resume_closes_the_coroutine_when_its_task_is_finalised() -> None:
+    loop = asyncio.new_event_loop()
+    future = loop.create_future()
+
+    async def work() -> Reply:
+        await future
+        return Reply(200, b"")
+
+    coro = work()
+    resume = _Resume(coro, coro.send(None)).__await__()
+    next(resume)
+    coro.close()  # the garbage collector may finalise the coroutine before the task that runs it
+    resume.close()  # then the task: no "cannot reuse already awaited coroutine" on the way out
+    assert coro.cr_frame is None
+    loop.close()
 
 
 def test_resume_relays_sends_and_cancellation_like_a_task() -> None:
@@ -324,6 +380,40 @@ def test_resume_relays_sends_and_cancellation_like_a_task() -> None:
     loop.run_until_complete(both())
     loop.close()
     assert seen == ["got 7", "cancelled"]
+
+
+@pytest.mark.parametrize(("delay", "found"), [(0.0, b"hit"), (1.0, None)], ids=["answers", "silent"])
+def test_the_redis_cache_works_from_a_first_step_outside_any_task(delay: float, found: bytes | None) -> None:
+    from prodml.serve.cache import RedisCache
+
+    class Peer:  # redis.asyncio's get: an answer, or a silent peer
+        async def get(self, key: str) -> bytes:
+            await asyncio.sleep(delay)
+            return b"hit"
+
+    loop = asyncio.new_event_loop()
+    cache = RedisCache("redis://127.0.0.1:1", timeout_s=0.05)
+    cache.client = Peer()
+
+    async def guarded() -> Any:
+        return await cache._guard(cache.client.get("k"))
+
+    async def drive() -> Any:
+        first: asyncio.Future[Any] = loop.create_future()
+
+        def first_step() -> None:  # a plain loop callback, as the lean protocol's turn: no current task
+            coro = guarded()
+            try:
+                first.set_result(_finish_via(coro, coro.send(None)))
+            except StopIteration as done:  # finished without waiting: it could not even ask the peer
+                first.set_result(asyncio.sleep(0, done.value))
+
+        loop.call_soon(first_step)
+        return await (await first)
+
+    assert loop.run_until_complete(drive()) == found
+    assert cache.breaker.failures == (0 if found else 1)
+    loop.close()
 
 
 async def _finish_via(coro: Any, signal: Any) -> Reply:

@@ -149,14 +149,23 @@ class RedisCache:
     async def _guard(self, call: Any) -> Any:
         if not self.breaker.allow():
             return None
+        # a silent peer must not hold the request. asyncio.wait, not asyncio.timeout (or wait_for, built on
+        # it from Python 3.12): a request's first step runs outside any task (prodml.serve.lean), where
+        # those raise
+        pending = asyncio.ensure_future(call)
         try:
-            # a silent peer must not hold the request; wait_for, not asyncio.timeout: a request's first
-            # step runs outside any task (prodml.serve.lean), where asyncio.timeout cannot work
-            result = await asyncio.wait_for(call, self.timeout_s * 1.5)
+            done, _ = await asyncio.wait((pending,), timeout=self.timeout_s * 1.5)
+            if not done:
+                pending.cancel()
+                raise TimeoutError(f"redis did not answer within {self.timeout_s * 1.5:.3f} s")
+            result = pending.result()
         except Exception as exc:
             self.breaker.failure()
             logger.debug("redis cache call failed: %s", exc)
             return None
+        finally:
+            if not pending.done():  # the request itself was cancelled
+                pending.cancel()
         self.breaker.success()
         return result
 

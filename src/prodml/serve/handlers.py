@@ -24,7 +24,7 @@ from prodml.serve import protocols as p
 from prodml.serve.dataplane import DataPlane, Prediction
 from prodml.serve.validation import RequestError, Rows
 
-__all__ = ["FastPath", "Handlers", "Reply", "ServerState", "read_body"]
+__all__ = ["FastPath", "Handlers", "Reply", "ServerState", "read_body", "reply_headers"]
 
 logger = logging.getLogger("prodml.serve.access")
 JSON = "application/json"
@@ -77,17 +77,36 @@ def too_large_reply(limit: int) -> Reply:
     )
 
 
+def _pred_headers(pred: Prediction) -> dict[str, str]:
+    return {"x-model-name": pred.name, "x-model-version": pred.version, "x-request-id": pred.request_id}
+
+
 # printable ASCII but '%': what a header value may carry as it is (no CR/LF to split the response)
 _HEADER_SAFE = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "%")
 
 
-def _pred_headers(pred: Prediction) -> dict[str, str]:
-    # a client's request id (OIP's "id" may hold any string) goes into the header percent-encoded where
-    # it is not plain printable ASCII; the body keeps it as given
-    rid = pred.request_id
-    if not (rid.isascii() and rid.isprintable() and "%" not in rid):
-        rid = quote(rid, safe=_HEADER_SAFE)
-    return {"x-model-name": pred.name, "x-model-version": pred.version, "x-request-id": rid}
+def header_value(value: str) -> bytes:
+    """A response header value as bytes: as it is when plain printable ASCII, else percent-encoded (a
+    client's request id — OIP's ``id`` may hold any string — or a model name may not be)."""
+    if not (value.isascii() and value.isprintable() and "%" not in value):
+        value = quote(value, safe=_HEADER_SAFE)
+    return value.encode("ascii")
+
+
+def reply_headers(reply: Reply) -> list[tuple[bytes, bytes]]:
+    """The reply's headers as the wire carries them, content type and length first (every transport)."""
+    return [
+        (b"content-type", reply.media_type.encode("ascii")),
+        (b"content-length", b"%d" % len(reply.body)),
+        *((name.encode("ascii"), header_value(value)) for name, value in reply.headers.items()),
+    ]
+
+
+def declared_too_large(declared: str | None, limit: int) -> bool:
+    """A ``Content-Length`` that is not a plain number, or one above ``limit``."""
+    if declared is None:
+        return False
+    return not declared.isdigit() or len(declared) > 18 or int(declared) > limit
 
 
 class Handlers:
@@ -319,19 +338,14 @@ class FastPath:
         if route is None:
             await self.fallback(scope, receive, send)
             return
-        declared = headers.get("content-length")
-        too_big = declared is not None and (not declared.isdigit() or int(declared) > self.limit)
+        too_big = declared_too_large(headers.get("content-length"), self.limit)
         raw = None if too_big else await read_body(receive, self.limit)
         reply = too_large_reply(self.limit) if raw is None else await route(raw)
         await send(
             {
                 "type": "http.response.start",
                 "status": reply.status,
-                "headers": [
-                    (b"content-type", reply.media_type.encode()),
-                    (b"content-length", str(len(reply.body)).encode()),
-                    *((k.encode("latin-1"), v.encode("latin-1")) for k, v in reply.headers.items()),
-                ],
+                "headers": reply_headers(reply),
             }
         )
         await send({"type": "http.response.body", "body": reply.body})

@@ -14,8 +14,8 @@ A handler that finishes without waiting (the usual case: validation and ONNX Run
 when the request is alone) costs no task at all. One that waits (a batch on the runtime thread, a Redis
 call) becomes a task from the point where it waits, counted in uvicorn's task set like any request, so
 graceful shutdown waits for it and the data plane's backlog sees it. Because a handler's first step runs
-outside any task, code on the request path must not need ``asyncio.current_task()`` (``asyncio.timeout``
-does; ``asyncio.wait_for`` does not).
+outside any task, code on the request path must not need ``asyncio.current_task()``: ``asyncio.timeout``
+does, and so does ``asyncio.wait_for`` from Python 3.12 (``asyncio.wait`` does not).
 
 It is uvicorn's ``http=`` extension point (a protocol class), subclassing the ``httptools`` protocol of
 the pinned uvicorn release; the tests drive it in process and through a real server over sockets.
@@ -25,21 +25,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from typing import Any
 
 import httptools
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
-from prodml.serve.handlers import FastPath, Reply
+from prodml.serve.handlers import FastPath, Reply, declared_too_large, reply_headers
 
 __all__ = ["LeanProtocol", "lean_protocol"]
 
 logger = logging.getLogger(__name__)
 
-# a header value with a control character (CR/LF would split the response) is never written
-_BAD_VALUE = re.compile(b"[\x00-\x08\x0a-\x1f\x7f]")
 _INTERNAL = b'{"error":"internal error"}'
 
 
@@ -86,6 +83,9 @@ class _Resume:
         while True:
             try:
                 sent = yield signal
+            except GeneratorExit:  # the task itself is being finalised: so is the coroutine
+                coro.close()
+                raise
             except BaseException as exc:  # relayed (cancellation too), as a task would
                 try:
                     signal = coro.throw(exc)
@@ -153,12 +153,6 @@ class LeanProtocol(HttpToolsProtocol):
         self._route: Callable[[bytes], Awaitable[Reply]] | None = None
         self._chunks: list[bytes] = []
 
-    def on_message_begin(self) -> None:
-        # a request answered in the turn that read it arms the keep-alive timer; one pipelined behind it
-        # must not be cut off by that timer while it is answered
-        self._unset_keepalive_if_required()
-        super().on_message_begin()
-
     def on_headers_complete(self) -> None:
         route = self._lean_route() if self.parser.get_method() == b"POST" else None
         if route is None:
@@ -180,7 +174,7 @@ class LeanProtocol(HttpToolsProtocol):
             return None
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in self.headers}  # names: lower
         declared = headers.get("content-length")
-        if declared is None or not declared.isdigit() or int(declared) > self.fast.limit:
+        if declared is None or declared_too_large(declared, self.fast.limit):
             return None  # chunked or too large: the ASGI way, which reads or refuses it
         path = httptools.parse_url(self.url).path.decode("ascii")
         if "%" in path:
@@ -214,7 +208,10 @@ class LeanProtocol(HttpToolsProtocol):
         except StopIteration as done:
             self._answer(answering, done.value)
             return
-        except Exception:  # handlers turn errors into replies; this is the net under them
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException:  # handlers turn errors into replies; this is the net under them (a
+            # CancelledError included: it is no Exception, and must not cost the turn's other requests)
             logger.exception("unexpected error on the lean path")
             self._answer(answering, Reply(500, _INTERNAL))
             return
@@ -229,7 +226,9 @@ class LeanProtocol(HttpToolsProtocol):
         except asyncio.CancelledError:  # uvicorn's shutdown gave up waiting for it
             self._answer(answering, Reply(503, b'{"error":"the server is shutting down"}'))
             raise
-        except Exception:
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException:
             logger.exception("unexpected error on the lean path")
             reply = Reply(500, _INTERNAL)
         self._answer(answering, reply)
@@ -239,22 +238,15 @@ class LeanProtocol(HttpToolsProtocol):
         answering.response_complete = True
         if answering.disconnected or self.transport.is_closing():
             return
-        body = reply.body
         head = [
             STATUS_LINE[reply.status],
             *(b"%s: %s\r\n" % pair for pair in self.server_state.default_headers),
-            b"content-type: ",
-            reply.media_type.encode("latin-1"),
-            b"\r\ncontent-length: %d\r\n" % len(body),
+            *(b"%s: %s\r\n" % pair for pair in reply_headers(reply)),
         ]
-        for name, value in reply.headers.items():
-            encoded = value.encode("latin-1", "replace")
-            if not _BAD_VALUE.search(encoded):
-                head.append(b"%s: %s\r\n" % (name.encode("latin-1"), encoded))
         if not answering.keep_alive:
             head.append(b"connection: close\r\n")
         head.append(b"\r\n")
-        head.append(body)
+        head.append(reply.body)
         self.transport.write(b"".join(head))
         if not answering.keep_alive:
             self.transport.close()
