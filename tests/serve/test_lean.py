@@ -132,6 +132,16 @@ def lean() -> Iterator[tuple[Any, Wire, Stub, asyncio.AbstractEventLoop]]:
     loop.close()
 
 
+def another_connection(protocol: Any, loop: asyncio.AbstractEventLoop) -> tuple[Any, Wire]:
+    """A second connection to the same server (the same turn, task set and handlers)."""
+    other = protocol.__class__(
+        config=protocol.config, server_state=protocol.server_state, app_state={}, _loop=loop
+    )
+    wire = Wire()
+    other.connection_made(wire)
+    return other, wire
+
+
 def post(path: str, body: bytes, *, rid: str = "-", version: str = "1.1", extra: str = "") -> bytes:
     return (
         f"POST {path} HTTP/{version}\r\nhost: x\r\ncontent-type: application/json\r\n"
@@ -161,11 +171,7 @@ def test_an_inference_post_is_answered_in_one_write_without_a_task(lean: Any) ->
 
 def test_requests_of_one_turn_see_each_other_in_the_backlog(lean: Any) -> None:
     protocol, wire, stub, loop = lean
-    other = protocol.__class__(
-        config=protocol.config, server_state=protocol.server_state, app_state={}, _loop=loop
-    )
-    wire2 = Wire()
-    other.connection_made(wire2)
+    other, wire2 = another_connection(protocol, loop)
     protocol.data_received(post("/invocations", b"1", rid="a"))
     other.data_received(post("/invocations", b"2", rid="b"))
     turn(loop, 1)
@@ -305,11 +311,7 @@ def test_header_values_are_percent_encoded_alike_on_both_paths(lean: Any, reques
 
 def test_a_cancelled_first_step_costs_only_its_own_request(lean: Any) -> None:
     protocol, wire, stub, loop = lean
-    other = protocol.__class__(
-        config=protocol.config, server_state=protocol.server_state, app_state={}, _loop=loop
-    )
-    wire2 = Wire()
-    other.connection_made(wire2)
+    other, wire2 = another_connection(protocol, loop)
 
     async def cancelled(headers: dict[str, str], raw: bytes) -> Reply:
         raise asyncio.CancelledError  # no Exception: it must not escape the turn
