@@ -2,14 +2,16 @@
 with floors (an in-process ONNX Runtime call, a bare ASGI echo on uvicorn, a bare HTTP echo on uvloop and
 httptools with no ASGI layer), under the same wrk load.
 
-    python benchmarks/bench_serve.py [--duration 4] [--skip-mlflow]
+    python benchmarks/bench_serve.py [--duration 2] [--rounds 3] [--skip-mlflow] [--workers 1]
 
 One model for all: a 100-tree HistGradientBoosting pipeline trained on the demo world's churn frame
 (27 features, 2 categorical). prodml serves its ONNX package (validation, Prometheus metrics and the
 request log on, cache off so repeated bodies are really scored); MLflow serves the scikit-learn pipeline;
 the afternoon app runs the same ONNX graph with no validation and no metrics. Every server gets the same
 bytes: MLflow's ``dataframe_split`` JSON at ``/invocations``, 1 row or 100 rows, from wrk (a compiled load
-generator: Python clients saturate these 2 cores first) at 1, 8 and 32 connections.
+generator: Python clients saturate these 2 cores first) at 1, 8 and 32 connections. All servers run at
+once; each cell is measured round-robin over them ``--rounds`` times and reported as medians, so a drift
+in the machine's speed touches every server of a cell alike.
 """
 
 from __future__ import annotations
