@@ -661,3 +661,21 @@ def test_a_request_log_that_fails_drops_the_rows_not_the_request(tmp_path) -> No
         answer = asyncio.run(plane.infer({"age": [20.0, 21.0]}))
         assert answer.outputs[0].ravel().tolist() == [40.0, 42.0]
     assert log.dropped == 4
+
+
+def test_after_warm_arrow_a_first_request_loads_no_module() -> None:
+    import subprocess
+    import sys
+
+    code = """
+import sys
+from prodml.serve.validation import Rows, Validator, warm_arrow
+validator = Validator({"inputs": [{"name": "x", "dtype": "float", "nullable": True}]})
+warm_arrow()
+loaded = set(sys.modules)
+feeds, rows = validator.feeds(Rows([[1.5], [None]], names=("x",), field="data", body=b"[[1.5],[null]]"))
+assert rows == 2 and feeds["__prodml_numbers"][0, 0] == 1.5
+print(sorted(set(sys.modules) - loaded))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr

@@ -32,6 +32,7 @@ from prodml.serve.http import ServerState, admin_app, inference_app
 from prodml.serve.metrics import Metrics
 from prodml.serve.model import ModelManager
 from prodml.serve.reqlog import Recorder, RequestLog
+from prodml.serve.validation import warm_arrow
 
 __all__ = ["ServeOptions", "run"]
 
@@ -133,6 +134,7 @@ def _request_log(options: ServeOptions) -> Recorder | None:
 
 
 async def _main(options: ServeOptions, sock: socket.socket, admin_sock: socket.socket | None) -> None:
+    warm_arrow()  # before any thread starts: no other import may meet the hidden pandas
     metrics = Metrics()
     manager = ModelManager(
         ref=options.ref,
