@@ -134,7 +134,7 @@ def _request_log(options: ServeOptions) -> Recorder | None:
 
 
 async def _main(options: ServeOptions, sock: socket.socket, admin_sock: socket.socket | None) -> None:
-    warm_arrow()  # before any thread starts: no other import may meet the hidden pandas
+    warm_arrow()  # not in the first request (with the request log off, nothing else pays it)
     metrics = Metrics()
     manager = ModelManager(
         ref=options.ref,
