@@ -218,21 +218,29 @@ def test_no_keep_alive_closes_after_the_response(lean: Any, version: str, extra:
 
 
 @pytest.mark.parametrize(
-    "request_bytes",
+    ("request_bytes", "status", "backlogs"),
     [
-        b"POST /invocations HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n\r\n",
-        post("/invocations", b"x", extra="expect: 100-continue\r\n"),
-        post("/invocations", b"x" * 1001),  # over the body limit: the ASGI route refuses it
-        post("/v2/models/a%2Fb/infer", b"x"),  # an escaped path: uvicorn unquotes it
+        # reached the handler as an ASGI task (the task is its backlog)
+        (
+            b"POST /invocations HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n\r\n",
+            200,
+            [1],
+        ),
+        (post("/invocations", b"x", extra="expect: 100-continue\r\n"), 200, [1]),
+        (post("/invocations", b"x" * 1001), 400, []),  # over the body limit: the ASGI route refuses it
+        (post("/v2/models/a%2Fb/infer", b"x"), 204, []),  # escaped: uvicorn unquotes it, no inference route
     ],
     ids=["chunked", "expect-100", "too-large", "escaped-path"],
 )
-def test_what_the_lean_path_does_not_take_goes_the_asgi_way(lean: Any, request_bytes: bytes) -> None:
+def test_what_the_lean_path_does_not_take_goes_the_asgi_way(
+    lean: Any, request_bytes: bytes, status: int, backlogs: list[int]
+) -> None:
     protocol, wire, stub, loop = lean
     protocol.data_received(request_bytes)
     turn(loop, 20)
     assert len(wire.writes) >= 2  # uvicorn's path: head and body written apart
-    assert stub.backlogs in ([], [1])  # reached the handler as an ASGI task, if at all
+    assert wire.responses()[-1][0] == status
+    assert stub.backlogs == backlogs
 
 
 def test_a_client_that_does_not_read_gets_no_more_answers_until_it_does(lean: Any) -> None:

@@ -155,8 +155,7 @@ class RedisCache:
         pending = asyncio.ensure_future(call)
         try:
             done, _ = await asyncio.wait((pending,), timeout=self.timeout_s * 1.5)
-            if not done:
-                pending.cancel()
+            if not done:  # cancelled below
                 raise TimeoutError(f"redis did not answer within {self.timeout_s * 1.5:.3f} s")
             result = pending.result()
         except Exception as exc:
@@ -164,7 +163,7 @@ class RedisCache:
             logger.debug("redis cache call failed: %s", exc)
             return None
         finally:
-            if not pending.done():  # the request itself was cancelled
+            if not pending.done():  # timed out, or the request itself was cancelled
                 pending.cancel()
         self.breaker.success()
         return result

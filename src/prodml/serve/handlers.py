@@ -12,7 +12,7 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -100,6 +100,11 @@ def reply_headers(reply: Reply) -> list[tuple[bytes, bytes]]:
         (b"content-length", b"%d" % len(reply.body)),
         *((name.encode("ascii"), header_value(value)) for name, value in reply.headers.items()),
     ]
+
+
+def decode_headers(pairs: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
+    """Request headers as uvicorn gives them (names lower-case bytes) → a dict of text."""
+    return {k.decode("latin-1"): v.decode("latin-1") for k, v in pairs}
 
 
 def declared_too_large(declared: str | None, limit: int) -> bool:
@@ -333,7 +338,7 @@ class FastPath:
         if scope["type"] != "http" or scope["method"] != "POST":
             await self.fallback(scope, receive, send)
             return
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}  # names: lower
+        headers = decode_headers(scope["headers"])
         route = self.route(scope["path"], headers)
         if route is None:
             await self.fallback(scope, receive, send)

@@ -31,7 +31,7 @@ from typing import Any
 import httptools
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
-from prodml.serve.handlers import FastPath, Reply, declared_too_large, reply_headers
+from prodml.serve.handlers import FastPath, Reply, declared_too_large, decode_headers, reply_headers
 
 __all__ = ["LeanProtocol", "lean_protocol"]
 
@@ -172,7 +172,7 @@ class LeanProtocol(HttpToolsProtocol):
             or self.parser.should_upgrade()
         ):
             return None
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in self.headers}  # names: lower
+        headers = decode_headers(self.headers)
         declared = headers.get("content-length")
         if declared is None or declared_too_large(declared, self.fast.limit):
             return None  # chunked or too large: the ASGI way, which reads or refuses it

@@ -249,7 +249,8 @@ class RequestLog(Recorder):
         self._parts: dict[tuple[Layout, int], _Columns] = {}
         self._current: _Columns | None = None
         self._rows = 0  # rows in the buffers
-        # the first conversion loads parts of Arrow (~0.2 s): pay it at start, not in a flush under load
+        # the first conversion of dictionary and list arrays loads parts of Arrow: pay it at start, not in
+        # a flush under load (the server pays Arrow's other first conversions in warm_arrow)
         warm = _Columns(((), ()), 1)
         warm.add("", "", "", 0.0, None, None, np.zeros((1, 1), np.float32))
         warm.table()

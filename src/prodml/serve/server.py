@@ -28,7 +28,9 @@ from prodml.core.errors import ProdmlError
 from prodml.core.project import Serve
 from prodml.serve.cache import Cache, LRUCache, RedisCache
 from prodml.serve.dataplane import DataPlane
+from prodml.serve.handlers import FastPath
 from prodml.serve.http import ServerState, admin_app, inference_app
+from prodml.serve.lean import lean_protocol
 from prodml.serve.metrics import Metrics
 from prodml.serve.model import ModelManager
 from prodml.serve.reqlog import Recorder, RequestLog
@@ -60,9 +62,6 @@ class _Server:
 
     def __init__(self, app: Any, sock: socket.socket, drain_timeout_s: float) -> None:
         import uvicorn
-
-        from prodml.serve.handlers import FastPath
-        from prodml.serve.lean import lean_protocol
 
         # the inference app's POST routes are answered by the protocol itself (see prodml.serve.lean)
         self.protocol = lean_protocol(app) if isinstance(app, FastPath) else None
