@@ -1,15 +1,16 @@
 """Online serving: prodml serve vs mlflow models serve vs the afternoon FastAPI + ONNX Runtime app,
 with floors (an in-process ONNX Runtime call, a bare ASGI echo on uvicorn, a bare HTTP echo on uvloop and
-httptools with no ASGI layer), under the same wrk load.
+httptools with no ASGI layer, and that echo busy polling as prodml does), under the same wrk load.
 
     python benchmarks/bench_serve.py [--duration 2] [--rounds 3] [--skip-mlflow] [--workers 1]
 
 One model for all: a 100-tree HistGradientBoosting pipeline trained on the demo world's churn frame
 (27 features, 2 categorical). prodml serves its ONNX package (validation, Prometheus metrics and the
-request log on, cache off so repeated bodies are really scored); MLflow serves the scikit-learn pipeline;
-the afternoon app runs the same ONNX graph with no validation and no metrics. Every server gets the same
-bytes: MLflow's ``dataframe_split`` JSON at ``/invocations``, 1 row or 100 rows, from wrk (a compiled load
-generator: Python clients saturate these 2 cores first) at 1, 8 and 32 connections. All servers run at
+request log on, busy polling at its default, cache off so repeated bodies are really scored); MLflow
+serves the scikit-learn pipeline; the afternoon app runs the same ONNX graph with no validation and no
+metrics. Every server gets the same bytes: MLflow's ``dataframe_split`` JSON at ``/invocations``, 1 row or
+100 rows, from wrk (a compiled load generator: Python clients saturate these 2 cores first) at 1, 8 and 32
+connections. All servers run at
 once; each cell is measured round-robin over them ``--rounds`` times and reported as medians, so a drift
 in the machine's speed touches every server of a cell alike.
 """
@@ -40,6 +41,8 @@ BIN = Path(sys.executable).parent
 CONCURRENCY = (1, 8, 32)
 ASGI_ECHO = "bare ASGI echo on uvicorn"
 RAW_ECHO = "bare HTTP echo on uvloop + httptools (floor)"
+POLL_ECHO = "the same echo, busy polling 200 µs (floor)"
+ECHOES = (ASGI_ECHO, RAW_ECHO, POLL_ECHO)
 LUA = """
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
@@ -305,6 +308,11 @@ def main() -> int:
         ROOT,
     )
     servers[RAW_ECHO] = ([sys.executable, "-m", "benchmarks.apps.rawecho", "--port", "{port}"], {}, ROOT)
+    servers[POLL_ECHO] = (
+        [sys.executable, "-m", "benchmarks.apps.rawecho", "--port", "{port}", "--busy-poll-us", "200"],
+        {},
+        ROOT,
+    )
 
     results: dict[str, dict[str, Any]] = {name: {} for name in servers}
     ports: dict[str, int] = {}
@@ -352,7 +360,7 @@ def main() -> int:
         # the measured run is at half the best rate, not below it
         probe = wrk(port, paced, conns, 2.0)
         paced_conns = max(1, round(conns * half / max(probe["rps"], 1.0)))
-        pacing = ["prodml serve", ASGI_ECHO, RAW_ECHO]
+        pacing = ["prodml serve", *ECHOES]
         runs = {name: [] for name in pacing}
         for _ in range(args.rounds):
             for name in pacing:
@@ -397,7 +405,7 @@ def main() -> int:
         f"{paced['rps']:,.0f}, {paced_conns} connections pausing 1-7 ms between requests): "
         f"p50 {paced['p50_ms']:.2f} ms, p99 {paced['p99_ms']:.2f} ms"
     )
-    for name in (ASGI_ECHO, RAW_ECHO):
+    for name in ECHOES:
         if "paced" in results[name]:
             echo = results[name]["paced"]
             print(
@@ -407,8 +415,7 @@ def main() -> int:
     for label in bodies:
         p50 = prodml[(label, 1)]["p50_ms"]
         floors = ", ".join(
-            f"{name} {results[name][(label, 1)]['p50_ms'] / floor[label]:.1f}x"
-            for name in (ASGI_ECHO, RAW_ECHO)
+            f"{name} {results[name][(label, 1)]['p50_ms'] / floor[label]:.1f}x" for name in ECHOES
         )
         print(
             f"prodml p50 at one connection, {label}: {p50:.3f} ms = {p50 / floor[label]:.1f}x the in-process "

@@ -1,7 +1,10 @@
 """A bare HTTP/1.1 echo on uvloop and httptools (uvicorn's loop and parser) with no ASGI layer: reads each
 request's body, answers a constant JSON, keeps the connection alive. The floor of a Python HTTP server.
 
-python -m benchmarks.apps.rawecho --port 9002
+python -m benchmarks.apps.rawecho --port 9002 [--busy-poll-us 200]
+
+``--busy-poll-us``: keep the loop polling that long after each request, as ``prodml serve`` does
+(``prodml.serve.poll``); 0 (the default) sleeps in ``epoll_wait`` at once, as servers usually do.
 """
 
 import argparse
@@ -10,18 +13,23 @@ import asyncio
 import httptools
 import uvloop
 
+from prodml.serve.poll import BusyPoll
+
 RESPONSE = (
     b'HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 18\r\n\r\n{"predictions":[]}'
 )
 
 
 class Echo(asyncio.Protocol):
+    poll: BusyPoll
+
     def connection_made(self, transport):  # type: ignore[no-untyped-def]
         self.transport = transport
         self.parser = httptools.HttpRequestParser(self)
         self.body: list[bytes] = []
 
     def data_received(self, data: bytes) -> None:
+        self.poll.arm()
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError:
@@ -33,14 +41,19 @@ class Echo(asyncio.Protocol):
     def on_message_complete(self) -> None:
         self.body = []
         self.transport.write(RESPONSE)
+        self.poll.arm()
 
 
-async def main(port: int) -> None:
-    server = await asyncio.get_running_loop().create_server(Echo, "127.0.0.1", port, backlog=2048)
+async def main(port: int, busy_poll_us: int) -> None:
+    loop = asyncio.get_running_loop()
+    Echo.poll = BusyPoll(loop, busy_poll_us / 1e6)
+    server = await loop.create_server(Echo, "127.0.0.1", port, backlog=2048)
     await server.serve_forever()
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
-    uvloop.run(main(parser.parse_args().port))
+    parser.add_argument("--busy-poll-us", type=int, default=0)
+    args = parser.parse_args()
+    uvloop.run(main(args.port, args.busy_poll_us))

@@ -7,8 +7,11 @@ would go on the wire; the process tests speak raw HTTP/1.x to a real ``prodml se
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -167,6 +170,25 @@ def test_an_inference_post_is_answered_in_one_write_without_a_task(lean: Any) ->
     assert stub.backlogs == [1]  # alone: the data plane runs it inline
     assert not wire.closed
     assert protocol.timeout_keep_alive_task is not None  # keep-alive armed, as uvicorn does
+
+
+class Arms:
+    """Stands in for the server's BusyPoll: counts the arms."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def arm(self) -> None:
+        self.count += 1
+
+
+def test_reading_and_answering_a_request_each_arm_the_busy_poll(lean: Any) -> None:
+    protocol, wire, _, loop = lean
+    arms = protocol.poll = Arms()  # on the instance: the class (shared by the server) keeps None
+    protocol.data_received(post("/invocations", b"1"))
+    assert arms.count == 1  # read: the loop keeps polling while the request is worked on
+    turn(loop, 1)
+    assert (arms.count, len(wire.responses())) == (2, 1)  # answered: and for the next request
 
 
 def test_requests_of_one_turn_see_each_other_in_the_backlog(lean: Any) -> None:
@@ -472,6 +494,28 @@ def test_pipelined_mixed_requests_come_back_in_order(server: ServeProcess, serve
     assert [h.get("x-request-id") for _, h, _ in responses] == ["p1", None, "p3", None, "p5"]
     assert orjson.loads(responses[1][2]) == {"live": True}
     assert orjson.loads(responses[0][2])["request_id"] == "p1"
+
+
+def _loop_cpu_seconds(pid: int) -> float:
+    """CPU time of the server's main thread (its event loop), not of its background threads (the
+    registry poller, the log writer, gRPC)."""
+    fields = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@pytest.mark.integration
+def test_the_server_busy_polls_only_right_after_requests(server: ServeProcess, served: Served) -> None:
+    sock = _connect(server)
+    body = orjson.dumps([served.rows[0]])
+    with sock:
+        for _ in range(50):
+            sock.sendall(post("/predict", body))
+            assert _read_responses(sock, 1)[0][0] == 200
+    time.sleep(0.2)
+    start = _loop_cpu_seconds(server.proc.pid)
+    time.sleep(1.0)
+    # idle after traffic: the loop stopped polling 200 µs after the last answer (polling would cost ~1 s)
+    assert _loop_cpu_seconds(server.proc.pid) - start < 0.2
 
 
 @pytest.mark.integration

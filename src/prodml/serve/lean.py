@@ -32,6 +32,7 @@ import httptools
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from prodml.serve.handlers import FastPath, Reply, declared_too_large, decode_headers, reply_headers
+from prodml.serve.poll import BusyPoll
 
 __all__ = ["LeanProtocol", "lean_protocol"]
 
@@ -147,11 +148,17 @@ class LeanProtocol(HttpToolsProtocol):
 
     fast: FastPath  # set by lean_protocol
     turn: _Turn  # shared by the server's connections
+    poll: BusyPoll | None = None  # set by the server: armed by every request read and answered
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._route: Callable[[bytes], Awaitable[Reply]] | None = None
         self._chunks: list[bytes] = []
+
+    def data_received(self, data: bytes) -> None:
+        if self.poll is not None:
+            self.poll.arm()
+        super().data_received(data)
 
     def on_headers_complete(self) -> None:
         route = self._lean_route() if self.parser.get_method() == b"POST" else None
@@ -248,6 +255,8 @@ class LeanProtocol(HttpToolsProtocol):
         head.append(b"\r\n")
         head.append(reply.body)
         self.transport.write(b"".join(head))
+        if self.poll is not None:
+            self.poll.arm()
         if not answering.keep_alive:
             self.transport.close()
         self.on_response_complete()

@@ -33,6 +33,7 @@ from prodml.serve.http import ServerState, admin_app, inference_app
 from prodml.serve.lean import lean_protocol
 from prodml.serve.metrics import Metrics
 from prodml.serve.model import ModelManager
+from prodml.serve.poll import BusyPoll
 from prodml.serve.reqlog import Recorder, RequestLog
 from prodml.serve.validation import warm_arrow
 
@@ -173,6 +174,8 @@ async def _main(options: ServeOptions, sock: socket.socket, admin_sock: socket.s
     await manager.start()
     _tune_gc()
     servers = [_Server(inference_app(state), sock, options.drain_timeout_s)]
+    if servers[0].protocol is not None:
+        servers[0].protocol.poll = BusyPoll(asyncio.get_running_loop(), options.serve.busy_poll_us / 1e6)
     http, grpc_servicer = servers[0], grpc_server.servicer if grpc_server is not None else None
     plane.backlog = lambda: http.backlog() + (grpc_servicer.active if grpc_servicer is not None else 0)
     if admin_sock is not None:
