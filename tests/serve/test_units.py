@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from prodml.serve.cache import CircuitBreaker, LRUCache, cache_key
 from prodml.serve.metrics import Metrics
 from prodml.serve.protocols import columns_from_csv, columns_from_mlflow, parse_oip, predictions
-from prodml.serve.runtime import MicroBatcher
+from prodml.serve.runtime import GATHER_ROWS, MicroBatcher
 from prodml.serve.validation import NUMBERS, STRINGS, RequestError, Rows, Validator, may_hold_booleans
 
 SCHEMA = {
@@ -355,25 +355,65 @@ def test_micro_batcher_sends_concurrent_requests_to_the_runtime_thread() -> None
         return [feeds["x"] + 1]
 
     async def scenario() -> tuple[list[list[np.ndarray]], BaseException]:
-        batcher = MicroBatcher(run, max_rows=64)
+        batcher = MicroBatcher(run, max_rows=1000)
         busy = []
         for i in range(6):
-            one = {"x": np.full((1, 1), i, np.float32)}
-            busy.append(asyncio.ensure_future(batcher.submit(one, 1, alone=False)))
+            # the first (large) holds the thread; the small ones queue behind it rather than on the loop
+            rows = GATHER_ROWS if i == 0 else 1
+            one = {"x": np.full((rows, 1), i, np.float32)}
+            busy.append(asyncio.ensure_future(batcher.submit(one, rows, alone=False)))
             await asyncio.sleep(0.05 if i == 0 else 0)  # the first is on the thread before the others queue
         await asyncio.sleep(0.05)
         gate.set()
         results = await asyncio.gather(*busy)
         failed = await asyncio.gather(
-            batcher.submit({"x": np.full((1, 1), -1, np.float32)}, 1, alone=False), return_exceptions=True
+            batcher.submit({"x": np.full((GATHER_ROWS, 1), -1, np.float32)}, GATHER_ROWS, alone=False),
+            return_exceptions=True,
         )
         await batcher.close()
         return results, failed[0]
 
     results, failed = asyncio.run(scenario())
-    assert [r[0].item() for r in results] == [1, 2, 3, 4, 5, 6]
-    assert calls == [("prodml-runtime", 1), ("prodml-runtime", 5), ("prodml-runtime", 1)]  # none on the loop
-    assert isinstance(failed, ValueError)
+    assert [r[0][0].item() for r in results] == [1, 2, 3, 4, 5, 6]
+    assert calls == [("prodml-runtime", GATHER_ROWS), ("prodml-runtime", 5), ("prodml-runtime", GATHER_ROWS)]
+    assert isinstance(failed, ValueError)  # the run's error, handed to the request
+
+
+def test_micro_batcher_gathers_small_concurrent_requests_into_one_call_on_the_loop() -> None:
+    import threading
+
+    calls: list[tuple[str, int]] = []
+
+    def run(feeds: dict[str, np.ndarray], lone: bool = False) -> list[np.ndarray]:
+        calls.append((threading.current_thread().name, len(feeds["x"])))
+        if (feeds["x"] < 0).any():
+            raise ValueError("negative")
+        return [feeds["x"] * 10]
+
+    async def scenario() -> tuple[list[list[np.ndarray]], list[Any], bool]:
+        batcher = MicroBatcher(run, max_rows=8)
+        # requests of one loop turn, each in company (alone=False): 3 + 1 + 2 + 2 rows fit max_rows, the
+        # fifth would pass it and goes to the runtime thread
+        sizes = [3, 1, 2, 2, 2]
+        small = [
+            batcher.submit({"x": np.full((n, 1), i, np.float32)}, n, alone=False) for i, n in enumerate(sizes)
+        ]
+        results = await asyncio.gather(*small)
+        failed = await asyncio.gather(
+            *(batcher.submit({"x": np.full((1, 1), v, np.float32)}, 1, alone=False) for v in (-1, 5)),
+            return_exceptions=True,
+        )
+        started = batcher._thread is not None
+        await batcher.close()
+        return results, failed, started
+
+    results, failed, started = asyncio.run(scenario())
+    assert [r[0].ravel().tolist() for r in results] == [[0] * 3, [10], [20] * 2, [30] * 2, [40] * 2]
+    assert calls[0] == ("MainThread", 8)  # one call, on the loop, once the turn's requests were in
+    assert calls[1] == ("prodml-runtime", 2)  # past max_rows
+    assert calls[2] == ("MainThread", 2)  # a failing batch: its error goes to each of its requests
+    assert [type(f).__name__ for f in failed] == ["ValueError", "ValueError"]
+    assert started
 
 
 def test_request_log_writes_parquet_and_joins_feedback(tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -485,7 +525,7 @@ def test_a_retired_batcher_ends_its_thread_and_runs_late_requests_inline() -> No
 
     async def scenario() -> None:
         batcher = MicroBatcher(run)
-        await batcher.submit({"x": np.ones((1, 1), np.float32)}, 1, alone=False)
+        await batcher.submit({"x": np.ones((GATHER_ROWS, 1), np.float32)}, GATHER_ROWS, alone=False)
         thread = batcher._thread
         assert thread is not None and thread.is_alive()
         batcher.retire()  # a model swap
