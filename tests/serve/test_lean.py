@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -504,18 +505,26 @@ def _loop_cpu_seconds(pid: int) -> float:
 
 
 @pytest.mark.integration
-def test_the_server_busy_polls_only_right_after_requests(server: ServeProcess, served: Served) -> None:
-    sock = _connect(server)
-    body = orjson.dumps([served.rows[0]])
-    with sock:
-        for _ in range(50):
-            sock.sendall(post("/predict", body))
+@pytest.mark.skipif(sys.platform != "linux", reason="reads the loop thread's CPU time from /proc")
+def test_the_server_busy_polls_after_a_request_then_sleeps(served: Served) -> None:
+    # a 100 ms window (the default is 200 µs) makes the polling measurable in the loop thread's CPU time
+    env = {**served.env, "PRODML_SERVE__BUSY_POLL_US": "100000"}
+    with ServeProcess(served.root, env) as server:
+        server.wait_ready()
+        time.sleep(0.5)  # past the readiness probes' windows
+        sock = _connect(server)
+        with sock:
+            start = _loop_cpu_seconds(server.proc.pid)
+            sock.sendall(post("/predict", orjson.dumps([served.rows[0]])))
             assert _read_responses(sock, 1)[0][0] == 200
-    time.sleep(0.2)
-    start = _loop_cpu_seconds(server.proc.pid)
-    time.sleep(1.0)
-    # idle after traffic: the loop stopped polling 200 µs after the last answer (polling would cost ~1 s)
-    assert _loop_cpu_seconds(server.proc.pid) - start < 0.2
+            time.sleep(0.3)
+            after_request = _loop_cpu_seconds(server.proc.pid) - start
+            time.sleep(0.2)
+            start = _loop_cpu_seconds(server.proc.pid)
+            time.sleep(1.0)
+            idle = _loop_cpu_seconds(server.proc.pid) - start
+    assert after_request >= 0.05  # it polled (~0.1 s of CPU for a 100 ms window after read and answer)
+    assert idle < 0.05  # then slept: an idle server costs no CPU
 
 
 @pytest.mark.integration

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from prodml.serve.cache import CircuitBreaker, LRUCache, cache_key
 from prodml.serve.metrics import Metrics
 from prodml.serve.protocols import columns_from_csv, columns_from_mlflow, parse_oip, predictions
-from prodml.serve.runtime import GATHER_ROWS, MicroBatcher
+from prodml.serve.runtime import GATHER_ROWS, INLINE_ROWS, MicroBatcher
 from prodml.serve.validation import NUMBERS, STRINGS, RequestError, Rows, Validator, may_hold_booleans
 
 SCHEMA = {
@@ -379,10 +379,8 @@ def test_micro_batcher_sends_concurrent_requests_to_the_runtime_thread() -> None
     assert isinstance(failed, ValueError)  # the run's error, handed to the request
 
 
-def test_micro_batcher_gathers_small_concurrent_requests_into_one_call_on_the_loop() -> None:
+def _recording_run(calls: list[tuple[str, int]]) -> Any:
     import threading
-
-    calls: list[tuple[str, int]] = []
 
     def run(feeds: dict[str, np.ndarray], lone: bool = False) -> list[np.ndarray]:
         calls.append((threading.current_thread().name, len(feeds["x"])))
@@ -390,8 +388,15 @@ def test_micro_batcher_gathers_small_concurrent_requests_into_one_call_on_the_lo
             raise ValueError("negative")
         return [feeds["x"] * 10]
 
+    return run
+
+
+def test_micro_batcher_gathers_small_concurrent_requests_into_one_call_on_the_loop() -> None:
+    calls: list[tuple[str, int]] = []
+    batches: list[int] = []
+
     async def scenario() -> tuple[list[list[np.ndarray]], list[Any], bool]:
-        batcher = MicroBatcher(run, max_rows=8)
+        batcher = MicroBatcher(_recording_run(calls), max_rows=8, on_batch=batches.append)
         # requests of one loop turn, each in company (alone=False): 3 + 1 + 2 + 2 rows fit max_rows, the
         # fifth would pass it and goes to the runtime thread
         sizes = [3, 1, 2, 2, 2]
@@ -409,11 +414,69 @@ def test_micro_batcher_gathers_small_concurrent_requests_into_one_call_on_the_lo
 
     results, failed, started = asyncio.run(scenario())
     assert [r[0].ravel().tolist() for r in results] == [[0] * 3, [10], [20] * 2, [30] * 2, [40] * 2]
-    assert calls[0] == ("MainThread", 8)  # one call, on the loop, once the turn's requests were in
-    assert calls[1] == ("prodml-runtime", 2)  # past max_rows
+    # one call on the loop once the turn's requests were in; the one past max_rows on the thread (which
+    # of the two ran first depends on when the new thread got the GIL)
+    assert sorted(calls[:2]) == [("MainThread", 8), ("prodml-runtime", 2)]
     assert calls[2] == ("MainThread", 2)  # a failing batch: its error goes to each of its requests
     assert [type(f).__name__ for f in failed] == ["ValueError", "ValueError"]
     assert started
+    assert sorted(batches) == [2, 2, 8]  # every call counted once in the batch-size metric
+
+
+def test_micro_batcher_never_gathers_more_on_the_loop_than_it_runs_inline() -> None:
+    calls: list[tuple[str, int]] = []
+
+    async def scenario() -> list[list[np.ndarray]]:
+        batcher = MicroBatcher(_recording_run(calls), max_rows=4096)  # batches may be large on the thread
+        rows = GATHER_ROWS - 1
+        requests = [
+            batcher.submit({"x": np.full((rows, 1), i, np.float32)}, rows, alone=False) for i in range(40)
+        ]
+        results = await asyncio.gather(*requests)
+        await batcher.close()
+        return results
+
+    results = asyncio.run(scenario())
+    assert [r[0][0].item() for r in results] == [10.0 * i for i in range(40)]
+    on_loop = [n for where, n in calls if where == "MainThread"]
+    assert on_loop == [(INLINE_ROWS // (GATHER_ROWS - 1)) * (GATHER_ROWS - 1)]  # 4 requests, 252 rows
+    assert sum(n for _, n in calls) == 40 * (GATHER_ROWS - 1)  # the rest ran on the thread
+
+
+def test_micro_batcher_with_a_wait_for_company_sends_small_requests_to_the_thread() -> None:
+    calls: list[tuple[str, int]] = []
+
+    async def scenario() -> None:
+        batcher = MicroBatcher(_recording_run(calls), max_rows=64, max_wait_s=0.01)
+        await asyncio.gather(
+            *(batcher.submit({"x": np.full((1, 1), i, np.float32)}, 1, alone=False) for i in range(3))
+        )
+        await batcher.close()
+
+    asyncio.run(scenario())
+    assert {where for where, _ in calls} == {"prodml-runtime"}
+    assert sum(n for _, n in calls) == 3
+
+
+def test_a_cancelled_request_leaves_the_rest_of_its_gathered_batch_answered() -> None:
+    calls: list[tuple[str, int]] = []
+
+    async def scenario() -> tuple[list[Any], bool]:
+        batcher = MicroBatcher(_recording_run(calls), max_rows=64)
+        tasks = [
+            asyncio.ensure_future(batcher.submit({"x": np.full((1, 1), i, np.float32)}, 1, alone=False))
+            for i in range(3)
+        ]
+        await asyncio.sleep(0)  # every task has queued its request; the batch runs after this turn
+        tasks[1].cancel()  # its client went away
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        await batcher.close()
+        return results, batcher._thread is None
+
+    results, no_thread = asyncio.run(scenario())
+    assert results[0][0].item() == 0.0 and results[2][0].item() == 20.0
+    assert isinstance(results[1], asyncio.CancelledError)
+    assert calls == [("MainThread", 3)] and no_thread
 
 
 def test_request_log_writes_parquet_and_joins_feedback(tmp_path) -> None:  # type: ignore[no-untyped-def]

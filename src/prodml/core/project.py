@@ -293,12 +293,15 @@ class Serve(_Strict):
     workers: int = Field(default=1, ge=1, le=64)
     max_batch_size: int = Field(default=256, ge=1)
     max_wait_ms: float = Field(default=0.0, ge=0)
-    """Extra wait for more requests once a batch has company; 0 = take what is queued (adaptive)."""
+    """Extra wait for more requests once a batch has company; 0 = take what is queued (adaptive). Above 0,
+    every concurrent request goes to the runtime thread, which waits (small ones are otherwise batched on
+    the event loop, which never waits)."""
     lone_threads: int | None = Field(default=None, ge=1, le=64)
     """ONNX Runtime threads for a large request alone in the server; None = cores per worker, at most 4."""
     busy_poll_us: int = Field(default=200, ge=0, le=100_000)
-    """After each request the event loop keeps polling its sockets this long before it sleeps (trading up to
-    that much CPU per idle gap for not being woken up: see prodml.serve.poll); 0 = sleep at once."""
+    """After each HTTP request it reads (and each it answers on the lean path) the event loop keeps polling
+    its sockets this long before it sleeps, trading up to that much CPU per idle gap for not being woken
+    up (see prodml.serve.poll); 0 = sleep at once."""
     max_body_bytes: int = Field(default=8 << 20, gt=0)
     max_rows: int = Field(default=10_000, gt=0)
     unknown_category: Literal["reject", "map"] = "reject"

@@ -11,8 +11,8 @@ has read every connection with data, it calls each request's handler and writes 
 ``write``.
 
 A handler that finishes without waiting (the usual case: validation and ONNX Runtime run on the loop
-when the request is alone) costs no task at all. One that waits (a batch on the runtime thread, a Redis
-call) becomes a task from the point where it waits, counted in uvicorn's task set like any request, so
+when the request is alone) costs no task at all. One that waits (a batch made after this loop turn or on
+the runtime thread, a Redis call) becomes a task from the point where it waits, counted in uvicorn's task set like any request, so
 graceful shutdown waits for it and the data plane's backlog sees it. Because a handler's first step runs
 outside any task, code on the request path must not need ``asyncio.current_task()``: ``asyncio.timeout``
 does, and so does ``asyncio.wait_for`` from Python 3.12 (``asyncio.wait`` does not).
@@ -104,8 +104,9 @@ class _Turn:
 
     Requests are not answered inside ``data_received``: the loop first reads every connection that has
     data, then :meth:`run` steps each request's handler. The data plane then sees how many requests
-    arrived together (its backlog) — one alone runs at once on the loop; several go to the runtime
-    thread, which merges them into batches — as it did when each request was a task."""
+    arrived together (its backlog) — one alone runs at once on the loop; several are merged into one
+    call, on the loop after this turn or on the runtime thread for large ones — as it did when each
+    request was a task."""
 
     __slots__ = ("active", "ready")
 
@@ -222,7 +223,7 @@ class LeanProtocol(HttpToolsProtocol):
             logger.exception("unexpected error on the lean path")
             self._answer(answering, Reply(500, _INTERNAL))
             return
-        # it waits (a batch on the runtime thread, the cache): the rest runs as a task, like any request
+        # it waits (a batch, the cache): the rest runs as a task, like any request
         task = self.loop.create_task(self._finish(answering, coro, signal))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)

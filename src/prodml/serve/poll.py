@@ -53,8 +53,8 @@ class BusyPoll:
             return
         self._until = time.perf_counter() + self.window_s
         if not self._on:
-            self._on = True
             self._loop.call_soon(self._poll)
+            self._on = True
 
     def _poll(self) -> None:
         _sched_yield()  # a thread or process waiting for this core runs first

@@ -150,7 +150,9 @@ class MicroBatcher:
     thread — runs at once on the event loop: no hand-off, no added latency.
 
     Under concurrency, requests of fewer than ``GATHER_ROWS`` rows are gathered: they wait for one call
-    on the event loop, made once the loop has stepped every request of its turn (up to ``max_rows`` rows).
+    on the event loop, made once the loop has stepped every request of its turn (up to ``max_rows`` rows,
+    and never more than ``INLINE_ROWS``: a larger call would hold the loop's I/O too long). With
+    ``max_wait_s`` set, they go to the runtime thread instead, which alone waits for company.
     Their ONNX Runtime time is small beside their parsing (8 one-row requests: 18 µs in one call), and a
     hand-off to a thread costs more than that: a wake-up and two GIL hand-offs per batch, while the loop
     holds the GIL parsing. Measured on this VM against handing every concurrent request to the thread
@@ -204,7 +206,12 @@ class MicroBatcher:
         if self._retired:  # a large late request to a swapped-out model: off the loop, no new thread
             self._on_batch(rows)
             return await asyncio.to_thread(self._run, feeds, lone=alone)
-        if rows < GATHER_ROWS and self._handed == 0 and self._gathered_rows + rows <= self.max_rows:
+        if (
+            rows < GATHER_ROWS
+            and self._handed == 0
+            and self.max_wait_s == 0  # a wait for company is the runtime thread's (see _take)
+            and self._gathered_rows + rows <= min(self.max_rows, INLINE_ROWS)
+        ):
             return await self._gather(feeds, rows)
         other = self._put(feeds, rows, lone=alone and self._handed == 0)
         try:
@@ -301,14 +308,14 @@ class MicroBatcher:
         results: list[list[np.ndarray]] | None,
         error: BaseException | None,
     ) -> None:
-        self._on_batch(rows)
         for i, p in enumerate(batch):
-            if p.future.done():
+            if p.future.done():  # cancelled: its client went away, or shutdown gave up on it
                 continue
             if results is None:
                 p.future.set_exception(error or RuntimeError("the runtime failed"))
             else:
                 p.future.set_result(results[i])
+        self._on_batch(rows)  # after every request has its answer: metrics cannot strand one
 
     def retire(self) -> None:
         """No more batches: the runtime thread ends after what is queued; later requests run inline."""
