@@ -12,10 +12,11 @@ has read every connection with data, it calls each request's handler and writes 
 
 A handler that finishes without waiting (the usual case: validation and ONNX Runtime run on the loop
 when the request is alone) costs no task at all. One that waits (a batch made after this loop turn or on
-the runtime thread, a Redis call) becomes a task from the point where it waits, counted in uvicorn's task set like any request, so
-graceful shutdown waits for it and the data plane's backlog sees it. Because a handler's first step runs
-outside any task, code on the request path must not need ``asyncio.current_task()``: ``asyncio.timeout``
-does, and so does ``asyncio.wait_for`` from Python 3.12 (``asyncio.wait`` does not).
+the runtime thread, a Redis call) becomes a task from the point where it waits, counted in uvicorn's
+task set like any request, so graceful shutdown waits for it and the data plane's backlog sees it.
+Because a handler's first step runs outside any task, code on the request path must not need
+``asyncio.current_task()``: ``asyncio.timeout`` does, and so does ``asyncio.wait_for`` from Python 3.12
+(``asyncio.wait`` does not).
 
 It is uvicorn's ``http=`` extension point (a protocol class), subclassing the ``httptools`` protocol of
 the pinned uvicorn release; the tests drive it in process and through a real server over sockets.
