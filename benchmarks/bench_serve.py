@@ -145,6 +145,23 @@ def wrk(port: int, script: Path, connections: int, duration: float) -> dict[str,
     }
 
 
+def cpu_times() -> list[int]:
+    """The machine's CPU time counters (``/proc/stat``: user, nice, system, idle, iowait, irq, softirq,
+    steal, ...); empty where there is no ``/proc``."""
+    try:
+        return [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except OSError:
+        return []
+
+
+def steal_pct(before: list[int], after: list[int]) -> float:
+    """The share of the vCPUs' time the host took for others between two ``cpu_times`` (a VM's steal)."""
+    if len(before) < 8 or len(after) < 8:
+        return float("nan")
+    delta = [b - a for a, b in zip(before, after, strict=True)]
+    return 100.0 * delta[7] / max(sum(delta[:8]), 1)
+
+
 def median_run(runs: list[dict[str, float]]) -> dict[str, float]:
     """Each number's median over repeated runs of one cell; errors are summed, never hidden."""
     out = {key: statistics.median(r[key] for r in runs) for key in runs[0]}
@@ -375,9 +392,13 @@ def main() -> int:
         runs = {name: [] for name in pacing}
         for _ in range(args.rounds):
             for name in pacing:
-                runs[name].append(wrk(ports[name], paced, paced_conns, args.duration * 2))
+                before = cpu_times()
+                run = wrk(ports[name], paced, paced_conns, args.duration * 2)
+                run["steal_pct"] = steal_pct(before, cpu_times())
+                runs[name].append(run)
         for name in pacing:
             results[name]["paced"] = median_run(runs[name])
+        paced_rounds = runs["prodml serve"]
         prodml["paced"]["target"] = half
         for name in servers:
             results[name]["rss_mb"] = rss_mb(results[name]["pid"])
@@ -415,14 +436,16 @@ def main() -> int:
     print(
         f"\nprodml at half its best 1-row rate (target {paced['target']:,.0f} req/s, got "
         f"{paced['rps']:,.0f}, {paced_conns} connections pausing 1-7 ms between requests): "
-        f"p50 {paced['p50_ms']:.2f} ms, p99 {paced['p99_ms']:.2f} ms"
+        f"p50 {paced['p50_ms']:.2f} ms, p99 {paced['p99_ms']:.2f} ms; the host took "
+        f"{paced['steal_pct']:.1f}% of the vCPUs meanwhile (steal); its rounds: "
+        + ", ".join(f"p99 {r['p99_ms']:.2f} ms at {r['steal_pct']:.1f}% steal" for r in paced_rounds)
     )
     for name in ECHOES:
         if "paced" in results[name]:
             echo = results[name]["paced"]
             print(
                 f"{name}, the same paced connections: {echo['rps']:,.0f} req/s, "
-                f"p50 {echo['p50_ms']:.2f} ms, p99 {echo['p99_ms']:.2f} ms"
+                f"p50 {echo['p50_ms']:.2f} ms, p99 {echo['p99_ms']:.2f} ms ({echo['steal_pct']:.1f}% steal)"
             )
     for label in bodies:
         p50 = prodml[(label, 1)]["p50_ms"]
