@@ -30,7 +30,8 @@ _sched_yield = getattr(os, "sched_yield", lambda: None)  # Linux, macOS; elsewhe
 
 
 class BusyPoll:
-    """Keeps ``loop`` polling until ``window_s`` after the last :meth:`arm` (one per request).
+    """Keeps ``loop`` polling until ``window_s`` after the last :meth:`arm` (the transport arms it on
+    each request read and answered).
 
     ``window_s`` 0 turns it off (``arm`` does nothing).
     """

@@ -151,14 +151,14 @@ class MicroBatcher:
 
     Under concurrency, requests of fewer than ``GATHER_ROWS`` rows are gathered: they wait for one call
     on the event loop, made once the loop has stepped every request of its turn (up to ``max_rows`` rows,
-    and never more than ``INLINE_ROWS``: a larger call would hold the loop's I/O too long). With
-    ``max_wait_s`` set, they go to the runtime thread instead, which alone waits for company.
-    Their ONNX Runtime time is small beside their parsing (8 one-row requests: 18 µs in one call), and a
-    hand-off to a thread costs more than that: a wake-up and two GIL hand-offs per batch, while the loop
-    holds the GIL parsing. Measured on this VM against handing every concurrent request to the thread
-    (round-robin, 3 rounds): under a paced 1-row load at ~3k requests/s the client's p50 fell from 1.60 to
-    1.07 ms and its p99 from 5.9 to 4.1 ms; 1-row requests/s rose by 24% at 8 connections and 17% at 32;
-    100-row requests (which still go to the thread) did not change.
+    and never more than ``INLINE_ROWS``: a larger call would hold the loop's I/O too long). Their ONNX
+    Runtime time is small beside their parsing (8 one-row requests: 18 µs in one call), and a hand-off to
+    a thread costs more than that: a wake-up and two GIL hand-offs per batch, while the loop holds the GIL
+    parsing. Measured on this VM against handing every concurrent request to the thread (round-robin, 3
+    rounds): under a paced 1-row load at ~3k requests/s the client's p50 fell from 1.60 to 1.07 ms and its
+    p99 from 5.9 to 4.1 ms; 1-row requests/s rose by 24% at 8 connections and 17% at 32; 100-row requests
+    (which still go to the thread) did not change. With ``max_wait_s`` set, small requests go to the
+    runtime thread instead, which alone waits for company.
 
     Larger requests go to one runtime thread, which takes everything queued (up to ``max_rows`` rows) as one
     batch: ONNX Runtime releases the GIL, so the loop parses and validates the next requests on the other
