@@ -497,11 +497,27 @@ def test_pipelined_mixed_requests_come_back_in_order(server: ServeProcess, serve
     assert orjson.loads(responses[0][2])["request_id"] == "p1"
 
 
+def _cpu_seconds(stat: Path) -> float:
+    fields = stat.read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _loop_cpu_seconds(pid: int) -> float:
     """CPU time of the server's main thread (its event loop), not of its background threads (the
     registry poller, the log writer, gRPC)."""
-    fields = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return _cpu_seconds(Path(f"/proc/{pid}/task/{pid}/stat"))
+
+
+def _wait_quiet(pid: int, timeout: float = 30.0) -> None:
+    """Until the whole server process idles: its background start-up work (resolving the registry
+    imports mlflow in a thread, ~1 s of CPU that holds the GIL the loop needs) is done."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        start = _cpu_seconds(Path(f"/proc/{pid}/stat"))
+        time.sleep(0.3)
+        if _cpu_seconds(Path(f"/proc/{pid}/stat")) - start < 0.03:
+            return
+    raise AssertionError(f"the server kept busy for {timeout} s after it started")
 
 
 @pytest.mark.integration
@@ -511,7 +527,7 @@ def test_the_server_busy_polls_after_a_request_then_sleeps(served: Served) -> No
     env = {**served.env, "PRODML_SERVE__BUSY_POLL_US": "100000"}
     with ServeProcess(served.root, env) as server:
         server.wait_ready()
-        time.sleep(0.5)  # past the readiness probes' windows
+        _wait_quiet(server.proc.pid)  # and past the readiness probes' windows
         sock = _connect(server)
         with sock:
             start = _loop_cpu_seconds(server.proc.pid)
