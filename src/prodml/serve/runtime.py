@@ -233,23 +233,20 @@ class MicroBatcher:
     def _run_gathered(self) -> None:
         batch, rows = self._gathered, self._gathered_rows
         self._gathered, self._gathered_rows = [], 0
-        results: list[list[np.ndarray]] | None = None
-        error: BaseException | None = None
-        try:
-            results = self._batch(batch)
-        except Exception as exc:
-            error = exc
-        self._answer(batch, rows, results, error)
+        self._answer(batch, rows, *self._batch(batch))
 
-    def _batch(self, batch: list[_Pending]) -> list[list[np.ndarray]]:
-        """One call for ``batch``; each request's outputs."""
-        if len(batch) == 1:
-            return [self._run(batch[0].feeds, lone=batch[0].lone)]
-        names = batch[0].feeds.keys()
-        outputs = self._run({n: np.concatenate([p.feeds[n] for p in batch]) for n in names})
-        bounds = np.cumsum([p.rows for p in batch])[:-1]
-        split = [np.split(o, bounds) for o in outputs]
-        return [[parts[i] for parts in split] for i in range(len(batch))]
+    def _batch(self, batch: list[_Pending]) -> tuple[list[list[np.ndarray]], None] | tuple[None, Exception]:
+        """One call for ``batch``: each request's outputs, or the error that every request of it gets."""
+        try:
+            if len(batch) == 1:
+                return [self._run(batch[0].feeds, lone=batch[0].lone)], None
+            names = batch[0].feeds.keys()
+            outputs = self._run({n: np.concatenate([p.feeds[n] for p in batch]) for n in names})
+            bounds = np.cumsum([p.rows for p in batch])[:-1]
+            split = [np.split(o, bounds) for o in outputs]
+            return [[parts[i] for parts in split] for i in range(len(batch))], None
+        except Exception as exc:
+            return None, exc
 
     def _put(
         self, feeds: dict[str, np.ndarray], rows: int, *, lone: bool
@@ -292,12 +289,7 @@ class MicroBatcher:
     def _work(self) -> None:
         while (taken := self._take()) is not None:
             batch, rows = taken
-            results: list[list[np.ndarray]] | None = None
-            error: BaseException | None = None
-            try:
-                results = self._batch(batch)
-            except Exception as exc:  # handed to every request of the batch
-                error = exc
+            results, error = self._batch(batch)
             with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
                 batch[0].future.get_loop().call_soon_threadsafe(self._answer, batch, rows, results, error)
 
