@@ -150,7 +150,7 @@ class LeanProtocol(HttpToolsProtocol):
 
     fast: FastPath  # set by lean_protocol
     turn: _Turn  # shared by the server's connections
-    poll: BusyPoll | None = None  # set by the server: armed by every request read and answered
+    poll: BusyPoll | None = None  # set by lean_protocol: armed by every request read and answered
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -264,7 +264,8 @@ class LeanProtocol(HttpToolsProtocol):
         self.on_response_complete()
 
 
-def lean_protocol(fast: FastPath) -> type[LeanProtocol]:
-    """The protocol class for uvicorn's ``Config(http=...)``, answering ``fast``'s routes itself; its
-    ``turn.active`` counts the requests it holds outside tasks (the server's backlog adds them)."""
-    return type("LeanProtocol", (LeanProtocol,), {"fast": fast, "turn": _Turn()})
+def lean_protocol(fast: FastPath, poll: BusyPoll | None = None) -> type[LeanProtocol]:
+    """The protocol class for uvicorn's ``Config(http=...)``, answering ``fast``'s routes itself and
+    arming ``poll`` on each request; its ``turn.active`` counts the requests it holds outside tasks (the
+    server's backlog adds them)."""
+    return type("LeanProtocol", (LeanProtocol,), {"fast": fast, "turn": _Turn(), "poll": poll})

@@ -61,11 +61,13 @@ class ServeOptions:
 class _Server:
     """A uvicorn server whose signals are ours (uvicorn would exit at once on SIGTERM)."""
 
-    def __init__(self, app: Any, sock: socket.socket, drain_timeout_s: float) -> None:
+    def __init__(
+        self, app: Any, sock: socket.socket, drain_timeout_s: float, poll: BusyPoll | None = None
+    ) -> None:
         import uvicorn
 
         # the inference app's POST routes are answered by the protocol itself (see prodml.serve.lean)
-        self.protocol = lean_protocol(app) if isinstance(app, FastPath) else None
+        self.protocol = lean_protocol(app, poll) if isinstance(app, FastPath) else None
 
         class Quiet(uvicorn.Server):
             @contextlib.contextmanager
@@ -173,9 +175,8 @@ async def _main(options: ServeOptions, sock: socket.socket, admin_sock: socket.s
         grpc_server = grpc
     await manager.start()
     _tune_gc()
-    servers = [_Server(inference_app(state), sock, options.drain_timeout_s)]
-    if servers[0].protocol is not None:
-        servers[0].protocol.poll = BusyPoll(asyncio.get_running_loop(), options.serve.busy_poll_us / 1e6)
+    poll = BusyPoll(asyncio.get_running_loop(), options.serve.busy_poll_us / 1e6)
+    servers = [_Server(inference_app(state), sock, options.drain_timeout_s, poll)]
     http, grpc_servicer = servers[0], grpc_server.servicer if grpc_server is not None else None
     plane.backlog = lambda: http.backlog() + (grpc_servicer.active if grpc_servicer is not None else 0)
     if admin_sock is not None:
