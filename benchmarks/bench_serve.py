@@ -10,9 +10,8 @@ request log on, busy polling at its default, cache off so repeated bodies are re
 serves the scikit-learn pipeline; the afternoon app runs the same ONNX graph with no validation and no
 metrics. Every server gets the same bytes: MLflow's ``dataframe_split`` JSON at ``/invocations``, 1 row or
 100 rows, from wrk (a compiled load generator: Python clients saturate these 2 cores first) at 1, 8 and 32
-connections. All servers run at
-once; each cell is measured round-robin over them ``--rounds`` times and reported as medians, so a drift
-in the machine's speed touches every server of a cell alike.
+connections. All servers run at once; each cell is measured round-robin over them ``--rounds`` times and
+reported as medians, so a drift in the machine's speed touches every server of a cell alike.
 """
 
 from __future__ import annotations
@@ -441,12 +440,11 @@ def main() -> int:
         + ", ".join(f"p99 {r['p99_ms']:.2f} ms at {r['steal_pct']:.1f}% steal" for r in paced_rounds)
     )
     for name in ECHOES:
-        if "paced" in results[name]:
-            echo = results[name]["paced"]
-            print(
-                f"{name}, the same paced connections: {echo['rps']:,.0f} req/s, "
-                f"p50 {echo['p50_ms']:.2f} ms, p99 {echo['p99_ms']:.2f} ms ({echo['steal_pct']:.1f}% steal)"
-            )
+        echo = results[name]["paced"]
+        print(
+            f"{name}, the same paced connections: {echo['rps']:,.0f} req/s, "
+            f"p50 {echo['p50_ms']:.2f} ms, p99 {echo['p99_ms']:.2f} ms ({echo['steal_pct']:.1f}% steal)"
+        )
     for label in bodies:
         p50 = prodml[(label, 1)]["p50_ms"]
         echoes = ", ".join(
