@@ -161,6 +161,11 @@ def steal_pct(before: list[int], after: list[int]) -> float:
     return 100.0 * delta[7] / max(sum(delta[:8]), 1)
 
 
+def quiet(runs: list[dict[str, float]], limit_pct: float) -> list[dict[str, float]]:
+    """The runs during which the host took less than ``limit_pct`` of the vCPUs (steal)."""
+    return [r for r in runs if r["steal_pct"] < limit_pct]
+
+
 def median_run(runs: list[dict[str, float]]) -> dict[str, float]:
     """Each number's median over repeated runs of one cell; errors are summed, never hidden."""
     out = {key: statistics.median(r[key] for r in runs) for key in runs[0]}
@@ -249,6 +254,12 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3, help="round-robin rounds per cell (median)")
     parser.add_argument("--skip-mlflow", action="store_true")
     parser.add_argument("--workers", type=int, default=1, help="prodml serve worker processes")
+    parser.add_argument(
+        "--quiet-steal",
+        type=float,
+        default=1.0,
+        help="a paced round is quiet when the host's steal during it stays under this many percent",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         print("wrk is not installed (apt-get install wrk)", file=sys.stderr)
@@ -387,17 +398,25 @@ def main() -> int:
         # the measured run is at half the best rate, not below it
         probe = wrk(port, paced, conns, 2.0)
         paced_conns = max(1, round(conns * half / max(probe["rps"], 1.0)))
+        # steal (the host running other tenants on these vCPUs) comes in bursts of minutes and lifts every
+        # server's p99, the echoes' too: the rounds go on, up to three times as many, until prodml has
+        # args.rounds quiet ones (steal under --quiet-steal), and both medians are reported
         pacing = ["prodml serve", *ECHOES]
-        runs = {name: [] for name in pacing}
-        for _ in range(args.rounds):
+        paced_runs: dict[str, list[dict[str, float]]] = {name: [] for name in pacing}
+        for attempt in range(3 * args.rounds):
+            calm_so_far = len(quiet(paced_runs["prodml serve"], args.quiet_steal))
+            if attempt >= args.rounds and calm_so_far >= args.rounds:
+                break
             for name in pacing:
                 before = cpu_times()
                 run = wrk(ports[name], paced, paced_conns, args.duration * 2)
                 run["steal_pct"] = steal_pct(before, cpu_times())
-                runs[name].append(run)
+                paced_runs[name].append(run)
         for name in pacing:
-            results[name]["paced"] = median_run(runs[name])
-        paced_rounds = runs["prodml serve"]
+            results[name]["paced"] = median_run(paced_runs[name])
+            calm = quiet(paced_runs[name], args.quiet_steal)
+            results[name]["paced_quiet"] = median_run(calm) if calm else None
+        paced_rounds = paced_runs["prodml serve"]
         prodml["paced"]["target"] = half
         for name in servers:
             results[name]["rss_mb"] = rss_mb(results[name]["pid"])
@@ -444,6 +463,15 @@ def main() -> int:
         print(
             f"{name}, the same paced connections: {echo['rps']:,.0f} req/s, "
             f"p50 {echo['p50_ms']:.2f} ms, p99 {echo['p99_ms']:.2f} ms ({echo['steal_pct']:.1f}% steal)"
+        )
+    print(f"only the quiet rounds (steal under {args.quiet_steal:g}%):")
+    for name in ["prodml serve", *ECHOES]:
+        calm, total = results[name]["paced_quiet"], len(paced_runs[name])
+        count = len(quiet(paced_runs[name], args.quiet_steal))
+        print(
+            f"  {name}: p50 {calm['p50_ms']:.2f} ms, p99 {calm['p99_ms']:.2f} ms ({count} of {total} rounds)"
+            if calm
+            else f"  {name}: none of its {total} rounds was quiet"
         )
     for label in bodies:
         p50 = prodml[(label, 1)]["p50_ms"]
