@@ -242,9 +242,12 @@ class MicroBatcher:
                 return [self._run(batch[0].feeds, lone=batch[0].lone)], None
             names = batch[0].feeds.keys()
             outputs = self._run({n: np.concatenate([p.feeds[n] for p in batch]) for n in names})
-            bounds = np.cumsum([p.rows for p in batch])[:-1]
-            split = [np.split(o, bounds) for o in outputs]
-            return [[parts[i] for parts in split] for i in range(len(batch))], None
+            results, start = [], 0
+            for p in batch:  # slices (views): np.split costs ~18 µs for 4 requests, slicing ~2
+                end = start + p.rows
+                results.append([o[start:end] for o in outputs])
+                start = end
+            return results, None
         except Exception as exc:
             return None, exc
 
