@@ -11,7 +11,9 @@ serves the scikit-learn pipeline; the afternoon app runs the same ONNX graph wit
 metrics. Every server gets the same bytes: MLflow's ``dataframe_split`` JSON at ``/invocations``, 1 row or
 100 rows, from wrk (a compiled load generator: Python clients saturate these 2 cores first) at 1, 8 and 32
 connections. All servers run at once; each cell is measured round-robin over them ``--rounds`` times and
-reported as medians, so a drift in the machine's speed touches every server of a cell alike.
+reported as medians, so a drift in the machine's speed touches every server of a cell alike. Each cell
+also shows the host's steal while it ran (``/proc/stat``: the share of the vCPUs the hypervisor gave to
+other tenants), and p99 at half load is reported over all its rounds and over the quiet ones.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -161,9 +164,18 @@ def steal_pct(before: list[int], after: list[int]) -> float:
     return 100.0 * delta[7] / max(sum(delta[:8]), 1)
 
 
+def stolen(measure: Callable[..., dict[str, float]], *args: Any) -> dict[str, float]:
+    """``measure(*args)``, with the host's steal meanwhile added as ``steal_pct``."""
+    before = cpu_times()
+    run = measure(*args)
+    run["steal_pct"] = steal_pct(before, cpu_times())
+    return run
+
+
 def quiet(runs: list[dict[str, float]], limit_pct: float) -> list[dict[str, float]]:
-    """The runs during which the host took less than ``limit_pct`` of the vCPUs (steal)."""
-    return [r for r in runs if r["steal_pct"] < limit_pct]
+    """The runs during which the host took less than ``limit_pct`` of the vCPUs (steal); where steal is
+    unknown (NaN: no ``/proc``), every run."""
+    return [r for r in runs if not r["steal_pct"] >= limit_pct]
 
 
 def median_run(runs: list[dict[str, float]]) -> dict[str, float]:
@@ -369,7 +381,7 @@ def main() -> int:
                 runs = {name: [] for name in servers}
                 for _ in range(args.rounds):
                     for name in servers:
-                        runs[name].append(wrk(ports[name], script, c, args.duration))
+                        runs[name].append(stolen(wrk, ports[name], script, c, args.duration))
                     if c == 1:
                         floors[label].append(in_process.measure(label))
                 for name in servers:
@@ -408,10 +420,7 @@ def main() -> int:
             if attempt >= args.rounds and calm_so_far >= args.rounds:
                 break
             for name in pacing:
-                before = cpu_times()
-                run = wrk(ports[name], paced, paced_conns, args.duration * 2)
-                run["steal_pct"] = steal_pct(before, cpu_times())
-                paced_runs[name].append(run)
+                paced_runs[name].append(stolen(wrk, ports[name], paced, paced_conns, args.duration * 2))
         for name in pacing:
             results[name]["paced"] = median_run(paced_runs[name])
             calm = quiet(paced_runs[name], args.quiet_steal)
@@ -430,10 +439,10 @@ def main() -> int:
         f"1 row {floor['1 row'] * 1000:.0f} µs, 100 rows {floor['100 rows'] * 1000:.0f} µs\n"
     )
     print(
-        "| server | body | conns | req/s | rows/s | p50 ms | p99 ms | errors | req/s vs afternoon |"
+        "| server | body | conns | req/s | rows/s | p50 ms | p99 ms | errors | steal % | req/s vs afternoon |"
         + (" req/s vs mlflow |" if mlflow_r else "")
     )
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if mlflow_r else ""))
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if mlflow_r else ""))
     for name, entry in results.items():
         for label in bodies:
             rows = 1 if label == "1 row" else 100
@@ -442,7 +451,8 @@ def main() -> int:
                 vs = r["rps"] / base[(label, c)]["rps"]
                 line = (
                     f"| {name} | {label} | {c} | {r['rps']:,.0f} | {r['rps'] * rows:,.0f} | "
-                    f"{r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['errors']} | {vs:.2f}x |"
+                    f"{r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['errors']} | {r['steal_pct']:.1f} | "
+                    f"{vs:.2f}x |"
                 )
                 if mlflow_r:
                     line += f" {r['rps'] / mlflow_r[(label, c)]['rps']:.1f}x |"
