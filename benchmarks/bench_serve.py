@@ -172,9 +172,9 @@ def stolen(measure: Callable[..., dict[str, float]], *args: Any) -> dict[str, fl
     return run
 
 
-def quiet(runs: list[dict[str, float]], limit_pct: float) -> list[dict[str, float]]:
-    """The runs during which the host took less than ``limit_pct`` of the vCPUs (steal); where steal is
-    unknown (NaN: no ``/proc``), every run."""
+def quiet(runs: list[dict[str, Any]], limit_pct: float) -> list[dict[str, Any]]:
+    """The runs (or passes) during which the host took less than ``limit_pct`` of the vCPUs (steal);
+    where steal is unknown (NaN: no ``/proc``), every one."""
     return [r for r in runs if not r["steal_pct"] >= limit_pct]
 
 
@@ -372,22 +372,34 @@ def main() -> int:
                 server([c.replace("{port}", str(p)) for c in cmd], p, bodies["1 row"], env, cwd)
             )
             ports[name], results[name]["start_s"], results[name]["pid"] = p, started, proc.pid
-        # every cell round-robin over the servers, args.rounds times, and the median of each number: the
-        # machine's speed drifts over minutes (a shared VM), and every server of a cell sees the same drift
+        # every cell round-robin over the servers and the median of each number: the machine's speed drifts
+        # over minutes (a shared VM), and every server of a cell sees the same drift. Passes go on, up to
+        # three times args.rounds, until args.rounds of them were quiet (the host's steal over the whole
+        # pass under --quiet-steal); the medians are over the quiet passes, or over all when none was
         for label, script in scripts.items():
             for c in CONCURRENCY:
                 for name in servers:
                     wrk(ports[name], script, c, 1.0)  # warm-up
-                runs = {name: [] for name in servers}
-                for _ in range(args.rounds):
-                    for name in servers:
-                        runs[name].append(stolen(wrk, ports[name], script, c, args.duration))
+                passes: list[dict[str, Any]] = []
+                for attempt in range(3 * args.rounds):
+                    if attempt >= args.rounds and len(quiet(passes, args.quiet_steal)) >= args.rounds:
+                        break
+                    before = cpu_times()
+                    one: dict[str, Any] = {
+                        name: stolen(wrk, ports[name], script, c, args.duration) for name in servers
+                    }
                     if c == 1:
-                        floors[label].append(in_process.measure(label))
+                        one["floor"] = in_process.measure(label)
+                    one["steal_pct"] = steal_pct(before, cpu_times())
+                    passes.append(one)
+                chosen = quiet(passes, args.quiet_steal) or passes
                 for name in servers:
-                    results[name][(label, c)] = median_run(runs[name])
+                    results[name][(label, c)] = median_run([p[name] for p in chosen])
+                if c == 1:
+                    floors[label] += [p["floor"] for p in chosen]
+                calm = len(quiet(passes, args.quiet_steal))
                 print(
-                    f"  {label} c={c}: "
+                    f"  {label} c={c} ({calm} of {len(passes)} passes quiet): "
                     + ", ".join(f"{n} {results[n][(label, c)]['rps']:.0f}" for n in servers)
                     + " req/s",
                     flush=True,
