@@ -10,10 +10,12 @@ request log on, busy polling at its default, cache off so repeated bodies are re
 serves the scikit-learn pipeline; the afternoon app runs the same ONNX graph with no validation and no
 metrics. Every server gets the same bytes: MLflow's ``dataframe_split`` JSON at ``/invocations``, 1 row or
 100 rows, from wrk (a compiled load generator: Python clients saturate these 2 cores first) at 1, 8 and 32
-connections. All servers run at once; each cell is measured round-robin over them ``--rounds`` times and
-reported as medians, so a drift in the machine's speed touches every server of a cell alike. Each cell
-also shows the host's steal while it ran (``/proc/stat``: the share of the vCPUs the hypervisor gave to
-other tenants), and p99 at half load is reported over all its rounds and over the quiet ones.
+connections. All servers run at once; each cell is measured round-robin over them in passes and reported
+as medians, so a drift in the machine's speed touches every server of a cell alike. Each cell also shows
+the host's steal while it ran (``/proc/stat``: the share of the vCPUs the hypervisor gave to other
+tenants); passes go on, up to three times ``--rounds``, until ``--rounds`` of them were quiet, and the
+medians are the quiet passes' (errors count from every pass). p99 at half load is reported over all its
+rounds and over the quiet ones.
 """
 
 from __future__ import annotations
@@ -270,7 +272,7 @@ def main() -> int:
         "--quiet-steal",
         type=float,
         default=1.0,
-        help="a paced round is quiet when the host's steal during it stays under this many percent",
+        help="a pass (or paced round) is quiet when the host's steal over it stays under this many percent",
     )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -395,6 +397,8 @@ def main() -> int:
                 chosen = quiet(passes, args.quiet_steal) or passes
                 for name in servers:
                     results[name][(label, c)] = median_run([p[name] for p in chosen])
+                    # the numbers are the quiet passes', the errors every pass's
+                    results[name][(label, c)]["errors"] = sum(p[name]["errors"] for p in passes)
                 if c == 1:
                     floors[label] += [p["floor"] for p in chosen]
                 calm = len(quiet(passes, args.quiet_steal))
