@@ -4,6 +4,7 @@ tampered artifacts, and the Redis cache with Redis killed mid-run."""
 from __future__ import annotations
 
 import shutil
+import socket
 import threading
 import time
 from collections import Counter
@@ -151,12 +152,29 @@ def test_registry_down_at_start(project_copy: Served) -> None:
     served = project_copy
     with ServeProcess(served.root, served.env) as server:  # fills the verified local cache
         server.wait_ready()
+    # a registry that takes connections and never answers: a round trip to it can only end in the
+    # client's 5 s timeout, so a server that waited for one would be ready only after it had failed
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)  # never accepted: the kernel completes the handshake, nobody replies
+        hung = {**served.env, "PRODML_TRACKING_URI": f"http://127.0.0.1:{silent.getsockname()[1]}"}
+        with ServeProcess(served.root, hung) as server:
+            server.wait_ready(timeout=10)
+
+            def registry() -> dict[str, object]:
+                auth = {"authorization": "Bearer test-token"}
+                status: dict[str, object] = httpx.get(f"{server.admin_url}/admin/status", headers=auth).json()
+                return status
+
+            # ready from the verified local cache while the registry has neither answered nor failed
+            assert (registry()["last_registry_check"], registry()["last_registry_error"]) == (None, None)
+            r = httpx.post(f"{server.url}/predict", json=served.rows[:1])
+            assert r.status_code == 200
+            assert r.headers["x-model-version"] == "1"
+            # it was asked meanwhile, in the background, and its failure changes nothing
+            wait_for(lambda: registry()["last_registry_error"] is not None, 30, "the hung registry check")
+            assert httpx.post(f"{server.url}/predict", json=served.rows[:1]).status_code == 200
     down = {**served.env, "PRODML_TRACKING_URI": f"http://127.0.0.1:{free_port()}"}
-    with ServeProcess(served.root, down) as server:
-        assert server.wait_ready(timeout=10) < 2  # from the verified local cache: no registry round trip
-        r = httpx.post(f"{server.url}/predict", json=served.rows[:1])
-        assert r.status_code == 200
-        assert r.headers["x-model-version"] == "1"
     shutil.rmtree(served.root / ".prodml/models")
     with ServeProcess(served.root, down) as server:
         time.sleep(3)
