@@ -21,7 +21,8 @@ RESPONSE = (
 
 
 class Echo(asyncio.Protocol):
-    poll: BusyPoll
+    def __init__(self, poll: BusyPoll) -> None:
+        self.poll = poll
 
     def connection_made(self, transport):  # type: ignore[no-untyped-def]
         self.transport = transport
@@ -46,8 +47,8 @@ class Echo(asyncio.Protocol):
 
 async def main(port: int, busy_poll_us: int) -> None:
     loop = asyncio.get_running_loop()
-    Echo.poll = BusyPoll(loop, busy_poll_us / 1e6)
-    server = await loop.create_server(Echo, "127.0.0.1", port, backlog=2048)
+    poll = BusyPoll(loop, busy_poll_us / 1e6)
+    server = await loop.create_server(lambda: Echo(poll), "127.0.0.1", port, backlog=2048)
     await server.serve_forever()
 
 
