@@ -35,6 +35,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -178,6 +179,15 @@ def quiet(runs: list[dict[str, Any]], limit_pct: float) -> list[dict[str, Any]]:
     """The runs (or passes) during which the host took less than ``limit_pct`` of the vCPUs (steal);
     where steal is unknown (NaN: no ``/proc``), every one."""
     return [r for r in runs if not r["steal_pct"] >= limit_pct]
+
+
+def until_quiet(one: Callable[[], dict[str, Any]], rounds: int, limit_pct: float) -> list[dict[str, Any]]:
+    """``one()`` ``rounds`` times, then again (up to three times ``rounds`` in all) until ``rounds`` of its
+    results were quiet (see :func:`quiet`)."""
+    done: list[dict[str, Any]] = []
+    while len(done) < 3 * rounds and (len(done) < rounds or len(quiet(done, limit_pct)) < rounds):
+        done.append(one())
+    return done
 
 
 def median_run(runs: list[dict[str, float]]) -> dict[str, float]:
@@ -374,36 +384,36 @@ def main() -> int:
                 server([c.replace("{port}", str(p)) for c in cmd], p, bodies["1 row"], env, cwd)
             )
             ports[name], results[name]["start_s"], results[name]["pid"] = p, started, proc.pid
+
         # every cell round-robin over the servers and the median of each number: the machine's speed drifts
         # over minutes (a shared VM), and every server of a cell sees the same drift. Passes go on, up to
         # three times args.rounds, until args.rounds of them were quiet (the host's steal over the whole
         # pass under --quiet-steal); the medians are over the quiet passes, or over all when none was
+        def one_pass(label: str, script: Path, c: int) -> dict[str, Any]:
+            before = cpu_times()
+            one: dict[str, Any] = {
+                name: stolen(wrk, ports[name], script, c, args.duration) for name in servers
+            }
+            if c == 1:
+                one["floor"] = in_process.measure(label)
+            one["steal_pct"] = steal_pct(before, cpu_times())
+            return one
+
         for label, script in scripts.items():
             for c in CONCURRENCY:
                 for name in servers:
                     wrk(ports[name], script, c, 1.0)  # warm-up
-                passes: list[dict[str, Any]] = []
-                for attempt in range(3 * args.rounds):
-                    if attempt >= args.rounds and len(quiet(passes, args.quiet_steal)) >= args.rounds:
-                        break
-                    before = cpu_times()
-                    one: dict[str, Any] = {
-                        name: stolen(wrk, ports[name], script, c, args.duration) for name in servers
-                    }
-                    if c == 1:
-                        one["floor"] = in_process.measure(label)
-                    one["steal_pct"] = steal_pct(before, cpu_times())
-                    passes.append(one)
-                chosen = quiet(passes, args.quiet_steal) or passes
+                passes = until_quiet(partial(one_pass, label, script, c), args.rounds, args.quiet_steal)
+                calm = quiet(passes, args.quiet_steal)
+                chosen = calm or passes
                 for name in servers:
                     results[name][(label, c)] = median_run([p[name] for p in chosen])
                     # the numbers are the quiet passes', the errors every pass's
                     results[name][(label, c)]["errors"] = sum(p[name]["errors"] for p in passes)
                 if c == 1:
                     floors[label] += [p["floor"] for p in chosen]
-                calm = len(quiet(passes, args.quiet_steal))
                 print(
-                    f"  {label} c={c} ({calm} of {len(passes)} passes quiet): "
+                    f"  {label} c={c} ({len(calm)} of {len(passes)} passes quiet): "
                     + ", ".join(f"{n} {results[n][(label, c)]['rps']:.0f}" for n in servers)
                     + " req/s",
                     flush=True,
@@ -430,17 +440,21 @@ def main() -> int:
         # server's p99, the echoes' too: the rounds go on, up to three times as many, until prodml has
         # args.rounds quiet ones (steal under --quiet-steal), and both medians are reported
         pacing = ["prodml serve", *ECHOES]
-        paced_runs: dict[str, list[dict[str, float]]] = {name: [] for name in pacing}
-        for attempt in range(3 * args.rounds):
-            calm_so_far = len(quiet(paced_runs["prodml serve"], args.quiet_steal))
-            if attempt >= args.rounds and calm_so_far >= args.rounds:
-                break
-            for name in pacing:
-                paced_runs[name].append(stolen(wrk, ports[name], paced, paced_conns, args.duration * 2))
+
+        def paced_round() -> dict[str, Any]:
+            one: dict[str, Any] = {
+                name: stolen(wrk, ports[name], paced, paced_conns, args.duration * 2) for name in pacing
+            }
+            one["steal_pct"] = one["prodml serve"]["steal_pct"]  # quiet when prodml's run was
+            return one
+
+        paced_rounds_all = until_quiet(paced_round, args.rounds, args.quiet_steal)
+        paced_runs = {name: [r[name] for r in paced_rounds_all] for name in pacing}
         for name in pacing:
-            results[name]["paced"] = median_run(paced_runs[name])
             calm = quiet(paced_runs[name], args.quiet_steal)
+            results[name]["paced"] = median_run(paced_runs[name])
             results[name]["paced_quiet"] = median_run(calm) if calm else None
+            results[name]["paced_quiet_rounds"] = len(calm)
         paced_rounds = paced_runs["prodml serve"]
         prodml["paced"]["target"] = half
         for name in servers:
@@ -493,7 +507,7 @@ def main() -> int:
     print(f"only the quiet rounds (steal under {args.quiet_steal:g}%):")
     for name in ["prodml serve", *ECHOES]:
         calm, total = results[name]["paced_quiet"], len(paced_runs[name])
-        count = len(quiet(paced_runs[name], args.quiet_steal))
+        count = results[name]["paced_quiet_rounds"]
         print(
             f"  {name}: p50 {calm['p50_ms']:.2f} ms, p99 {calm['p99_ms']:.2f} ms ({count} of {total} rounds)"
             if calm
