@@ -1,6 +1,7 @@
 """Online serving: prodml serve vs mlflow models serve vs the afternoon FastAPI + ONNX Runtime app,
-with floors (an in-process ONNX Runtime call, a bare ASGI echo on uvicorn, a bare HTTP echo on uvloop and
-httptools with no ASGI layer, and that echo busy polling as prodml does), under the same wrk load.
+with floors (an in-process ONNX Runtime call, timed back to back and after a 2 ms sleep, a bare ASGI echo
+on uvicorn, a bare HTTP echo on uvloop and httptools with no ASGI layer, and that echo busy polling as
+prodml does), under the same wrk load.
 
     python benchmarks/bench_serve.py [--duration 2] [--rounds 3] [--skip-mlflow] [--workers 1]
 
