@@ -274,9 +274,10 @@ class InProcessFloor:
 
     def measure_idle(self, label: str, idle_s: float = 0.002) -> float:
         """The median of one call's time, in ms, each call made after the process slept ``idle_s`` — as a
-        server's first request after a pause is. On this shared VM the core's caches do not stay warm across
-        such a pause (even spinning in Python for 1 ms in between made the call ~2x slower), and the call
-        pays for refilling them: the floor for a server whose requests arrive with gaps."""
+        server's first request after a pause is. On this shared VM the core's caches do not stay warm
+        across such a pause (even spinning in Python for 1 ms in between made a request's path 1.7–1.9x
+        slower), and the call pays for refilling them: the floor for a server whose requests arrive with
+        gaps."""
         feeds = self.feeds[label]
         times = []
         for _ in range(300 if label == "1 row" else 100):
@@ -403,17 +404,17 @@ def main() -> int:
 
         # every cell round-robin over the servers and the median of each number: the machine's speed drifts
         # over minutes (a shared VM), and every server of a cell sees the same drift. Passes go on, up to
-        # three times args.rounds, until args.rounds of them were quiet (the host's steal over the whole
-        # pass under --quiet-steal); the medians are over the quiet passes, or over all when none was
+        # three times args.rounds, until args.rounds of them were quiet (the host's steal while the pass's
+        # servers ran under --quiet-steal); the medians are over the quiet passes, or over all when none was
         def one_pass(label: str, script: Path, c: int) -> dict[str, Any]:
             before = cpu_times()
             one: dict[str, Any] = {
                 name: stolen(wrk, ports[name], script, c, args.duration) for name in servers
             }
-            if c == 1:
+            one["steal_pct"] = steal_pct(before, cpu_times())  # the servers' runs only: the idle floor
+            if c == 1:  # sleeps, and idle time would dilute the share the host took
                 one["floor"] = in_process.measure(label)
                 one["floor_idle"] = in_process.measure_idle(label)
-            one["steal_pct"] = steal_pct(before, cpu_times())
             return one
 
         for label, script in scripts.items():
