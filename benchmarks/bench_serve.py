@@ -262,26 +262,18 @@ class InProcessFloor:
         for feeds in self.feeds.values():
             self.session.run(None, feeds)
 
-    def measure(self, label: str) -> float:
-        """The median of one call's time, in ms."""
+    def measure(self, label: str, idle_s: float = 0.0) -> float:
+        """The median of one call's time, in ms: back to back, or each call made after the process slept
+        ``idle_s``, as a server's first request after a pause is. On this shared VM the core's caches do
+        not stay warm across such a pause (even spinning in Python for 1 ms in between made a request's
+        path 1.7–1.9x slower), and the call pays for refilling them: the floor for a server whose
+        requests arrive with gaps."""
         feeds = self.feeds[label]
+        calls = (2000 if label == "1 row" else 300) if idle_s == 0 else (300 if label == "1 row" else 100)
         times = []
-        for _ in range(2000 if label == "1 row" else 300):
-            t0 = time.perf_counter()
-            self.session.run(None, feeds)
-            times.append(time.perf_counter() - t0)
-        return statistics.median(times) * 1000
-
-    def measure_idle(self, label: str, idle_s: float = 0.002) -> float:
-        """The median of one call's time, in ms, each call made after the process slept ``idle_s`` — as a
-        server's first request after a pause is. On this shared VM the core's caches do not stay warm
-        across such a pause (even spinning in Python for 1 ms in between made a request's path 1.7–1.9x
-        slower), and the call pays for refilling them: the floor for a server whose requests arrive with
-        gaps."""
-        feeds = self.feeds[label]
-        times = []
-        for _ in range(300 if label == "1 row" else 100):
-            time.sleep(idle_s)
+        for _ in range(calls):
+            if idle_s:
+                time.sleep(idle_s)
             t0 = time.perf_counter()
             self.session.run(None, feeds)
             times.append(time.perf_counter() - t0)
@@ -414,7 +406,7 @@ def main() -> int:
             one["steal_pct"] = steal_pct(before, cpu_times())  # the servers' runs only: the idle floor
             if c == 1:  # sleeps, and idle time would dilute the share the host took
                 one["floor"] = in_process.measure(label)
-                one["floor_idle"] = in_process.measure_idle(label)
+                one["floor_idle"] = in_process.measure(label, idle_s=0.002)
             return one
 
         for label, script in scripts.items():
@@ -453,10 +445,10 @@ def main() -> int:
         )
         # under load each request takes longer than at one connection: calibrate on a short run, so the
         # measured run is at half the best rate, not below it. A probe the host stole from runs slow and
-        # would set too many connections: it is repeated (up to three runs) until one is quiet, else the
+        # would set too many connections: it is repeated (up to three runs) until one is quiet, and the
         # least stolen one is taken
         probes = until_quiet(partial(stolen, wrk, port, paced, conns, 2.0), 1, args.quiet_steal)
-        probe = (quiet(probes, args.quiet_steal) or sorted(probes, key=lambda r: r["steal_pct"]))[0]
+        probe = min(probes, key=lambda r: r["steal_pct"])  # the quiet one, where one was
         paced_conns = max(1, round(conns * half / max(probe["rps"], 1.0)))
         # steal (the host running other tenants on these vCPUs) comes in bursts of minutes and lifts every
         # server's p99, the echoes' too: the rounds go on, up to three times as many, until prodml has

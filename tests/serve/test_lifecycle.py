@@ -167,7 +167,8 @@ def test_registry_down_at_start(project_copy: Served) -> None:
                 return status
 
             # ready from the verified local cache while the registry has neither answered nor failed
-            assert (registry()["last_registry_check"], registry()["last_registry_error"]) == (None, None)
+            status = registry()
+            assert (status["last_registry_check"], status["last_registry_error"]) == (None, None)
             r = httpx.post(f"{server.url}/predict", json=served.rows[:1])
             assert r.status_code == 200
             assert r.headers["x-model-version"] == "1"
