@@ -16,7 +16,9 @@ as medians, so a drift in the machine's speed touches every server of a cell ali
 the host's steal while it ran (``/proc/stat``: the share of the vCPUs the hypervisor gave to other
 tenants); passes go on, up to three times ``--rounds``, until ``--rounds`` of them were quiet, and the
 medians are the quiet passes' (errors count from every pass). p99 at half load is reported over all its
-rounds and over the quiet ones.
+rounds and over the quiet ones. Last, with every server stopped, a ceiling: the model call alone on every
+core (:func:`model_ceiling`), the rows/s that no server of this model on ONNX Runtime can pass here, as a
+ratio to MLflow's.
 """
 
 from __future__ import annotations
@@ -60,6 +62,30 @@ done = function(summary, latency, requests)
     latency:percentile(50), latency:percentile(99), e.status, e.connect + e.read + e.write + e.timeout))
 end
 """
+
+
+PRODML_ENV = {"PRODML_SERVE__CACHE__ENABLED": "false"}  # repeated bodies are really scored
+ECHO_COMMAND = [sys.executable, "-m", "benchmarks.apps.rawecho", "--port", "{port}"]  # run from ROOT
+
+
+def prodml_command(project_dir: Path, package: Path, port: int, workers: int = 1) -> list[str]:
+    """``prodml serve`` of the benchmark package on ``port`` (no gRPC; its admin port on a free one)."""
+    return [
+        str(BIN / "prodml"),
+        "--project",
+        str(project_dir),
+        "serve",
+        "--package",
+        str(package),
+        "--port",
+        str(port),
+        "--grpc-port",
+        "0",
+        "--admin-port",
+        str(free_port()),
+        "--workers",
+        str(workers),
+    ]
 
 
 def free_port() -> int:
@@ -151,6 +177,23 @@ def wrk(port: int, script: Path, connections: int, duration: float) -> dict[str,
     }
 
 
+HALT_POLL = Path("/sys/module/haltpoll/parameters/guest_halt_poll_ns")
+
+
+def idle_policy() -> str:
+    """What an idle vCPU of this machine does: Linux's cpuidle driver and, for ``haltpoll`` (a KVM guest),
+    how long an idle vCPU polls before it halts and exits to the host."""
+    try:
+        driver = Path("/sys/devices/system/cpu/cpuidle/current_driver").read_text().strip()
+    except OSError:
+        return "cpuidle driver unknown"
+    if driver != "haltpoll" or not HALT_POLL.exists():
+        return f"cpuidle driver {driver}"
+    ns = int(HALT_POLL.read_text())
+    then = "halts at once" if ns == 0 else f"polls {ns / 1000:g} µs, then halts"
+    return f"cpuidle driver haltpoll: an idle vCPU {then} (guest_halt_poll_ns={ns})"
+
+
 def cpu_times() -> list[int]:
     """The machine's CPU time counters (``/proc/stat``: user, nice, system, idle, iowait, irq, softirq,
     steal, ...); empty where there is no ``/proc``."""
@@ -189,6 +232,36 @@ def until_quiet(one: Callable[[], dict[str, Any]], rounds: int, limit_pct: float
     while len(done) < 3 * rounds and (len(done) < rounds or len(quiet(done, limit_pct)) < rounds):
         done.append(one())
     return done
+
+
+PAUSE_MS = 4  # the mean pause of a paced connection between requests (drawn from 1..7 ms)
+
+
+def paced_script(work: Path) -> Path:
+    """wrk's script for paced connections: each pauses 1..7 ms (whole milliseconds, mean ``PAUSE_MS``)
+    before each send, so the rate is set by the number of connections, and the connections do not send
+    in lockstep bursts. The body is ``work / "1-row.json"``."""
+    paced = work / "paced.lua"
+    paced.write_text(
+        LUA.replace("{body}", str(work / "1-row.json")).replace(
+            "{delay}", f"delay = function() return math.random(1, {2 * PAUSE_MS - 1}) end"
+        )
+    )
+    return paced
+
+
+def paced_connections(port: int, paced: Path, rate: float, p50_ms: float, quiet_pct: float) -> int:
+    """How many paced connections offer ``rate`` requests/s to the server on ``port``.
+
+    A first guess from the pause and the one-connection p50 (``p50_ms``); under load each request takes
+    longer than at one connection, so a short probe corrects it, and the measured runs are at ``rate``,
+    not below it. A probe the host stole from runs slow and would set too many connections: it is repeated
+    (up to three runs) until one is quiet, and the least stolen one is taken.
+    """
+    guess = max(1, round(rate * (PAUSE_MS + p50_ms) / 1000))
+    probes = until_quiet(partial(stolen, wrk, port, paced, guess, 2.0), 1, quiet_pct)
+    probe = min(probes, key=lambda r: r["steal_pct"])  # the quiet one, where one was
+    return max(1, round(guess * rate / max(probe["rps"], 1.0)))
 
 
 def median_run(runs: list[dict[str, float]]) -> dict[str, float]:
@@ -280,6 +353,49 @@ class InProcessFloor:
         return statistics.median(times) * 1000
 
 
+def model_ceiling(package: Path, body: bytes, seconds: float = 2.0) -> dict[int, float]:
+    """Rows/s of the model call alone, on every core at once: what no server of this model can pass here.
+
+    The package's graph as prodml runs it (its fastest form: two matrix inputs, see
+    ``prodml.serve.runtime.front_loaded``) on ``body``'s rows, already validated: no HTTP, no JSON, no
+    validation, no load generator sharing the cores. One thread per core calls it back to back (ONNX
+    Runtime releases the GIL), with the request's rows per call and with eight requests' rows per call,
+    as a server batching them would. Returns rows per call → rows/s.
+    """
+    import threading
+
+    import numpy as np
+
+    from prodml.export.package import load_package
+    from prodml.serve.protocols import columns_from_mlflow
+    from prodml.serve.runtime import Runtime
+    from prodml.serve.validation import Validator
+
+    pkg = load_package(package, None)
+    runtime = Runtime(pkg)
+    feeds, rows = Validator(pkg.schema).feeds(columns_from_mlflow(json.loads(body), raw=body)[0])
+    cores = os.cpu_count() or 1
+    out: dict[int, float] = {}
+    for per_call in (1, 8):
+        batch = {name: np.concatenate([values] * per_call) for name, values in feeds.items()}
+        rates = [0.0] * cores
+
+        def spin(i: int, batch: dict[str, Any] = batch, rates: list[float] = rates) -> None:
+            calls, start = 0, time.perf_counter()
+            while (elapsed := time.perf_counter() - start) < seconds:
+                runtime.run(batch)
+                calls += 1
+            rates[i] = calls / elapsed
+
+        threads = [threading.Thread(target=spin, args=(i,)) for i in range(cores)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        out[rows * per_call] = sum(rates) * rows * per_call
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=2.0, help="seconds per cell and round")
@@ -312,26 +428,7 @@ def main() -> int:
 
     servers: dict[str, tuple[list[str], dict[str, str], Path | None]] = {}
     port = free_port()
-    servers["prodml serve"] = (
-        [
-            str(BIN / "prodml"),
-            "--project",
-            str(project_dir),
-            "serve",
-            "--package",
-            str(package),
-            "--port",
-            str(port),
-            "--grpc-port",
-            "0",
-            "--admin-port",
-            str(free_port()),
-            "--workers",
-            str(args.workers),
-        ],
-        {"PRODML_SERVE__CACHE__ENABLED": "false"},
-        None,
-    )
+    servers["prodml serve"] = (prodml_command(project_dir, package, port, args.workers), PRODML_ENV, None)
     servers["afternoon FastAPI + ONNX Runtime"] = (
         [
             str(BIN / "uvicorn"),
@@ -376,12 +473,8 @@ def main() -> int:
         {},
         ROOT,
     )
-    servers[RAW_ECHO] = ([sys.executable, "-m", "benchmarks.apps.rawecho", "--port", "{port}"], {}, ROOT)
-    servers[POLL_ECHO] = (
-        [sys.executable, "-m", "benchmarks.apps.rawecho", "--port", "{port}", "--busy-poll-us", "200"],
-        {},
-        ROOT,
-    )
+    servers[RAW_ECHO] = (ECHO_COMMAND, {}, ROOT)
+    servers[POLL_ECHO] = ([*ECHO_COMMAND, "--busy-poll-us", "200"], {}, ROOT)
 
     results: dict[str, dict[str, Any]] = {name: {} for name in servers}
     ports: dict[str, int] = {}
@@ -429,27 +522,13 @@ def main() -> int:
                     + " req/s",
                     flush=True,
                 )
-        # p99 at half of prodml's best 1-row rate: wrk paces each connection with delay(), a pause of whole
-        # milliseconds before each send, so the rate is set by the number of connections; pauses drawn from
-        # 1..7 ms (mean 4) keep the connections from sending in lockstep bursts. The echo servers get the
-        # same paced connections: what p99 a server doing nothing costs at that rate
+        # p99 at half of prodml's best 1-row rate, on paced connections (see paced_script). The echo servers
+        # get the same paced connections: what p99 a server doing nothing costs at that rate
         prodml = results["prodml serve"]
         best = max(prodml[("1 row", c)]["rps"] for c in CONCURRENCY)
-        half, pause_ms = best / 2, 4
-        conns = max(1, round(half * (pause_ms + prodml[("1 row", 1)]["p50_ms"]) / 1000))
-        paced = work / "paced.lua"
-        paced.write_text(
-            LUA.replace("{body}", str(work / "1-row.json")).replace(
-                "{delay}", f"delay = function() return math.random(1, {2 * pause_ms - 1}) end"
-            )
-        )
-        # under load each request takes longer than at one connection: calibrate on a short run, so the
-        # measured run is at half the best rate, not below it. A probe the host stole from runs slow and
-        # would set too many connections: it is repeated (up to three runs) until one is quiet, and the
-        # least stolen one is taken
-        probes = until_quiet(partial(stolen, wrk, port, paced, conns, 2.0), 1, args.quiet_steal)
-        probe = min(probes, key=lambda r: r["steal_pct"])  # the quiet one, where one was
-        paced_conns = max(1, round(conns * half / max(probe["rps"], 1.0)))
+        half = best / 2
+        paced = paced_script(work)
+        paced_conns = paced_connections(port, paced, half, prodml[("1 row", 1)]["p50_ms"], args.quiet_steal)
         # steal (the host running other tenants on these vCPUs) comes in bursts of minutes and lifts every
         # server's p99, the echoes' too: the rounds go on, up to three times as many, until prodml has
         # args.rounds quiet ones (steal under --quiet-steal), and both medians are reported
@@ -473,14 +552,19 @@ def main() -> int:
         prodml["paced"]["target"] = half
         for name in servers:
             results[name]["rss_mb"] = rss_mb(results[name]["pid"])
+    # with every server stopped: the model call alone on every core, the rate no server of it can pass
+    ceiling_steal = cpu_times()
+    ceilings = {label: model_ceiling(package, body, args.duration) for label, body in bodies.items()}
+    ceiling_steal_pct = steal_pct(ceiling_steal, cpu_times())
 
     floor = {label: statistics.median(times) for label, times in floors.items()}
     idle = {label: statistics.median(times) for label, times in floors_idle.items()}
     base = results["afternoon FastAPI + ONNX Runtime"]
     prodml = results["prodml serve"]
     mlflow_r = results.get("mlflow models serve")
+    print(f"\nthis machine: {os.cpu_count()} vCPUs, {idle_policy()}")
     print(
-        f"\nin-process ONNX Runtime call (floor, median over the one-connection rounds): "
+        f"in-process ONNX Runtime call (floor, median over the one-connection rounds): "
         f"1 row {floor['1 row'] * 1000:.0f} µs, 100 rows {floor['100 rows'] * 1000:.0f} µs; the same call "
         f"made after the process slept 2 ms, as a server's first request after a pause (caches gone "
         f"cold): 1 row "
@@ -540,6 +624,37 @@ def main() -> int:
         print(
             f"prodml p50 at one connection, {label}: {p50:.3f} ms = {p50 / floor[label]:.1f}x the in-process "
             f"call (the echo servers' own p50: {echoes})"
+        )
+    print(
+        f"\nceiling: ONNX Runtime's call alone on all {os.cpu_count()} cores, back to back, on rows already "
+        f"validated (no HTTP, JSON, validation or load generator; the graph as prodml runs it), "
+        f"{ceiling_steal_pct:.1f}% steal: "
+        + "; ".join(
+            ", ".join(
+                f"{rate:,.0f} rows/s at {n} row{'s' if n > 1 else ''} per call" for n, rate in c.items()
+            )
+            for c in ceilings.values()
+        )
+    )
+    if mlflow_r:
+        for label in bodies:
+            rows = 1 if label == "1 row" else 100
+            best = max(ceilings[label].values())
+            print(
+                f"  {label}: the ceiling is "
+                + ", ".join(
+                    f"{best / (mlflow_r[(label, c)]['rps'] * rows):.0f}x mlflow at {c} connection"
+                    + ("s" if c > 1 else "")
+                    for c in CONCURRENCY
+                )
+                + " (rows/s): no server of this model on ONNX Runtime can go past these ratios here"
+            )
+        poll_p50 = results[POLL_ECHO][("1 row", 1)]["p50_ms"]
+        trip = poll_p50 + floor["1 row"]
+        print(
+            f"  1 row at one connection: the polling echo's p50 plus the in-process call is {trip:.3f} ms, "
+            f"{1000 / trip:,.0f} req/s = {1000 / trip / mlflow_r[('1 row', 1)]['rps']:.0f}x mlflow: what a "
+            "server whose only work beyond the echo's were the model call would reach"
         )
     shutil.rmtree(work, ignore_errors=True)
     return 0
