@@ -10,11 +10,12 @@ work on its core meanwhile, and the next event pays for the exit, the re-entry a
 work has used — on the server's vCPU and on the load generator's alike. ``bench_serve.py`` prints the
 setting it ran under; this benchmark measures what it costs.
 
-Every round runs both settings, 0 and ``--poll-us``, one after the other (writing the ``haltpoll``
-module parameter: root only), and the machine's own value is restored at the end, so both settings see
-the same drift of the host. For each setting: one connection sending back to back (p50, and as a ratio
-to the in-process ONNX Runtime call timed in the same round) for prodml and the two echoes, and prodml at
-half its best 1-row rate on paced connections, as in ``bench_serve.py`` (p50, p99). Medians over the
+Every round runs both settings, 0 and ``--poll-us``, one after the other, in alternating order (writing
+the ``haltpoll`` module parameter: root only), and the machine's own value is restored at the end, so
+both settings see the same drift of the host. For each setting: one connection sending back to back
+(p50, and as a ratio to the in-process ONNX Runtime call timed in the same round) for prodml and the two
+echoes, and prodml at half its best 1-row rate on paced connections, as in ``bench_serve.py`` (p50,
+p99). Medians over the
 rounds, and over the quiet ones (host steal under ``--quiet-steal``) where there are any.
 """
 
@@ -106,7 +107,7 @@ def main() -> int:
             conns = paced_connections(ports[PRODML], paced, best / 2, one["p50_ms"], args.quiet_steal)
             print(f"half of prodml's best 1-row rate: {best / 2:,.0f} req/s, {conns} paced connections")
             for r in range(args.rounds):
-                for ns in settings:
+                for ns in settings if r % 2 == 0 else settings[::-1]:  # neither always goes first
                     HALT_POLL.write_text(str(ns))
                     got = runs[ns]
                     got.setdefault("floor", []).append({"ms": in_process.measure("1 row")})
