@@ -15,8 +15,8 @@ the ``haltpoll`` module parameter: root only), and the machine's own value is re
 both settings see the same drift of the host. For each setting: one connection sending back to back
 (p50, and as a ratio to the in-process ONNX Runtime call timed in the same round) for prodml and the two
 echoes, and prodml at half its best 1-row rate on paced connections, as in ``bench_serve.py`` (p50,
-p99). Medians over the
-rounds, and over the quiet ones (host steal under ``--quiet-steal``) where there are any.
+p99). Medians over the rounds, and over the quiet ones (host steal under ``--quiet-steal``) where there
+are any; and each setting against the other within a round (median and range of the ratios).
 """
 
 from __future__ import annotations
