@@ -32,9 +32,9 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.bench_serve import (
+    CONCURRENCY,
     ECHO_COMMAND,
     HALT_POLL,
-    LUA,
     PRODML_ENV,
     ROOT,
     InProcessFloor,
@@ -48,6 +48,7 @@ from benchmarks.bench_serve import (
     quiet,
     server,
     stolen,
+    write_scripts,
     wrk,
 )
 
@@ -80,37 +81,36 @@ def main() -> int:
     )
     project_dir, package, _, bodies, (model, X) = build_model(work)
     in_process = InProcessFloor(model, X)
-    (work / "1-row.json").write_bytes(bodies["1 row"])
-    closed = work / "1-row.lua"
-    closed.write_text(LUA.replace("{body}", str(work / "1-row.json")).replace("{delay}", ""))
+    closed = write_scripts(work, {"1 row": bodies["1 row"]})["1 row"]
     paced = paced_script(work)
     ports = {name: free_port() for name in (PRODML, ECHO, POLL_ECHO)}
     commands: dict[str, tuple[list[str], dict[str, str], Path | None]] = {
         PRODML: (prodml_command(project_dir, package, ports[PRODML]), PRODML_ENV, None),
-        ECHO: ([c.replace("{port}", str(ports[ECHO])) for c in ECHO_COMMAND], {}, ROOT),
-        POLL_ECHO: (
-            [*(c.replace("{port}", str(ports[POLL_ECHO])) for c in ECHO_COMMAND), "--busy-poll-us", "200"],
-            {},
-            ROOT,
-        ),
+        ECHO: (ECHO_COMMAND, {}, ROOT),
+        POLL_ECHO: ([*ECHO_COMMAND, "--busy-poll-us", "200"], {}, ROOT),
     }
     runs: dict[int, dict[str, list[dict[str, Any]]]] = {ns: {} for ns in settings}
+    floors: dict[int, list[float]] = {ns: [] for ns in settings}
     try:
         with contextlib.ExitStack() as running:
             for name, (cmd, env, cwd) in commands.items():
-                running.enter_context(server(cmd, ports[name], bodies["1 row"], env, cwd))
+                port = ports[name]
+                running.enter_context(
+                    server([c.replace("{port}", str(port)) for c in cmd], port, bodies["1 row"], env, cwd)
+                )
             for port in ports.values():
                 wrk(port, closed, 1, 1.0)  # warm-up
-            # half of prodml's best 1-row rate under the machine's own setting: one offered load for both
-            best = max(stolen(wrk, ports[PRODML], closed, c, 2.0)["rps"] for c in (8, 32))
-            one = stolen(wrk, ports[PRODML], closed, 1, 2.0)
-            conns = paced_connections(ports[PRODML], paced, best / 2, one["p50_ms"], args.quiet_steal)
+            # half of prodml's best 1-row rate under the machine's own setting (as bench_serve.py: the best
+            # of its concurrencies): one offered load for both settings
+            rates = {c: wrk(ports[PRODML], closed, c, 2.0) for c in CONCURRENCY}
+            best = max(r["rps"] for r in rates.values())
+            conns = paced_connections(ports[PRODML], paced, best / 2, rates[1]["p50_ms"], args.quiet_steal)
             print(f"half of prodml's best 1-row rate: {best / 2:,.0f} req/s, {conns} paced connections")
             for r in range(args.rounds):
                 for ns in settings if r % 2 == 0 else settings[::-1]:  # neither always goes first
                     HALT_POLL.write_text(str(ns))
                     got = runs[ns]
-                    got.setdefault("floor", []).append({"ms": in_process.measure("1 row")})
+                    floors[ns].append(in_process.measure("1 row"))
                     for name, port in ports.items():
                         got.setdefault(name, []).append(stolen(wrk, port, closed, 1, args.duration))
                     got.setdefault("paced", []).append(
@@ -136,7 +136,7 @@ def main() -> int:
     print("|---:|---|---:|---:|---:|---|")
     p50s: dict[tuple[int, str], float] = {}
     for ns in settings:
-        floor = statistics.median(f["ms"] for f in runs[ns]["floor"])
+        floor = statistics.median(floors[ns])
         for name in ports:
             m, calm = summary(runs[ns][name])
             p50s[(ns, name)] = m["p50_ms"]

@@ -234,13 +234,26 @@ def until_quiet(one: Callable[[], dict[str, Any]], rounds: int, limit_pct: float
     return done
 
 
+def write_scripts(work: Path, bodies: dict[str, bytes]) -> dict[str, Path]:
+    """Each body as ``work / "<label>.json"`` (``1-row.json``, ...) and wrk's script sending it back to back
+    on every connection; returns label → script."""
+    scripts = {}
+    for label, body in bodies.items():
+        stem = label.replace(" ", "-")
+        (work / f"{stem}.json").write_bytes(body)
+        script = work / f"{stem}.lua"
+        script.write_text(LUA.replace("{body}", str(work / f"{stem}.json")).replace("{delay}", ""))
+        scripts[label] = script
+    return scripts
+
+
 PAUSE_MS = 4  # the mean pause of a paced connection between requests (drawn from 1..7 ms)
 
 
 def paced_script(work: Path) -> Path:
     """wrk's script for paced connections: each pauses 1..7 ms (whole milliseconds, mean ``PAUSE_MS``)
     before each send, so the rate is set by the number of connections, and the connections do not send
-    in lockstep bursts. The body is ``work / "1-row.json"``."""
+    in lockstep bursts. The body is ``work / "1-row.json"`` (see :func:`write_scripts`)."""
     paced = work / "paced.lua"
     paced.write_text(
         LUA.replace("{body}", str(work / "1-row.json")).replace(
@@ -359,8 +372,9 @@ def model_ceiling(package: Path, body: bytes, seconds: float = 2.0) -> dict[int,
     The package's graph as prodml runs it (its fastest form: two matrix inputs, see
     ``prodml.serve.runtime.front_loaded``) on ``body``'s rows, already validated: no HTTP, no JSON, no
     validation, no load generator sharing the cores. One thread per core calls it back to back (ONNX
-    Runtime releases the GIL), with the rows of one request per call, and of 8 and 32 requests, as a
-    server batching all the requests of 8 or 32 connections would. Returns rows per call → rows/s.
+    Runtime releases the GIL), with the rows of as many requests per call as each of ``CONCURRENCY``
+    (1, 8, 32), as a server batching all the requests of that many connections would. Returns rows per
+    call → rows/s.
     """
     import threading
 
@@ -376,7 +390,7 @@ def model_ceiling(package: Path, body: bytes, seconds: float = 2.0) -> dict[int,
     feeds, rows = Validator(pkg.schema).feeds(columns_from_mlflow(json.loads(body), raw=body)[0])
     cores = os.cpu_count() or 1
     out: dict[int, float] = {}
-    for per_call in (1, 8, 32):
+    for per_call in CONCURRENCY:  # a batching server merges at most the requests of its connections
         batch = {name: np.concatenate([values] * per_call) for name, values in feeds.items()}
         rates = [0.0] * cores
 
@@ -418,13 +432,7 @@ def main() -> int:
     in_process = InProcessFloor(model, X)
     floors: dict[str, list[float]] = {label: [] for label in bodies}
     floors_idle: dict[str, list[float]] = {label: [] for label in bodies}
-    scripts = {}
-    for label, body in bodies.items():
-        stem = label.replace(" ", "-")
-        (work / f"{stem}.json").write_bytes(body)
-        script = work / f"{stem}.lua"
-        script.write_text(LUA.replace("{body}", str(work / f"{stem}.json")).replace("{delay}", ""))
-        scripts[label] = script
+    scripts = write_scripts(work, bodies)
 
     servers: dict[str, tuple[list[str], dict[str, str], Path | None]] = {}
     port = free_port()
