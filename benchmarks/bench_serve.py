@@ -17,8 +17,8 @@ the host's steal while it ran (``/proc/stat``: the share of the vCPUs the hyperv
 tenants); passes go on, up to three times ``--rounds``, until ``--rounds`` of them were quiet, and the
 medians are the quiet passes' (errors count from every pass). p99 at half load is reported over all its
 rounds and over the quiet ones. Last, with every server stopped, a ceiling: the model call alone on every
-core (:func:`model_ceiling`), the rows/s that no server of this model on ONNX Runtime can pass here, as a
-ratio to MLflow's.
+core (:func:`model_ceiling`), the rows/s that no server of this model on ONNX Runtime passes at the
+machine's speed of the moment (which drifts: compare within a run), as a ratio to MLflow's.
 """
 
 from __future__ import annotations
@@ -367,7 +367,8 @@ class InProcessFloor:
 
 
 def model_ceiling(package: Path, body: bytes, seconds: float = 2.0) -> dict[int, float]:
-    """Rows/s of the model call alone, on every core at once: what no server of this model can pass here.
+    """Rows/s of the model call alone, on every core at once: what no server of this model passes at the
+    machine's speed of the moment.
 
     The package's graph as prodml runs it (its fastest form: two matrix inputs, see
     ``prodml.serve.runtime.front_loaded``) on ``body``'s rows, already validated: no HTTP, no JSON, no
@@ -561,7 +562,7 @@ def main() -> int:
         for name in servers:
             results[name]["rss_mb"] = rss_mb(results[name]["pid"])
 
-    # with every server stopped: the model call alone on every core, the rate no server of it can pass.
+    # with every server stopped: the model call alone on every core, the rate no server of it passes.
     # Steal only lowers it: measured until one run is quiet (up to three), each rate the best of the runs
     def ceiling_run() -> dict[str, Any]:
         before = cpu_times()
@@ -667,7 +668,7 @@ def main() -> int:
                     + ("s" if c > 1 else "")
                     for c in CONCURRENCY
                 )
-                + " (rows/s): no server of this model on ONNX Runtime can go past these ratios here"
+                + " (rows/s): what a server doing nothing but the model call would reach in this run"
             )
         poll_p50 = results[POLL_ECHO][("1 row", 1)]["p50_ms"]
         trip = poll_p50 + floor["1 row"]
