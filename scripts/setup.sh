@@ -10,10 +10,13 @@ profile=${1:-dev}
 lock=requirements/${profile}.txt
 python=${PYTHON:-python3}
 
-# Debian packages the integration tests start: PostgreSQL and Redis.
+# Debian packages the integration tests start or call: PostgreSQL, Redis, Prometheus (+ promtool, for the
+# rendered scrape config and alert rules) and Chromium (headless, renders the HTML reports).
 missing=()
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
 command -v redis-server >/dev/null || missing+=(redis-server)
+command -v promtool >/dev/null || missing+=(prometheus)
+command -v chromium >/dev/null || missing+=(chromium)
 if [ "$profile" = bench ]; then command -v wrk >/dev/null || missing+=(wrk); fi
 if ((${#missing[@]})); then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
@@ -25,6 +28,7 @@ if ((${#missing[@]})); then
       for c in /etc/postgresql/*/main; do [ -d "$c" ] && pg_ctlcluster "$(basename "$(dirname "$c")")" main stop 2>/dev/null || true; done
     fi
     service redis-server stop >/dev/null 2>&1 || true
+    service prometheus stop >/dev/null 2>&1 || true
   else
     echo "setup: warning: install ${missing[*]} (sudo apt-get install ${missing[*]}) for the integration tests" >&2
   fi
