@@ -25,6 +25,10 @@ from prodml.core.errors import ConfigError
 from prodml.core.types import DType, StrPath, Task
 
 __all__ = [
+    "DATE_PARTS",
+    "DEFAULT_METRICS",
+    "ISO_DATE",
+    "METRIC_TASKS",
     "Aggregate",
     "Attributes",
     "ColumnRule",
@@ -45,6 +49,47 @@ OVERRIDABLE = ("serve", "rollout", "monitor", "tracking", "sources")
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 Identifier = Annotated[str, Field(pattern=_IDENT.pattern)]
+
+# The metric names and the tasks each applies to (prodml.train.metrics holds their functions; a test pins
+# the two together). Here so that the project file is checked before any data is read.
+METRIC_TASKS: dict[str, tuple[Task, ...]] = {
+    "roc_auc": ("binary",),
+    "pr_auc": ("binary",),
+    "f1": ("binary",),
+    "precision": ("binary",),
+    "recall": ("binary",),
+    "log_loss": ("binary", "multiclass"),
+    "brier": ("binary",),
+    "accuracy": ("binary", "multiclass"),
+    "macro_f1": ("multiclass",),
+    "weighted_f1": ("multiclass",),
+    "roc_auc_ovr": ("multiclass",),
+    "mse": ("regression",),
+    "rmse": ("regression",),
+    "mae": ("regression",),
+    "r2": ("regression",),
+    "map_at_k": ("ranking",),
+    "ndcg_at_k": ("ranking",),
+    "recall_at_k": ("ranking",),
+}
+DEFAULT_METRICS: dict[Task, tuple[str, ...]] = {
+    "binary": ("roc_auc", "pr_auc", "f1", "log_loss", "brier"),
+    "multiclass": ("macro_f1", "weighted_f1", "accuracy", "log_loss"),
+    "regression": ("rmse", "mae", "r2", "mse"),
+    "ranking": ("ndcg_at_k", "map_at_k", "recall_at_k"),
+}
+# The promotion metric when the project names none: the task's usual headline metric.
+DEFAULT_GATE_METRIC: dict[Task, str] = {
+    "binary": "roc_auc",
+    "multiclass": "macro_f1",
+    "regression": "r2",
+    "ranking": "ndcg_at_k",
+}
+DatePart = Literal["year", "month", "day", "dayofweek", "dayofyear", "hour", "epoch_days"]
+DATE_PARTS: tuple[DatePart, ...] = ("year", "month", "day", "dayofweek", "dayofyear", "hour", "epoch_days")
+ISO_DATE = r"([0-9]{4})-([0-9]{1,2})-([0-9]{1,2})(?:[T ]([0-9]{1,2})(?::.*)?)?"
+"""What a date input must fully match (RE2, in the ONNX graph, and Python read it alike): ISO 8601
+``YYYY-MM-DD``, optionally ``T`` or a space and the time, of which only the hour is used."""
 
 
 class _Strict(BaseModel):
@@ -147,6 +192,9 @@ class Target(_Strict):
     source: str
     column: str
     timestamp: str | None = None
+    drop_missing: bool = False
+    """Drop rows whose label is null (unlabelled rows) before training, and say how many; default: such
+    rows are an error, since they usually mean a broken label join."""
 
 
 Agg = Literal["count", "sum", "mean", "min", "max"]
@@ -190,13 +238,17 @@ class Transform(_Strict):
     """A row transform fitted with the model (so it ends up inside the ONNX graph)."""
 
     column: str
-    op: Literal["scale", "onehot", "bucketize", "log"]
+    op: Literal["scale", "onehot", "bucketize", "log", "date"]
     boundaries: list[float] | None = None
+    parts: list[DatePart] | None = Field(default=None, min_length=1)
+    """``date``: which parts to compute (default: all of them; ``hour`` is 0 for a date)."""
 
     @model_validator(mode="after")
     def _bucketize_needs_boundaries(self) -> Transform:
         if (self.op == "bucketize") != (self.boundaries is not None):
             raise ValueError("'boundaries' is required for op 'bucketize' and only for it")
+        if self.parts is not None and self.op != "date":
+            raise ValueError("'parts' applies only to op 'date'")
         if self.boundaries is not None and self.boundaries != sorted(set(self.boundaries)):
             raise ValueError("'boundaries' must be strictly increasing")
         return self
@@ -254,6 +306,7 @@ class Validation(_Strict):
 
 class Promotion(_Strict):
     metric: str = "roc_auc"
+    """Default: the task's headline metric (roc_auc, macro_f1, r2, ndcg_at_k)."""
     min: float | None = None
     max_drop_vs_champion: float | None = 0.002
 
@@ -351,6 +404,17 @@ class Project(_Strict):
     tracking: Tracking = Field(default_factory=Tracking)
 
     _root: Path = PrivateAttr(default_factory=Path.cwd)
+
+    @model_validator(mode="after")
+    def _gate_metric_fits_task(self) -> Project:
+        if "metric" not in self.promotion.model_fields_set:
+            self.promotion.metric = DEFAULT_GATE_METRIC[self.task]
+        return self
+
+    @property
+    def computed_metrics(self) -> list[str]:
+        """The metrics training computes: ``metrics``, or the task's defaults."""
+        return list(self.metrics) or list(DEFAULT_METRICS[self.task])
 
     @property
     def root(self) -> Path:
@@ -519,10 +583,43 @@ def _check_references(project: Project, file: Path) -> None:
                 "time-aware features need 'entity' and 'target.timestamp' for the point-in-time join",
             )
         )
+    problems += _metric_problems(project)
     if problems:
         lines = "\n".join(f"  - {loc}: {msg}" for loc, msg in problems)
         raise ConfigError(
             f"{file} has {len(problems)} problem(s):\n{lines}",
-            hint="declare each source under 'sources:' and refer to it by that name",
+            hint="fix the keys above; sources are referred to by their name under 'sources:'",
             problems=problems,
         )
+
+
+def _metric_problems(project: Project) -> list[tuple[str, str]]:
+    """Metrics that do not exist or do not fit the task, and gate/tuning metrics that are not computed."""
+    task = project.task
+    fitting = ", ".join(n for n, tasks in METRIC_TASKS.items() if task in tasks)
+    problems: list[tuple[str, str]] = []
+
+    def check(where: str, name: str) -> bool:
+        tasks = METRIC_TASKS.get(name)
+        if tasks is None:
+            close = difflib.get_close_matches(name, list(METRIC_TASKS), n=1)
+            fix = f"did you mean '{close[0]}'?" if close else f"for {task} use one of: {fitting}"
+            problems.append((where, f"'{name}' is not a metric — {fix}"))
+            return False
+        if task not in tasks:
+            problems.append((where, f"'{name}' does not apply to task '{task}' — use one of: {fitting}"))
+            return False
+        return True
+
+    for i, name in enumerate(project.metrics):
+        check(f"metrics[{i}]", name)
+    computed = project.computed_metrics
+    gated = [("promotion.metric", project.promotion.metric)]
+    if project.model.tune is not None and project.model.tune.metric is not None:
+        gated.append(("model.tune.metric", project.model.tune.metric))
+    for where, name in gated:
+        if check(where, name) and name not in computed:
+            problems.append(
+                (where, f"'{name}' is not computed (metrics: {', '.join(computed)}) — add it to 'metrics'")
+            )
+    return problems

@@ -6,6 +6,11 @@ output ``label`` and ``probabilities`` (a plain tensor, no ZipMap); regressors o
 
 prodml's own transformers get ONNX converters here, LightGBM/XGBoost use onnxmltools' converters and
 CatBoost its own exporter, each registered with skl2onnx, so whole pipelines convert in one call.
+
+Date parts are computed in the graph from the ISO string (``RegexFullMatch``, ``StringSplit``,
+``StringConcat`` and ``Cast``, opset 20, used only when the model has a date input), so a client sends
+the date itself. Graph inputs keep the columns' names as they come (``/``, spaces, dots, unicode):
+skl2onnx sanitises them, and they are renamed back after conversion.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from prodml.core.errors import MissingDependency, ProdmlError
 __all__ = ["ExportError", "check_parity", "onnx_inputs", "to_onnx"]
 
 TARGET_OPSET = {"": 18, "ai.onnx.ml": 3}
+DATE_OPSET = 20  # StringSplit, StringConcat and RegexFullMatch
 
 
 class ExportError(ProdmlError):
@@ -74,6 +80,115 @@ def _convert_bucketize(scope: Any, operator: Any, container: Any) -> None:
     OnnxWhere(
         OnnxIsNaN(x, op_version=opv), x, count, op_version=opv, output_names=operator.outputs[:1]
     ).add_to(scope, container)
+
+
+def _date_parts_shape(operator: Any) -> None:
+    from skl2onnx.common.data_types import FloatTensorType
+
+    operator.outputs[0].type = FloatTensorType(
+        [operator.inputs[0].type.shape[0], len(operator.raw_operator.parts_)]
+    )
+
+
+def _convert_date_parts(scope: Any, operator: Any, container: Any) -> None:
+    """ISO date strings → date parts, with the arithmetic of :mod:`prodml.features.dates` (float64)."""
+    from onnx import TensorProto
+
+    from prodml.core.project import ISO_DATE
+
+    def const(value: Any, dtype: Any = np.float64) -> str:
+        name = str(scope.get_unique_variable_name("date_const"))
+        array = np.asarray(value, dtype=dtype)
+        if dtype is object:
+            container.add_initializer(
+                name, TensorProto.STRING, list(array.shape), [v.encode() for v in array.flat]
+            )
+        else:
+            kind = TensorProto.DOUBLE if dtype == np.float64 else TensorProto.INT64
+            container.add_initializer(name, kind, list(array.shape), array.ravel().tolist())
+        return name
+
+    def op(kind: str, *inputs: str, **attrs: Any) -> str:
+        """Add one node; return its (first) output. StringSplit's second output is left unused."""
+        outputs = 2 if kind == "StringSplit" else 1
+        names = [str(scope.get_unique_variable_name(f"date_{kind.lower()}")) for _ in range(outputs)]
+        domain_version = DATE_OPSET if kind.startswith(("String", "Regex")) else None
+        container.add_node(
+            kind,
+            list(inputs),
+            names,
+            name=scope.get_unique_operator_name(kind),
+            op_version=domain_version,
+            **attrs,
+        )
+        return names[0]
+
+    def piece(parts: str, index: int) -> str:  # [n, 1, k] strings → the index-th, [n, 1]
+        return op("Gather", parts, const(index, np.int64), axis=2)
+
+    def number(text: str) -> str:
+        return op("Cast", text, to=TensorProto.DOUBLE)
+
+    def floor_div(a: str, b: float) -> str:
+        return op("Floor", op("Div", a, const(b)))
+
+    def civil_days(y: str, m: str, d: str) -> str:
+        early = op("Cast", op("LessOrEqual", m, const(2.0)), to=TensorProto.DOUBLE)
+        yy = op("Sub", y, early)
+        era = floor_div(yy, 400.0)
+        yoe = op("Sub", yy, op("Mul", era, const(400.0)))
+        mp = op("Add", m, op("Where", op("LessOrEqual", m, const(2.0)), const(9.0), const(-3.0)))
+        doy = op(
+            "Sub",
+            op("Add", floor_div(op("Add", op("Mul", mp, const(153.0)), const(2.0)), 5.0), d),
+            const(1.0),
+        )
+        doe = op(
+            "Add",
+            op("Sub", op("Add", op("Mul", yoe, const(365.0)), floor_div(yoe, 4.0)), floor_div(yoe, 100.0)),
+            doy,
+        )
+        return op("Sub", op("Add", op("Mul", era, const(146097.0)), doe), const(719468.0))
+
+    x = operator.inputs[0].full_name
+    ok = op("RegexFullMatch", x, pattern=ISO_DATE)
+    safe = op("Where", ok, x, const(["1970-01-01"], object))
+    ymd = op("StringSplit", safe, delimiter="-", maxsplit=2)
+    year, month = number(piece(ymd, 0)), number(piece(ymd, 1))
+    # "15", "15T10:30:00" or "15 10:30:00": a "T" and a " " appended make both splits give two pieces
+    by_t = op(
+        "StringSplit", op("StringConcat", piece(ymd, 2), const(["T"], object)), delimiter="T", maxsplit=1
+    )
+    by_space = op(
+        "StringSplit", op("StringConcat", piece(by_t, 0), const([" "], object)), delimiter=" ", maxsplit=1
+    )
+    day = number(piece(by_space, 0))
+    clock = op("StringConcat", piece(by_t, 1), piece(by_space, 1))  # "10:30:00T", "10:30:00 " or ""
+    hour = number(op("StringConcat", const(["0"], object), clock))  # Cast reads the leading number
+    days = civil_days(year, month, day)
+    shifted = op("Add", days, const(3.0))
+    computed = {
+        "year": year,
+        "month": month,
+        "day": day,
+        "hour": hour,
+        "epoch_days": days,
+        "dayofweek": op("Sub", shifted, op("Mul", floor_div(shifted, 7.0), const(7.0))),
+        "dayofyear": op("Add", op("Sub", days, civil_days(year, const(1.0), const(1.0))), const(1.0)),
+    }
+    valid = ok
+    for value, low, high in ((month, 1.0, 12.0), (day, 1.0, 31.0), (hour, 0.0, 23.0)):
+        inside = op("And", op("GreaterOrEqual", value, const(low)), op("LessOrEqual", value, const(high)))
+        valid = op("And", valid, inside)
+    stacked = op("Concat", *(computed[p] for p in operator.raw_operator.parts_), axis=1)
+    out = op("Where", valid, stacked, const(np.nan))
+    container.add_node(
+        "Cast",
+        [out],
+        [operator.outputs[0].full_name],
+        to=TensorProto.FLOAT,
+        name=scope.get_unique_operator_name("Cast"),
+    )
 
 
 def _parse_catboost_classifier(scope: Any, model: Any, inputs: Any, custom_parsers: Any = None) -> Any:
@@ -140,10 +255,11 @@ def _register_converters() -> None:
         calculate_linear_regressor_output_shapes,
     )
 
-    from prodml.features.transforms import Bucketize, SignedLog1p
+    from prodml.features.transforms import Bucketize, DateParts, SignedLog1p
 
     update_registered_converter(SignedLog1p, "ProdmlSignedLog1p", _one_to_one_shape, _convert_signed_log1p)
     update_registered_converter(Bucketize, "ProdmlBucketize", _one_to_one_shape, _convert_bucketize)
+    update_registered_converter(DateParts, "ProdmlDateParts", _date_parts_shape, _convert_date_parts)
     classifier_options = {"nocl": [True, False], "zipmap": [True, False, "columns"]}
     try:
         from lightgbm import LGBMClassifier, LGBMRegressor
@@ -233,10 +349,9 @@ def to_onnx(pipeline: Any, sample: pd.DataFrame, *, name: str = "prodml") -> Any
     ]
     estimator = pipeline.steps[-1][1]
     options = {id(estimator): {"zipmap": False}} if hasattr(estimator, "predict_proba") else None
+    opset = TARGET_OPSET | ({"": DATE_OPSET} if _has_dates(pipeline) else {})
     try:
-        model = convert_sklearn(
-            pipeline, name=name, initial_types=types, options=options, target_opset=TARGET_OPSET
-        )
+        model = convert_sklearn(pipeline, name=name, initial_types=types, options=options, target_opset=opset)
     except Exception as exc:  # skl2onnx raises many types; all mean "cannot convert"
         raise ExportError(
             f"cannot convert the model to ONNX: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}",
@@ -246,7 +361,37 @@ def to_onnx(pipeline: Any, sample: pd.DataFrame, *, name: str = "prodml") -> Any
         outputs = [o.name for o in model.graph.output]
         if outputs != ["label", "probabilities"]:  # pragma: no cover - converter contract
             raise ExportError(f"unexpected ONNX outputs {outputs}")
+    _rename_inputs(model, [c for c, _ in types])
     return model
+
+
+def _has_dates(estimator: Any) -> bool:
+    from prodml.features.dates import DateParts
+
+    if isinstance(estimator, DateParts):
+        return True
+    children = [s[1] for s in getattr(estimator, "steps", [])]
+    children += [t[1] for t in getattr(estimator, "transformers", [])]
+    return any(_has_dates(c) for c in children if not isinstance(c, str))
+
+
+def _rename_inputs(model: Any, names: list[str]) -> None:
+    """Give the graph's inputs the columns' own names (skl2onnx turns ``a/b`` into ``a_b``)."""
+    graph = model.graph
+    renamed = {i.name: n for i, n in zip(graph.input, names, strict=True) if i.name != n}
+    if not renamed:
+        return
+    taken = {o for node in graph.node for o in node.output} | {i.name for i in graph.initializer}
+    if taken & set(renamed.values()):  # pragma: no cover - an inner name equal to a column name
+        raise ExportError(
+            f"a graph variable is named like an input column: {sorted(taken & set(renamed.values()))}"
+        )
+    for i in graph.input:
+        i.name = renamed.get(i.name, i.name)
+    for node in graph.node:
+        for k, name in enumerate(node.input):
+            if name in renamed:
+                node.input[k] = renamed[name]
 
 
 def predict_onnx(model: Any, frame: pd.DataFrame) -> np.ndarray:

@@ -22,16 +22,37 @@ def infer_schema(
     classes: list[Any] | None,
     target: str,
     threshold: float = 0.5,
+    dates: list[str] | tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """Describe the model's input columns as seen in training, and its outputs.
 
     Numbers are ``float`` inputs (the graph takes float32); ``nullable`` is true when training saw a
-    missing value or the model handles them; categories are the values seen in training.
+    missing value or the model handles them; categories are the values seen in training. A date column
+    (``dates``) is a ``string`` input with ``format: date-time`` (ISO 8601, ``YYYY-MM-DD[THH[:MM…]]``;
+    the graph computes its parts, and a string that is not such a date gives missing parts), with the
+    training range as ``min``/``max`` strings and ``pattern``, the regular expression a valid value fully
+    matches — what a server can check before scoring.
     """
+    from prodml.core.project import ISO_DATE
+
     inputs = []
     for name in frame.columns:
         col = frame[name]
-        if name in categorical:
+        if name in dates:
+            text = col.astype(object).where(col.notna(), "").astype(str)
+            present = sorted(v for v in text.unique() if v)
+            inputs.append(
+                {
+                    "name": name,
+                    "dtype": "string",
+                    "format": "date-time",
+                    "pattern": ISO_DATE,
+                    "nullable": len(present) < text.nunique() or bool((text == "").any()),
+                    "min": present[0] if present else None,
+                    "max": present[-1] if present else None,
+                }
+            )
+        elif name in categorical:
             values = sorted(map(str, col.dropna().unique()))
             inputs.append(
                 {

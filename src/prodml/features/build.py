@@ -27,6 +27,7 @@ def build_features(catalog: Catalog) -> tuple[TrainingFrame, Path]:
     lineage = {
         **frame.lineage,
         "categorical": frame.categorical,
+        "dates": frame.dates,
         "target": project.target.column,
         "entity": project.entity,
         "timestamp": project.target.timestamp,

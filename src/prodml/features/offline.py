@@ -9,7 +9,12 @@ For each labelled row (entity, t):
   cannot fall in the frame, so no feature can leak the future. The SQL is portable: the same query runs
   on DuckDB and on PostgreSQL.
 - **attributes** of an entity table are joined with DuckDB's ``ASOF JOIN`` when the table has a
-  timestamp (the latest row at or before t) and with a plain join otherwise.
+  timestamp (the latest row at or before t) and with a plain join otherwise. Attributes of the label
+  table itself may include its timestamp (a date is a feature when declared so); string columns are
+  categorical, date and timestamp columns become date parts in the model.
+
+With ``target.drop_missing`` the rows whose label is null (or NaN) are dropped first; the lineage
+counts them (``unlabelled_dropped``).
 
 Example:
     >>> frame = build_training_frame(catalog)  # doctest: +SKIP
@@ -29,6 +34,7 @@ from typing import Any
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from prodml.core.errors import FeatureError
 from prodml.core.project import Aggregate, Attributes, Project
@@ -55,6 +61,8 @@ class TrainingFrame:
     categorical: list[str]
     lineage: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    dates: list[str] = field(default_factory=list)
+    """Feature columns of date or timestamp type (the model turns them into date parts)."""
 
 
 def _prefix(agg: Aggregate) -> str:
@@ -180,6 +188,19 @@ def _attribute_columns(att: Attributes, table: pa.Table, project: Project) -> li
     return [c for c in table.column_names if c not in skip]
 
 
+def _is_date(t: pa.DataType) -> bool:
+    return bool(pa.types.is_timestamp(t) or pa.types.is_date(t))
+
+
+def _labelled(labels: pa.Table, column: str) -> pa.Table:
+    """The rows of ``labels`` whose ``column`` holds a value (not null, not NaN)."""
+    values = labels.column(column)
+    keep = pc.is_valid(values)
+    if pa.types.is_floating(values.type):
+        keep = pc.and_(keep, pc.invert(pc.is_nan(values)))
+    return labels.filter(keep)
+
+
 def build_training_frame(catalog: Catalog) -> TrainingFrame:
     """Compute the project's training frame: label keys, every feature as of each label, the target.
 
@@ -192,6 +213,12 @@ def build_training_frame(catalog: Catalog) -> TrainingFrame:
     labels = catalog.read(target.source)
     keys = [k for k in (project.entity, target.timestamp) if k]
     _need_columns(labels, target.source, [*keys, target.column], "target")
+    dropped = 0
+    if target.drop_missing:
+        rows = labels.num_rows
+        labels = _labelled(labels, target.column)
+        dropped = rows - labels.num_rows
+    key_features: set[str] = set()  # keys of the label table that are also declared as features
     spine = labels.select([*keys, target.column]).append_column(
         LABEL_ROW, pa.array(np.arange(labels.num_rows, dtype=np.int64))
     )
@@ -200,6 +227,7 @@ def build_training_frame(catalog: Catalog) -> TrainingFrame:
     parts: list[tuple[str, list[str]]] = []  # (sql selecting __label_row + features, feature names)
     inputs: dict[str, str] = {target.source: table_digest(labels)}
     categorical: list[str] = []
+    dates: list[str] = []
 
     for i, agg in enumerate(project.features.aggregates):
         events = catalog.read(agg.source)
@@ -229,11 +257,13 @@ def build_training_frame(catalog: Catalog) -> TrainingFrame:
             if pa.types.is_string(table.schema.field(c).type)
             or pa.types.is_large_string(table.schema.field(c).type)
         ]
+        dates += [c for c in columns if _is_date(table.schema.field(c).type)]
         if att.source == target.source:
             view = "__labels_full"
             con.register(view, labels.append_column(LABEL_ROW, spine.column(LABEL_ROW)))
-            sel = ", ".join(q(c) for c in columns)
-            parts.append((f"SELECT {LABEL_ROW}, {sel} FROM {view}", columns))
+            key_features |= set(columns) & set(keys)
+            sel = "".join(f", {q(c)}" for c in columns if c not in keys)
+            parts.append((f"SELECT {LABEL_ROW}{sel} FROM {view}", columns))
             continue
         entity = project.entity
         assert entity is not None  # checked when the project was loaded
@@ -264,7 +294,10 @@ def build_training_frame(catalog: Catalog) -> TrainingFrame:
         inputs[att.source] = inputs.get(att.source) or table_digest(table)
 
     features = [n for _, names in parts for n in names]
-    dupes = sorted({n for n in features if features.count(n) > 1} | (set(features) & {*keys, target.column}))
+    dupes = sorted(
+        {n for n in features if features.count(n) > 1}
+        | (set(features) & {*keys, target.column}) - key_features
+    )
     if dupes:
         raise FeatureError(
             f"features: the column name(s) {', '.join(dupes)} would appear twice in the frame",
@@ -272,7 +305,9 @@ def build_training_frame(catalog: Catalog) -> TrainingFrame:
         )
     ctes = ",\n".join(f"p{i} AS ({sql})" for i, (sql, _) in enumerate(parts))
     joins = " ".join(f"LEFT JOIN p{i} USING ({LABEL_ROW})" for i in range(len(parts)))
-    select = ", ".join([*(f"s.{q(k)}" for k in keys), *(q(f) for f in features), f"s.{q(target.column)}"])
+    select = ", ".join(
+        [*(f"s.{q(k)}" for k in keys), *(q(f) for f in features if f not in keys), f"s.{q(target.column)}"]
+    )
     order = ", ".join(q(k) for k in reversed(keys)) or LABEL_ROW
     sql = (f"WITH {ctes}\n" if parts else "") + (
         f"SELECT {select} FROM __spine s {joins} ORDER BY {order}, {LABEL_ROW}"
@@ -302,4 +337,7 @@ def build_training_frame(catalog: Catalog) -> TrainingFrame:
         "rows": table.num_rows,
         "features": features,
     }
-    return TrainingFrame(table, features, categorical, lineage, time.perf_counter() - start)
+    if target.drop_missing:
+        lineage["unlabelled_dropped"] = dropped
+    seconds = time.perf_counter() - start
+    return TrainingFrame(table, features, categorical, lineage, seconds, dates=dates)

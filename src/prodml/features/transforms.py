@@ -1,7 +1,8 @@
 """Row transforms declared in ``features.transforms``, as scikit-learn transformers.
 
 They are fitted with the model and exported with it, so training and serving apply the same arithmetic.
-Categorical columns without a transform are one-hot encoded; numeric columns without one pass through.
+Categorical columns without a transform are one-hot encoded, date columns (ISO strings) become date parts
+(:mod:`prodml.features.dates`); numeric columns without one pass through.
 
 Example:
     >>> pre = build_preprocessor(project.features, ["age", "plan"], categorical=["plan"])  # doctest: +SKIP
@@ -20,9 +21,25 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from prodml.core.errors import FeatureError
-from prodml.core.project import Features
+from prodml.core.project import DATE_PARTS, Features
+from prodml.features.dates import DateParts
 
-__all__ = ["Bucketize", "SignedLog1p", "build_preprocessor"]
+__all__ = ["Bucketize", "DateParts", "SignedLog1p", "build_preprocessor"]
+
+# names a ColumnTransformer step cannot take: its own parameters, and the pass-through step's name
+_TAKEN = frozenset(
+    {
+        "numeric",
+        "transformers",
+        "remainder",
+        "sparse_threshold",
+        "n_jobs",
+        "transformer_weights",
+        "verbose",
+        "verbose_feature_names_out",
+        "force_int_remainder_cols",
+    }
+)
 
 
 class _NaNTolerant(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):  # type: ignore[misc]
@@ -72,12 +89,19 @@ class Bucketize(_NaNTolerant):
 
 
 def build_preprocessor(
-    features: Features, columns: Sequence[str], *, categorical: Sequence[str] = ()
+    features: Features,
+    columns: Sequence[str],
+    *,
+    categorical: Sequence[str] = (),
+    dates: Sequence[str] = (),
 ) -> ColumnTransformer:
     """A ColumnTransformer applying the declared transforms to ``columns`` (the model's inputs).
 
+    ``dates``: columns that hold ISO date strings; without a transform they get every date part.
+
     Raises:
-        FeatureError: a transform names a column that is not a feature, or one column has two transforms.
+        FeatureError: a transform names a column that is not a feature, one column has two transforms, or
+            a ``date`` transform names a column that holds no dates.
     """
     by_column: dict[str, Any] = {}
     for i, t in enumerate(features.transforms):
@@ -91,8 +115,16 @@ def build_preprocessor(
                 f"features.transforms[{i}]: column '{t.column}' already has a transform",
                 hint="give each column at most one transform",
             )
-        if t.op == "onehot":
-            step: Any = OneHotEncoder(handle_unknown="ignore", sparse_output=False)
+        if (t.op == "date") != (t.column in dates):
+            raise FeatureError(
+                f"features.transforms[{i}]: column '{t.column}' "
+                + ("holds no dates" if t.op == "date" else f"holds dates; op '{t.op}' does not apply"),
+                hint="op 'date' is for date/timestamp columns (and the only op for them)",
+            )
+        if t.op == "date":
+            step: Any = DateParts(tuple(t.parts or DATE_PARTS))
+        elif t.op == "onehot":
+            step = OneHotEncoder(handle_unknown="ignore", sparse_output=False)
         elif t.op == "scale":
             step = StandardScaler()
         elif t.op == "log":
@@ -102,11 +134,15 @@ def build_preprocessor(
         by_column[t.column] = step
     steps: list[tuple[str, Any, list[str]]] = []
     for col in columns:
+        # a step name may not hold "__" (scikit-learn's parameter separator): columns are named as they come
+        name = col if "__" not in col and col not in _TAKEN else f"column {columns.index(col)}"
         if col in by_column:
-            steps.append((f"{col}", by_column[col], [col]))
+            steps.append((name, by_column[col], [col]))
+        elif col in dates:
+            steps.append((name, DateParts(DATE_PARTS), [col]))
         elif col in categorical:
-            steps.append((col, OneHotEncoder(handle_unknown="ignore", sparse_output=False), [col]))
-    passthrough = [c for c in columns if c not in by_column and c not in categorical]
+            steps.append((name, OneHotEncoder(handle_unknown="ignore", sparse_output=False), [col]))
+    passthrough = [c for c in columns if c not in by_column and c not in categorical and c not in dates]
     if passthrough:
         steps.append(("numeric", "passthrough", passthrough))
     return ColumnTransformer(steps, verbose_feature_names_out=False)

@@ -194,8 +194,10 @@ def _export(project: Project, result: TrainResult) -> _Export:
         task=project.task,
         classes=result.classes,
         target=project.target.column,
+        dates=result.dates,
     )
-    profile = reference_profile(result.X_train, result.categorical, result.pred_holdout)
+    # dates are profiled as the strings clients send, like categories
+    profile = reference_profile(result.X_train, result.categorical + result.dates, result.pred_holdout)
     summary = result.cv_summary()
     cv = {f"cv_{k}_mean": mean for k, (mean, _) in summary.items()} | {
         f"cv_{k}_std": std for k, (_, std) in summary.items()

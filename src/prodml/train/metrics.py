@@ -3,6 +3,10 @@
 Binary metrics take the positive-class probability; multiclass ones the class-probability matrix
 ``(n, k)``; regression ones the prediction; ranking ones the score plus the query group of each row.
 
+The label set comes from training, not from the rows scored: a multiclass matrix has one column per class
+seen in training, so log-loss and ROC-AUC compute on a fold or holdout that lacks a rare class. A metric
+that is undefined on the rows given (ROC-AUC when they hold one class) is NaN, never an exception.
+
 Example:
     >>> compute("binary", ["roc_auc", "f1"], [0, 1, 1], [0.2, 0.7, 0.4], threshold=0.5)
     {'roc_auc': 1.0, 'f1': 0.6666666666666666}
@@ -18,6 +22,7 @@ import numpy as np
 from sklearn import metrics as skm
 
 from prodml.core.errors import ConfigError
+from prodml.core.project import DEFAULT_METRICS
 from prodml.core.types import Task
 
 __all__ = ["METRICS", "Metric", "compute", "default_metrics"]
@@ -40,6 +45,27 @@ def _labels(p: Array, threshold: float) -> np.ndarray:
 
 def _argmax(p: Array) -> np.ndarray:
     return np.asarray(np.asarray(p).argmax(axis=1))
+
+
+def _binary_auc(y: Array, p: Array, fn: Callable[..., float]) -> float:
+    """A ranking metric of one class against the rest; NaN when the rows hold a single class."""
+    y = np.asarray(y)
+    if np.unique(y).size < 2:
+        return float("nan")
+    return float(fn(y, p))
+
+
+def _log_loss(y: Array, p: Array) -> float:
+    p = np.asarray(p)
+    labels = np.arange(p.shape[1]) if p.ndim == 2 else np.arange(2)
+    return float(skm.log_loss(y, p, labels=labels))
+
+
+def _roc_auc_ovr(y: Array, p: Array) -> float:
+    """Macro one-vs-rest ROC-AUC over the classes present with both positives and negatives."""
+    y, p = np.asarray(y), np.asarray(p)
+    scores = [skm.roc_auc_score(y == c, p[:, c]) for c in range(p.shape[1]) if 0 < (y == c).sum() < y.size]
+    return float(np.mean(scores)) if scores else float("nan")
 
 
 def _per_group(y: Array, score: Array, group: Array, fn: Callable[[np.ndarray, np.ndarray], float]) -> float:
@@ -86,17 +112,20 @@ def ndcg_at_k(y: Array, score: Array, group: Array, k: int = 10) -> float:
 
 METRICS: dict[str, Metric] = {
     # binary: prediction = P(positive)
-    "roc_auc": Metric(lambda y, p, **_: skm.roc_auc_score(y, p), ("binary",)),
-    "pr_auc": Metric(lambda y, p, **_: skm.average_precision_score(y, p), ("binary",)),
-    "f1": Metric(lambda y, p, threshold=0.5, **_: skm.f1_score(y, _labels(p, threshold)), ("binary",)),
+    "roc_auc": Metric(lambda y, p, **_: _binary_auc(y, p, skm.roc_auc_score), ("binary",)),
+    "pr_auc": Metric(lambda y, p, **_: _binary_auc(y, p, skm.average_precision_score), ("binary",)),
+    "f1": Metric(
+        lambda y, p, threshold=0.5, **_: skm.f1_score(y, _labels(p, threshold), zero_division=0), ("binary",)
+    ),
     "precision": Metric(
         lambda y, p, threshold=0.5, **_: skm.precision_score(y, _labels(p, threshold), zero_division=0),
         ("binary",),
     ),
     "recall": Metric(
-        lambda y, p, threshold=0.5, **_: skm.recall_score(y, _labels(p, threshold)), ("binary",)
+        lambda y, p, threshold=0.5, **_: skm.recall_score(y, _labels(p, threshold), zero_division=0),
+        ("binary",),
     ),
-    "log_loss": Metric(lambda y, p, **_: skm.log_loss(y, p), ("binary", "multiclass"), False),
+    "log_loss": Metric(lambda y, p, **_: _log_loss(y, p), ("binary", "multiclass"), False),
     "brier": Metric(lambda y, p, **_: skm.brier_score_loss(y, p), ("binary",), False),
     "accuracy": Metric(
         lambda y, p, threshold=0.5, **_: skm.accuracy_score(
@@ -105,8 +134,13 @@ METRICS: dict[str, Metric] = {
         ("binary", "multiclass"),
     ),
     # multiclass: prediction = (n, k) probabilities, columns in sorted class order
-    "macro_f1": Metric(lambda y, p, **_: skm.f1_score(y, _argmax(p), average="macro"), ("multiclass",)),
-    "weighted_f1": Metric(lambda y, p, **_: skm.f1_score(y, _argmax(p), average="weighted"), ("multiclass",)),
+    "macro_f1": Metric(
+        lambda y, p, **_: skm.f1_score(y, _argmax(p), average="macro", zero_division=0), ("multiclass",)
+    ),
+    "weighted_f1": Metric(
+        lambda y, p, **_: skm.f1_score(y, _argmax(p), average="weighted", zero_division=0), ("multiclass",)
+    ),
+    "roc_auc_ovr": Metric(lambda y, p, **_: _roc_auc_ovr(y, p), ("multiclass",)),
     # regression
     "mse": Metric(lambda y, p, **_: skm.mean_squared_error(y, p), ("regression",), False),
     "rmse": Metric(lambda y, p, **_: skm.root_mean_squared_error(y, p), ("regression",), False),
@@ -118,17 +152,10 @@ METRICS: dict[str, Metric] = {
     "recall_at_k": Metric(lambda y, p, group, k=10, **_: recall_at_k(y, p, group, k), ("ranking",)),
 }
 
-_DEFAULTS: dict[Task, list[str]] = {
-    "binary": ["roc_auc", "pr_auc", "f1", "log_loss", "brier"],
-    "multiclass": ["macro_f1", "weighted_f1", "accuracy", "log_loss"],
-    "regression": ["rmse", "mae", "r2", "mse"],
-    "ranking": ["ndcg_at_k", "map_at_k", "recall_at_k"],
-}
-
 
 def default_metrics(task: Task) -> list[str]:
     """The metrics reported for ``task`` when the project names none."""
-    return list(_DEFAULTS[task])
+    return list(DEFAULT_METRICS[task])
 
 
 def check_metrics(task: Task, names: Sequence[str]) -> None:

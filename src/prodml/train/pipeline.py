@@ -27,8 +27,9 @@ def build_pipeline(
     categorical: Sequence[str],
     *,
     params: dict[str, Any] | None = None,
+    dates: Sequence[str] = (),
 ) -> Pipeline:
-    """An unfitted pipeline for the project's estimator over ``columns``."""
+    """An unfitted pipeline for the project's estimator over ``columns`` (``dates``: ISO date columns)."""
     name, task = project.model.estimator, project.task
     spec = spec_of(name, task)
     features = project.features
@@ -36,7 +37,7 @@ def build_pipeline(
         kept = [t for t in features.transforms if t.op not in ("scale", "log")]
         features = features.model_copy(update={"transforms": kept})
     steps: list[tuple[str, Any]] = [
-        ("features", build_preprocessor(features, columns, categorical=categorical))
+        ("features", build_preprocessor(features, columns, categorical=categorical, dates=dates))
     ]
     if not spec.handles_nan:
         steps.append(("impute", SimpleImputer(strategy="median", keep_empty_features=True)))
