@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from prodml import __version__
-from prodml.cli import data, features, models
+from prodml.cli import batch, data, features, models
 from prodml.cli._common import State, set_state
 from prodml.cli.demo import demo
 from prodml.cli.project import init
@@ -27,6 +27,7 @@ app = typer.Typer(
 app.add_typer(data.app, name="data")
 app.add_typer(features.app, name="features")
 app.add_typer(models.app, name="models")
+app.add_typer(batch.app, name="batch")
 app.command()(init)
 app.command()(train)
 app.command()(serve)
