@@ -75,6 +75,13 @@ def validate(
     project = project_of()
     catalog = Catalog(project)
     names = source or list(project.contract)
+    if not names:  # a named source without a contract is refused below, naming the ones that have one
+        console.print(
+            f"[yellow]nothing to check:[/] {project.root / 'prodml.yaml'} declares no contract, so no data "
+            "was read and nothing was validated.\n"
+            "write one with 'prodml data profile --write-contract' and paste it under 'contract:'"
+        )
+        return
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("validating", total=len(names))
 
@@ -119,6 +126,7 @@ def profile(
     ] = Path("contract.inferred.yaml"),
 ) -> None:
     """Profile sources (nulls, distinct values, ranges, top values); optionally infer a contract."""
+    from prodml.data.profile import EXACT_DISTINCT_ROWS as EXACT
     from prodml.data.profile import infer_contract, profile_table
     from prodml.data.sources import Catalog
 
@@ -138,12 +146,16 @@ def profile(
                 c.name,
                 c.dtype or "?",
                 f"{c.nulls:,}",
-                f"{c.distinct:,}",
+                f"~{c.distinct:,}" if c.approximate else f"{c.distinct:,}",
                 _short(c.min),
                 _short(c.max),
                 top,
             )
         console.print(table)
+        if any(c.approximate for c in cols):
+            console.print(
+                f"~ distinct counts are estimates (HyperLogLog, a few percent off) above {EXACT:,} rows"
+            )
         if write_contract:
             contracts[name] = infer_contract(data, profile=(n, cols))
     if write_contract:

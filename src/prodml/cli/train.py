@@ -27,12 +27,19 @@ def train() -> None:
     for name, (mean, std) in result.cv_summary().items():
         table.add_row(name, f"{mean:.4f} ± {std:.4f}", f"{result.holdout[name]:.4f}")
     console.print(table)
+    for warning in result.warnings:
+        console.print(f"[yellow]warning:[/] {warning}", soft_wrap=True)
+    dropped = result.rows.get("unlabelled_dropped", 0)
     console.print(
         kv_table(
             "Registered",
             [
                 ("model", f"{mv.name} version {mv.version}"),
-                ("rows (train / holdout)", f"{result.rows['train']:,} / {result.rows['holdout']:,}"),
+                (
+                    "rows (train / holdout)",
+                    f"{result.rows['train']:,} / {result.rows['holdout']:,}"
+                    + (f" ({dropped:,} unlabelled dropped)" if dropped else ""),
+                ),
                 (
                     "ONNX parity (max |diff|)",
                     f"{outcome.parity['max_abs_diff']:.2e} on {int(outcome.parity['rows']):,} rows",

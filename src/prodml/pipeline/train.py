@@ -94,16 +94,29 @@ def _card(project: Project, result: TrainResult, mv_name: str, lineage: dict[str
     return (
         f"# {mv_name}\n\n{project.task} model predicting `{project.target.column}` "
         f"({project.model.estimator}).\n\n"
-        f"## Data\n- training rows: {result.rows['train']:,}; holdout rows: {result.rows['holdout']:,}\n"
+        f"## Data\n- training rows: {result.rows['train']:,}; holdout rows: {result.rows['holdout']:,}"
+        f"{_dropped(result)}\n"
         f"- features ({len(result.features)}): {', '.join(result.features)}\n"
         f"- lineage hash: `{lineage['data']['hash']}`; code commit: `{lineage['code_commit']}`\n\n"
         f"## Holdout metrics\n| metric | value |\n|---|---|\n{metrics}\n\n"
         f"## Cross-validation ({project.validation.strategy}, {project.validation.folds} folds)\n"
         f"| metric | mean ± std |\n|---|---|\n{cv}\n\n## Most important inputs (permutation)\n{top}\n\n"
-        f"## Intended use and limits\nScores rows shaped like `schema.json`; inputs outside the training "
+        f"{_warnings_md(result)}## Intended use and limits\n"
+        f"Scores rows shaped like `schema.json`; inputs outside the training "
         f"ranges or with unseen categories are flagged by the server. Drift is measured against "
         f"`profile.json`.\n"
     )
+
+
+def _dropped(result: TrainResult) -> str:
+    n = result.rows.get("unlabelled_dropped", 0)
+    return f"; unlabelled rows dropped: {n:,}" if n else ""
+
+
+def _warnings_md(result: TrainResult) -> str:
+    if not result.warnings:
+        return ""
+    return "## Warnings\n" + "".join(f"- {w}\n" for w in result.warnings) + "\n"
 
 
 @dataclass
@@ -267,7 +280,9 @@ def _record(
         facts={
             "run id": run.run_id,
             "lineage hash": frame_lineage["hash"][:16],
-            "rows (train / holdout)": f"{result.rows['train']:,} / {result.rows['holdout']:,}",
+            "rows (train / holdout)": f"{result.rows['train']:,} / {result.rows['holdout']:,}"
+            + _dropped(result),
+            **({"warnings": " | ".join(result.warnings)} if result.warnings else {}),
             "parity max |diff|": f"{exported.parity['max_abs_diff']:.2e}",
             "code commit": lineage["code_commit"][:12],
             "parameters": json.dumps(result.params, default=str),

@@ -38,6 +38,9 @@ _ENV_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "0",
     "GIT_PYTHON_REFRESH": "quiet",
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    # MLflow installs its own handler at import and logs set-up chatter ("Creating initial MLflow
+    # database tables...") at INFO through it, past the CLI's logging set-up: warnings only, unless asked.
+    "MLFLOW_LOGGING_LEVEL": "WARNING",
 }
 
 
@@ -257,10 +260,20 @@ class Registry:
         return versions[0]
 
     def versions(self, name: str) -> list[ModelVersion]:
-        """All versions of ``name``, newest first."""
+        """All versions of ``name``, newest first, with their aliases.
+
+        MLflow's version search leaves ``aliases`` empty; they are read from the registered model.
+        """
         with _translate(f"model '{name}'"):
             found = self.client.search_model_versions(f"name = '{name}'")
-        return sorted((self._wrap(mv) for mv in found), key=lambda v: -int(v.version))
+            aliases = self.client.get_registered_model(name).aliases if found else {}
+        by_version: dict[str, list[str]] = {}
+        for alias, version in (aliases or {}).items():
+            by_version.setdefault(str(version), []).append(alias)
+        wrapped = [self._wrap(mv) for mv in found]
+        for v in wrapped:
+            v.aliases = sorted(set(v.aliases) | set(by_version.get(v.version, [])))
+        return sorted(wrapped, key=lambda v: -int(v.version))
 
     def models(self) -> list[str]:
         with _translate("listing models"):

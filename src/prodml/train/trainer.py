@@ -183,9 +183,9 @@ def train(
     df_times = frame.table.column(project.target.timestamp).to_numpy() if project.target.timestamp else None
     groups = frame.table.column(project.entity).to_numpy() if project.entity else None
     v = project.validation
-    warnings = rare_class_warnings(project, y, classes)
     stratify = task != "regression" and int(np.bincount(y).min()) >= 2
     split = holdout_split(len(y), v.holdout, times=df_times, y=y, stratify=stratify, seed=v.seed)
+    warnings = rare_class_warnings(project, y[split.train], classes)
     if len(split.test) and task != "regression" and np.unique(y[split.test]).size < 2:
         raise DataError("the holdout holds a single class", hint="raise validation.holdout or get more data")
     Xt, yt = X.iloc[split.train].reset_index(drop=True), y[split.train]
@@ -241,11 +241,8 @@ def train(
     holdout = m.compute(task, names, yh, pred)
     if len(split.test):
         warnings += holdout_gap_warnings(project, cv, holdout)
-    dropped = frame.lineage.get("unlabelled_dropped")
-    if dropped:
-        logger.info("dropped %d unlabelled row(s) (target.drop_missing)", dropped)
-    for w in warnings:
-        logger.warning("%s", w)
+    for w in warnings:  # the CLI prints them; the log keeps them for servers and pipelines
+        logger.debug("%s", w)
     return TrainResult(
         pipeline=final,
         task=task,
@@ -259,7 +256,12 @@ def train(
         X_holdout=Xh,
         y_holdout=yh,
         pred_holdout=pred,
-        rows={"train": len(yt), "holdout": len(split.test), "folds": v.folds},
+        rows={
+            "train": len(yt),
+            "holdout": len(split.test),
+            "folds": v.folds,
+            "unlabelled_dropped": int(frame.lineage.get("unlabelled_dropped", 0)),
+        },
         params={**project.model.params, **best_params},
         dates=list(frame.dates),
         warnings=warnings,
@@ -267,7 +269,8 @@ def train(
 
 
 def rare_class_warnings(project: Project, y: np.ndarray, classes: list[Any] | None) -> list[str]:
-    """Classes with fewer rows than folds: an error for stratified folds, a warning otherwise.
+    """Classes with fewer training rows (``y``, encoded) than folds: an error for stratified folds, a
+    warning otherwise.
 
     Raises:
         ConfigError: stratified cross-validation cannot put the rarest class in every fold.
@@ -282,14 +285,15 @@ def rare_class_warnings(project: Project, y: np.ndarray, classes: list[Any] | No
     shown = ", ".join(f"{c!r} ({n} row{'s' if n != 1 else ''})" for c, n in rare.items())
     if project.validation.strategy == "stratified":
         raise ConfigError(
-            f"validation: class(es) {shown} have fewer rows than validation.folds ({folds_}), so "
-            "stratified folds cannot each hold them",
+            f"validation: class(es) {shown} have fewer training rows than validation.folds ({folds_}), "
+            "so stratified folds cannot each hold them",
             hint=f"lower validation.folds to {max(2, min(rare.values()))} or less, merge or drop the rare "
             "class upstream, or use validation.strategy: kfold (folds without it are scored on the full "
             "label set)",
         )
     return [
-        f"class(es) {shown} have fewer rows than validation.folds ({folds_}): some folds hold none of "
+        f"class(es) {shown} have fewer training rows than validation.folds ({folds_}): some folds hold "
+        "none of "
         "them, and the model may not learn them"
     ]
 
