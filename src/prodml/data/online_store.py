@@ -32,6 +32,7 @@ import json
 import logging
 import math
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -354,7 +355,8 @@ class RedisStore:
 
     def keys(self) -> list[str]:
         n = len(self._prefix)
-        found = (k[n:].decode() for k in self.client.scan_iter(match=self._prefix + b"*", count=10_000))
+        pattern = re.sub(rb"([*?\[\]\\])", rb"\\\1", self._prefix) + b"*"  # the prefix, literally
+        found = (k[n:].decode() for k in self.client.scan_iter(match=pattern, count=10_000))
         return sorted(k for k in found if not k.startswith("__"))
 
     def set_meta(self, meta: Mapping[str, Any]) -> None:
@@ -413,6 +415,7 @@ class SQLiteStore:
         unique = list(dict.fromkeys(text))
         sql = self._statements.get((len(unique), names))
         if sql is None:
+            self._check_columns(names)
             cols = "".join(f", {_q(n)}" for n in names)
             marks = ",".join("?" * len(unique))
             sql = f"SELECT entity, __written{cols} FROM features WHERE entity IN ({marks})"
@@ -422,11 +425,6 @@ class SQLiteStore:
             with self._lock:
                 rows = self._connect().execute(sql, unique).fetchall()
         except sqlite3.OperationalError as exc:
-            if "no such column" in str(exc):
-                raise FeatureError(
-                    f"the online store {self.path} lacks a feature the model takes: {exc}",
-                    hint="materialise again with the definitions the model was trained on",
-                ) from exc
             raise StoreUnavailable(
                 f"the online store {self.path} could not be read: {exc}",
                 hint="run 'prodml features materialize', or check the file's permissions",
@@ -447,6 +445,25 @@ class SQLiteStore:
             number_matrix[i] = [np.nan if v is None else v for v in row[2 : 2 + k]]
             string_matrix[i] = row[2 + k :]
         return Lookup(number_matrix, string_matrix, found, list(numbers), list(strings))
+
+    def _check_columns(self, names: Sequence[str]) -> None:
+        # an unknown double-quoted name is a string literal to SQLite, not an error: check them first
+        try:
+            with self._lock:
+                have = {r[1] for r in self._connect().execute("PRAGMA table_info(features)")}
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"the online store {self.path} could not be read: {exc}") from exc
+        if not have:
+            raise StoreUnavailable(
+                f"the online store {self.path} holds no features yet",
+                hint="run 'prodml features materialize' to fill it",
+            )
+        lacking = [n for n in names if n not in have]
+        if lacking:
+            raise FeatureError(
+                f"the online store {self.path} lacks features the model takes: {', '.join(lacking[:10])}",
+                hint="materialise again with the definitions the model was trained on",
+            )
 
     def write(self, table: pa.Table, entity: str, *, as_of: float, batch: int = 2_000) -> int:
         """Upsert the rows of ``table`` (one per entity); the table is recreated when the features
