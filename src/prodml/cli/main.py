@@ -11,8 +11,11 @@ from prodml import __version__
 from prodml.cli import batch, data, features, models
 from prodml.cli._common import State, set_state
 from prodml.cli.demo import demo
+from prodml.cli.deploy import app as deploy_app
+from prodml.cli.monitor import app as monitor_app
 from prodml.cli.project import init
 from prodml.cli.serve import serve
+from prodml.cli.stream import app as stream_app
 from prodml.cli.train import train
 from prodml.core.logging import configure_logging
 from prodml.core.settings import Settings
@@ -27,6 +30,9 @@ app = typer.Typer(
 app.add_typer(data.app, name="data")
 app.add_typer(features.app, name="features")
 app.add_typer(models.app, name="models")
+app.add_typer(monitor_app, name="monitor")
+app.add_typer(deploy_app, name="deploy")
+app.add_typer(stream_app, name="stream")
 app.add_typer(batch.app, name="batch")
 app.command()(init)
 app.command()(train)
