@@ -48,6 +48,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from prodml.core.errors import ConfigError, FeatureError, InvalidInput, ProdmlError, Unavailable
 
 __all__ = [
+    "FeastStore",
     "FeaturesUnavailable",
     "Fetched",
     "Lookup",
@@ -90,6 +91,8 @@ class OnlineSpec(BaseModel):
     """The store does not answer in time: ``defaults`` serves the profile's defaults; ``reject``
     answers 424 naming the entities."""
     timeout_ms: float = Field(default=50.0, gt=0, le=60_000)
+    feast_repo: str | None = None
+    """Read features from this Feast repository's online store instead (needs the ``feast`` extra)."""
     prefix: str = Field(default="prodml", min_length=1)
     """Redis key prefix; the project name is appended (``prodml:churn:<entity>``)."""
 
@@ -541,10 +544,95 @@ class SQLiteStore:
                 self._con = None
 
 
+class FeastStore:
+    """A Feast online store as the source at inference, for teams that already run Feast.
+
+    Reads go through Feast's ``get_online_features`` (one call per batch); the feature → view mapping
+    comes from the repository's registry. Writing is Feast's job (``feast materialize``). Needs the
+    ``feast`` extra; importing Feast takes seconds, so the server opens this once at start.
+
+    Args:
+        repo: the Feast repository (the directory holding ``feature_store.yaml``).
+    """
+
+    def __init__(self, repo: Path) -> None:
+        try:
+            from feast import FeatureStore
+        except ImportError as exc:
+            from prodml.core.errors import MissingDependency
+
+            raise MissingDependency("feast", "feast") from exc
+        self.repo = Path(repo)
+        self.store: Any = FeatureStore(repo_path=str(self.repo))
+        self.views: dict[str, str] = {}
+        entities: set[str] = set()
+        for view in self.store.list_feature_views():
+            entities.update(view.join_keys)
+            for f in view.features:
+                self.views.setdefault(f.name, view.name)
+        if len(entities) != 1:
+            raise ConfigError(
+                f"the Feast repository {self.repo} has {len(entities)} entity keys "
+                f"({', '.join(sorted(entities))})",
+                hint="prodml reads feature views keyed by the project's one entity",
+            )
+        self.entity = entities.pop()
+
+    def read(self, keys: Sequence[Any], numbers: Sequence[str], strings: Sequence[str]) -> Lookup:
+        names = [*numbers, *strings]
+        lacking = [n for n in names if n not in self.views]
+        if lacking:
+            raise FeatureError(
+                f"the Feast repository {self.repo} serves no feature {', '.join(lacking[:10])}",
+                hint="export the repository again with 'prodml features export-feast'",
+            )
+        rows = [{self.entity: k.item() if isinstance(k, np.generic) else k} for k in keys]
+        try:
+            got = self.store.get_online_features(
+                features=[f"{self.views[n]}:{n}" for n in names], entity_rows=rows
+            ).to_dict()
+        except Exception as exc:  # Feast raises many kinds; each one means no answer
+            raise StoreUnavailable(
+                f"the Feast online store did not answer: {type(exc).__name__}: {exc}"
+            ) from exc
+        n = len(rows)
+        number_matrix = np.array(
+            [[np.nan if v is None else v for v in got[c]] for c in numbers], dtype=np.float64
+        )
+        number_matrix = number_matrix.T if numbers else np.empty((n, 0), np.float64)
+        string_matrix = np.empty((n, len(strings)), dtype=object)
+        for j, c in enumerate(strings):
+            string_matrix[:, j] = [None if v is None else str(v) for v in got[c]]
+        # Feast answers null for every feature of an entity it lacks
+        found = np.array([any(got[c][i] is not None for c in names) for i in range(n)], dtype=bool)
+        return Lookup(number_matrix, string_matrix, found, list(numbers), list(strings))
+
+    def write(self, table: pa.Table, entity: str, *, as_of: float, batch: int = 2_000) -> int:
+        raise ConfigError(
+            "prodml does not write to a Feast online store",
+            hint="export the repository ('prodml features export-feast DIR'), then run 'feast materialize'",
+        )
+
+    def keys(self) -> list[str]:
+        return []
+
+    def set_meta(self, meta: Mapping[str, Any]) -> None:
+        return None
+
+    def meta(self) -> dict[str, Any]:
+        return {}
+
+    def close(self) -> None:
+        return None
+
+
 def open_store(spec: OnlineSpec, *, root: Path, name: str) -> OnlineStore:
     """The store ``spec`` names: Redis when ``redis_url`` is set, else SQLite at ``path`` (relative
     paths start at the project ``root``). ``name`` (the project's) namespaces Redis keys."""
     timeout = spec.timeout_ms / 1000
+    if spec.feast_repo:
+        repo = Path(spec.feast_repo).expanduser()
+        return FeastStore(repo if repo.is_absolute() else root / repo)
     if spec.redis_url:
         return RedisStore(spec.redis_url, f"{spec.prefix}:{name}", ttl_s=spec.ttl_s, timeout_s=timeout)
     path = Path(spec.path).expanduser()

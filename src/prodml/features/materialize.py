@@ -42,7 +42,7 @@ from prodml.data.online_store import OnlineStore
 from prodml.data.sources import Catalog
 from prodml.features.offline import build_training_frame
 
-__all__ = ["MaterializeResult", "features_at", "latest_time", "materialize"]
+__all__ = ["MaterializeResult", "features_at", "latest_features", "latest_time", "materialize"]
 
 ROW = "__spine_row"
 
@@ -237,12 +237,11 @@ def materialize(
             hint="give an earlier --since, or a later --as-of",
         )
     entities = _entities(catalog, as_of, since)
-    times = pa.array(np.full(len(entities), np.datetime64(as_of, "us")), type=pa.timestamp("us"))
     previous_meta = store.meta()
     written, names = 0, list(previous_meta.get("features") or [])
     lineage: dict[str, Any] = {}
     if len(entities):
-        table, lineage = features_at(catalog, entities, times)
+        table, lineage = features_at(catalog, entities, _at(as_of, len(entities)))
         written = store.write(table, project.entity or "", as_of=_epoch_seconds(as_of))
         names = table.column_names[1:]
     result = MaterializeResult(
@@ -262,6 +261,23 @@ def materialize(
     with log.open("a", encoding="utf-8") as out:
         out.write(json.dumps(result.record(), sort_keys=True) + "\n")
     return result
+
+
+def _at(t: datetime, n: int) -> pa.Array:
+    return pa.array(np.full(n, np.datetime64(t.replace(tzinfo=None), "us")), type=pa.timestamp("us"))
+
+
+def latest_features(catalog: Catalog, as_of: datetime | None = None) -> tuple[pa.Table, datetime]:
+    """Every entity's features as of ``as_of`` (default: :func:`latest_time`): what a full
+    materialisation writes, one row per entity (the entity column first)."""
+    as_of = as_of or latest_time(catalog)
+    entities = _entities(catalog, as_of, None)
+    if not len(entities):
+        raise FeatureError(
+            f"no entity has data at or before {as_of.isoformat()}", hint="give a later --as-of"
+        )
+    table, _ = features_at(catalog, entities, _at(as_of, len(entities)))
+    return table, as_of
 
 
 def _epoch_seconds(t: datetime) -> float:
