@@ -85,7 +85,8 @@ variable "tracking_host" {{
         "aws-secret-access-key": "var.aws_secret_access_key",
     }
     assert set(data) == {key for key, _ in SECRET_KEYS.values()}  # the keys the manifests refer to
-    secret_data = "".join(f'    "{key}" = {expr}\n' for key, expr in data.items())
+    width = max(len(key) for key in data) + 2
+    secret_data = "".join(f"    {chr(34) + key + chr(34):<{width}} = {expr}\n" for key, expr in data.items())
     main = f"""\
 resource "aws_s3_bucket" "artifacts" {{
   bucket_prefix = "${{var.name}}-artifacts-"
@@ -107,17 +108,17 @@ resource "aws_s3_bucket_public_access_block" "artifacts" {{
 }}
 
 resource "aws_db_instance" "registry" {{
-  identifier_prefix       = "${{var.name}}-registry-"
-  engine                  = "postgres"
-  engine_version          = "16"
-  instance_class          = var.db_instance_class
-  allocated_storage       = 20
-  db_name                 = "mlflow"
-  username                = "mlflow"
-  password                = var.db_password
-  storage_encrypted       = true
-  backup_retention_period = 7
-  skip_final_snapshot     = false
+  identifier_prefix         = "${{var.name}}-registry-"
+  engine                    = "postgres"
+  engine_version            = "16"
+  instance_class            = var.db_instance_class
+  allocated_storage         = 20
+  db_name                   = "mlflow"
+  username                  = "mlflow"
+  password                  = var.db_password
+  storage_encrypted         = true
+  backup_retention_period   = 7
+  skip_final_snapshot       = false
   final_snapshot_identifier = "${{var.name}}-registry-final"
 }}
 

@@ -8,7 +8,7 @@
 | ``.github/workflows/*.yml`` | SchemaStore's github-workflow schema (actionlint is not installable here) |
 | ``Dockerfile`` | hadolint (errors fail; warnings are reported) |
 | ``monitoring/`` | ``promtool check config`` / ``check rules`` when promtool is on PATH |
-| ``terraform/*.tf`` | python-hcl2 parses them |
+| ``terraform/*.tf`` | python-hcl2 parses them; ``terraform fmt -check`` when terraform is on PATH |
 
 The checkers are dev dependencies (``pip install 'prodml[dev]'``).
 """
@@ -49,7 +49,7 @@ def _jsonschema_errors(instance: Any, schema_name: str) -> list[str]:
         import jsonschema  # type: ignore[import-untyped]
     except ImportError as exc:
         raise MissingDependency("jsonschema", "dev") from exc
-    validator = jsonschema.validators.validator_for(_schema(schema_name))(_schema(schema_name))
+    validator = jsonschema.Draft7Validator(_schema(schema_name))  # what all four schemas are written in
     return [
         f"{'/'.join(map(str, e.absolute_path)) or '(top)'}: {e.message}"
         for e in sorted(validator.iter_errors(instance), key=lambda e: list(map(str, e.absolute_path)))
@@ -165,4 +165,17 @@ def _terraform(directory: Path, checked: list[str]) -> list[Problem]:
         except Exception as exc:  # hcl2 raises lark's errors, not one type of its own
             problems.append((str(path.relative_to(directory.parent)), f"does not parse: {exc}"))
     checked.append("terraform/*.tf: python-hcl2")
+    exe = shutil.which("terraform")
+    if exe is not None:  # `terraform validate` needs the providers, which need the network; fmt does not
+        done = subprocess.run(
+            [exe, "fmt", "-check", "-diff", "-no-color", "."],
+            cwd=directory,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        if done.returncode != 0:
+            problems.append(("terraform", f"terraform fmt -check: {done.stdout.strip()}"))
+        checked.append("terraform/*.tf: terraform fmt -check")
     return problems
