@@ -1,8 +1,13 @@
 """``profile.json``: the reference data profile that drift is measured against.
 
 Per numeric feature: decile bin edges from the training data and the share of rows in each bin (plus the
-null rate, mean and std); per categorical feature: category frequencies; for the prediction: its
-distribution on the holdout. Bins are quantile-based, so PSI has no empty reference bins.
+null rate, mean and std), and a finer ``sketch`` — percentile edges with the count and the mean of the
+values in each bin, and the range — which :mod:`prodml.export.drift` compares live windows with (KS and
+Wasserstein on the fine bins, PSI and Jensen–Shannon on the deciles, which the percentile edges contain).
+Per categorical feature: category frequencies and counts. For the prediction: the same numeric profile
+of the model's holdout scores (P(positive) for binary, the top class probability for multiclass, the
+value for regression; see :func:`prodml.export.drift.prediction_score`). Bins are quantile-based, so PSI
+has no empty reference bins.
 """
 
 from __future__ import annotations
@@ -12,10 +17,27 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["numeric_profile", "reference_profile"]
+__all__ = ["categorical_profile", "numeric_profile", "reference_profile"]
 
 BINS = 10
+SKETCH_BINS = 100
 TOP_CATEGORIES = 50
+
+
+def _sketch(finite: np.ndarray, bins: int) -> dict[str, Any]:
+    """Percentile edges (inner only, duplicates merged), and each bin's count and mean."""
+    edges = np.unique(np.quantile(finite, np.linspace(0, 1, bins + 1)[1:-1]))
+    idx = np.searchsorted(edges, finite, side="right")
+    counts = np.bincount(idx, minlength=edges.size + 1)
+    sums = np.bincount(idx, weights=finite, minlength=edges.size + 1)
+    means = np.divide(sums, counts, out=np.zeros_like(sums), where=counts > 0)
+    return {
+        "edges": edges.tolist(),
+        "counts": counts.tolist(),
+        "means": means.tolist(),
+        "min": float(finite.min()),
+        "max": float(finite.max()),
+    }
 
 
 def numeric_profile(values: np.ndarray, bins: int = BINS) -> dict[str, Any]:
@@ -24,7 +46,15 @@ def numeric_profile(values: np.ndarray, bins: int = BINS) -> dict[str, Any]:
     nulls = np.isnan(x)
     finite = x[~nulls]
     if finite.size == 0:
-        return {"kind": "numeric", "edges": [], "shares": [], "null_rate": 1.0, "mean": None, "std": None}
+        return {
+            "kind": "numeric",
+            "edges": [],
+            "shares": [],
+            "null_rate": 1.0,
+            "mean": None,
+            "std": None,
+            "rows": int(x.size),
+        }
     edges = np.unique(np.quantile(finite, np.linspace(0, 1, bins + 1)[1:-1]))
     counts = np.bincount(np.searchsorted(edges, finite, side="right"), minlength=edges.size + 1)
     return {
@@ -35,28 +65,46 @@ def numeric_profile(values: np.ndarray, bins: int = BINS) -> dict[str, Any]:
         "mean": float(finite.mean()),
         "std": float(finite.std()),
         "rows": int(x.size),
+        "sketch": _sketch(finite, SKETCH_BINS),
     }
 
 
 def categorical_profile(values: pd.Series) -> dict[str, Any]:
-    counts = values.fillna("").astype(str).value_counts()
+    """The ``TOP_CATEGORIES`` most frequent values' shares and counts; the rest as ``other``."""
+    nulls = values.isna()
+    counts = values[~nulls].astype(str).value_counts()
+    total = max(int(counts.sum()), 1)
     top = counts.head(TOP_CATEGORIES)
-    freqs = {str(k): float(v / counts.sum()) for k, v in top.items()}
-    other = float(counts.iloc[TOP_CATEGORIES:].sum() / counts.sum()) if len(counts) > TOP_CATEGORIES else 0.0
-    return {"kind": "categorical", "frequencies": freqs, "other": other, "rows": len(values)}
+    rest = int(counts.iloc[TOP_CATEGORIES:].sum()) if len(counts) > TOP_CATEGORIES else 0
+    return {
+        "kind": "categorical",
+        "frequencies": {str(k): float(v / total) for k, v in top.items()},
+        "counts": {str(k): int(v) for k, v in top.items()},
+        "other": rest / total,
+        "other_count": rest,
+        "null_rate": float(nulls.mean()) if len(values) else 0.0,
+        "rows": len(values),
+    }
 
 
 def reference_profile(
     frame: pd.DataFrame, categorical: list[str], prediction: np.ndarray | None
 ) -> dict[str, Any]:
-    """The profile of the training features and of the model's holdout predictions."""
-    features = {
-        c: categorical_profile(frame[c])
-        if c in categorical
-        else numeric_profile(frame[c].to_numpy(dtype=np.float64, na_value=np.nan))
-        for c in frame.columns
-    }
+    """The profile of the training features and of the model's holdout predictions.
+
+    Columns that are neither numeric nor listed in ``categorical`` (dates as text, timestamps) are
+    profiled as categories only if they are text; other kinds are left out of drift.
+    """
+    from prodml.export.drift import prediction_score
+
+    features: dict[str, Any] = {}
+    for c in frame.columns:
+        col = frame[c]
+        if c in categorical or pd.api.types.is_object_dtype(col) or pd.api.types.is_string_dtype(col):
+            features[c] = categorical_profile(col)
+        elif pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col):
+            features[c] = numeric_profile(col.to_numpy(dtype=np.float64, na_value=np.nan))
     out: dict[str, Any] = {"rows": len(frame), "features": features}
     if prediction is not None:
-        out["prediction"] = numeric_profile(np.asarray(prediction, dtype=np.float64).ravel())
+        out["prediction"] = numeric_profile(prediction_score(np.asarray(prediction, dtype=np.float64)))
     return out
