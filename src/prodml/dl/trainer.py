@@ -213,11 +213,15 @@ class Trainer:
                 seen += len(y)
                 if self.on_batch is not None:
                     self.on_batch(epoch, i + 1, len(loader))
+            if self.world > 1:  # the epoch's loss over every rank's rows, as one process would see it
+                sums = torch.tensor([total, float(seen)], dtype=torch.float64)
+                torch.distributed.all_reduce(sums)
+                total, seen = float(sums[0]), int(sums[1])
             record = {
                 "epoch": float(epoch + 1),
                 "train_loss": total / max(seen, 1),
                 "lr": float(optimizer.param_groups[0]["lr"]),
-                "samples_per_s": seen * self.world / max(time.perf_counter() - t0, 1e-9),
+                "samples_per_s": seen / max(time.perf_counter() - t0, 1e-9),
             }
             if val is not None and len(val):  # type: ignore[arg-type]
                 record |= self.evaluate(val)
