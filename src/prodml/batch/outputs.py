@@ -112,8 +112,7 @@ class PartWriter:
             self._parts[directory] = part + 1
             relative = f"{directory}/" if directory else ""
             relative += f"part-{part:05d}{EXTENSIONS[self.fmt]}"
-            if directory:
-                self.fs.create_dir(f"{self.root}/{directory}", recursive=True)
+            self.fs.create_dir(f"{self.root}/{directory}".rstrip("/"), recursive=True)
             file = self._open[directory] = _File(self.fs, f"{self.root}/{relative}", self.fmt, self.schema)
             file.relative = relative  # type: ignore[attr-defined]
         file.write(batch)

@@ -46,7 +46,7 @@ class RejectReport:
             f"{col}: {e['rows']} row(s), e.g. ids {e['sample_ids'][:3]} — {e['sample_reason']}"
             for col, e in worst
         )
-        counted = f"{self.rows} of {rows} rows" + ("" if final else " (so far)")
+        counted = ("" if final else "at least ") + f"{self.rows} of {rows} rows"
         raise TooManyRejects(
             f"{where}: {counted} ({self.rows / rows:.2%}) break the model's input schema, above the "
             f"limit of {limit:.2%}; nothing was written. {detail}",
