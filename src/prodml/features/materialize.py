@@ -171,13 +171,11 @@ def features_at(catalog: Catalog, entities: pa.Array, times: pa.Array) -> tuple[
     labels = catalog.read(target.source)
     ts_type = labels.schema.field(ts).type if ts in labels.column_names else pa.timestamp("us")
     n = len(entities)
-    order = np.lexsort(
-        (np.arange(n), pc.cast(entities, pa.string()).to_numpy(zero_copy_only=False), _epoch(times))
-    )
+    # the label column carries each row's position: the frame comes back sorted by time and entity
     spine_cols: dict[str, pa.Array] = {
-        entity: pc.take(entities, pa.array(order)),
-        ts: pc.take(times.cast(ts_type), pa.array(order)),
-        target.column: pa.array(np.zeros(n, dtype=np.int64)),
+        entity: entities,
+        ts: times.cast(ts_type),
+        target.column: pa.array(np.arange(n, dtype=np.int64)),
     }
     request_time: list[str] = []
     for att in project.features.attributes:
@@ -186,17 +184,13 @@ def features_at(catalog: Catalog, entities: pa.Array, times: pa.Array) -> tuple[
                 if c in labels.column_names and c not in spine_cols:
                     spine_cols[c] = pa.nulls(n, labels.schema.field(c).type)
                     request_time.append(c)
-    spine = pa.table(spine_cols)
-    frame = build_training_frame(Catalog(project, overrides={target.source: spine}))
+    frame = build_training_frame(Catalog(project, overrides={target.source: pa.table(spine_cols)}))
     keep = [entity, *(f for f in frame.features if f not in request_time and f not in (entity, ts))]
-    table = frame.table.select(keep)
+    position = frame.table.column(target.column).to_numpy()
     inverse = np.empty(n, dtype=np.int64)
-    inverse[order] = np.arange(n)
+    inverse[position] = np.arange(n)
+    table = frame.table.select(keep)
     return table.take(pa.array(inverse)), frame.lineage
-
-
-def _epoch(times: pa.Array) -> np.ndarray:
-    return np.asarray(pc.cast(times.cast(pa.timestamp("us")), pa.int64()).to_numpy(zero_copy_only=False))
 
 
 def materialize(
