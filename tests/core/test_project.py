@@ -147,3 +147,50 @@ def test_atomic_path_leaves_nothing_on_failure(tmp_path: Path) -> None:
         raise RuntimeError("boom")
     assert target.read_text() == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.txt"]
+
+
+def test_metric_problems_are_reported_at_load_with_key_paths(tmp_path: Path) -> None:
+    text = MINIMAL + (
+        "task: regression\n"
+        "metrics: [rmse, roc_auc, r_2]\n"
+        "promotion: {metric: mae}\n"
+        "model: {tune: {metric: f1, space: {alpha: [1, 2]}}}\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        load_project(write_project(tmp_path, text), environ={})
+    problems = dict(info.value.problems)
+    assert "does not apply to task 'regression'" in problems["metrics[1]"]
+    assert "did you mean 'r2'?" in problems["metrics[2]"]
+    assert problems["promotion.metric"].startswith("'mae' is not computed")
+    assert "does not apply" in problems["model.tune.metric"]
+    assert info.value.exit_code == 2
+
+
+def test_gate_metric_defaults_to_the_tasks_headline_metric(tmp_path: Path) -> None:
+    for task, metric in (("binary", "roc_auc"), ("multiclass", "macro_f1"), ("regression", "r2")):
+        text = MINIMAL + f"task: {task}\n"
+        assert load_project(write_project(tmp_path, text), environ={}).promotion.metric == metric
+    chosen = MINIMAL + "task: regression\nmetrics: [mae]\npromotion: {metric: mae}\n"
+    assert load_project(write_project(tmp_path, chosen), environ={}).computed_metrics == ["mae"]
+
+
+def test_drop_missing_and_date_transforms_are_declared(tmp_path: Path) -> None:
+    text = MINIMAL.replace("column: y}", "column: y, drop_missing: true}") + (
+        "features:\n  transforms:\n    - {column: day, op: date, parts: [month, dayofweek]}\n"
+    )
+    project = load_project(write_project(tmp_path, text), environ={})
+    assert project.target.drop_missing
+    assert project.features.transforms[0].parts == ["month", "dayofweek"]
+    bad = MINIMAL + "features:\n  transforms:\n    - {column: n, op: scale, parts: [month]}\n"
+    with pytest.raises(ConfigError, match="'parts' applies only to op 'date'"):
+        load_project(write_project(tmp_path, bad), environ={})
+    unknown = MINIMAL + "features:\n  transforms:\n    - {column: d, op: date, parts: [week]}\n"
+    with pytest.raises(ConfigError, match=r"features.transforms\[0\].parts\[0\]"):
+        load_project(write_project(tmp_path, unknown), environ={})
+
+
+def test_metric_table_matches_the_metric_functions() -> None:
+    from prodml.core.project import METRIC_TASKS
+    from prodml.train.metrics import METRICS
+
+    assert {n: m.tasks for n, m in METRICS.items()} == METRIC_TASKS

@@ -75,3 +75,26 @@ def test_metric_that_does_not_fit_the_task() -> None:
     with pytest.raises(ConfigError, match="'auc' is not a metric"):
         compute("binary", ["auc"], Y, P)
     assert default_metrics("regression")[0] == "rmse"
+
+
+def test_a_holdout_without_a_rare_class_is_scored_on_the_full_label_set() -> None:
+    # four classes from training; the rows scored hold only classes 0 and 1
+    y = np.array([0, 1, 0, 1, 1, 0])
+    p = np.array(
+        [[0.7, 0.1, 0.1, 0.1], [0.1, 0.7, 0.1, 0.1], [0.6, 0.2, 0.1, 0.1], [0.2, 0.6, 0.1, 0.1]] * 1
+        + [[0.1, 0.5, 0.2, 0.2], [0.5, 0.3, 0.1, 0.1]]
+    )
+    got = compute("multiclass", ["log_loss", "roc_auc_ovr", "macro_f1", "accuracy"], y, p)
+    assert got["log_loss"] == pytest.approx(skm.log_loss(y, p, labels=[0, 1, 2, 3]))
+    # classes 2 and 3 never occur, so their one-vs-rest AUC is undefined and left out of the mean
+    assert got["roc_auc_ovr"] == pytest.approx(
+        np.mean([skm.roc_auc_score(y == 0, p[:, 0]), skm.roc_auc_score(y == 1, p[:, 1])])
+    )
+    assert got["accuracy"] == 1.0
+
+
+def test_binary_rows_of_one_class_give_nan_not_an_exception() -> None:
+    got = compute("binary", ["roc_auc", "pr_auc", "log_loss", "f1"], [1, 1, 1], [0.9, 0.8, 0.4])
+    assert np.isnan(got["roc_auc"]) and np.isnan(got["pr_auc"])
+    assert got["log_loss"] == pytest.approx(skm.log_loss([1, 1, 1], [0.9, 0.8, 0.4], labels=[0, 1]))
+    assert got["f1"] == pytest.approx(0.8)

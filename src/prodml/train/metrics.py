@@ -56,7 +56,9 @@ def _binary_auc(y: Array, p: Array, fn: Callable[..., float]) -> float:
 
 
 def _log_loss(y: Array, p: Array) -> float:
-    p = np.asarray(p)
+    p = np.asarray(p, dtype=np.float64)
+    if p.ndim == 2:  # float32 probabilities sum to 1 only within float32's precision
+        p = p / p.sum(axis=1, keepdims=True)
     labels = np.arange(p.shape[1]) if p.ndim == 2 else np.arange(2)
     return float(skm.log_loss(y, p, labels=labels))
 
