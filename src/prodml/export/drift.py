@@ -208,6 +208,7 @@ class Reference:
 
     numeric: list[str]
     edges: list[np.ndarray]  # per numeric feature: its inner edges (F − 1)
+    bounds: list[np.ndarray]  # float32 [min, inner edges…, just above max]: searchsorted gives the bin
     low: np.ndarray  # (C,) the training minimum / maximum
     high: np.ndarray
     counts: np.ndarray  # (C, W) reference counts in the extended layout
@@ -270,6 +271,7 @@ class Reference:
         return cls(
             numeric=[k for k, _ in numeric],
             edges=[e for e, *_ in fine],
+            bounds=[_bounds(e, lo, hi) for e, _, _, lo, hi, _ in fine],
             low=low,
             high=high,
             counts=counts,
@@ -284,6 +286,11 @@ class Reference:
             complete=np.array([float(v.get("other", 0.0)) == 0.0 for _, v in categorical], bool),
             cat_null_rate=np.array([float(v.get("null_rate", 0.0)) for _, v in categorical]),
         )
+
+
+def _bounds(edges: np.ndarray, low: float, high: float) -> np.ndarray:
+    top = np.nextafter(np.float32(high), np.float32(np.inf))
+    return np.concatenate([[np.float32(low)], edges.astype(np.float32), [top]]).astype(np.float32)
 
 
 def _fine(p: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, float, np.ndarray]:
@@ -358,20 +365,16 @@ def count(
         column = numbers.get(name)
         if column is None:
             continue
-        x = np.asarray(column, np.float64)
+        # float32, as the model (and the server's validated matrix) sees the values: a fee of 29.99 is
+        # 29.98999977 there, and must land in the same bin as in training
+        x = np.asarray(column, np.float32)
         rows = max(rows, x.size)
-        edges = ref.edges[i]
-        f = edges.size + 1
-        idx = np.searchsorted(edges, x, side="right") + 1
-        idx[x < ref.low[i]] = 0
-        idx[x > ref.high[i]] = f + 1
+        idx = np.searchsorted(ref.bounds[i], x, side="right")  # below min → 0, above max → F + 1
         null = np.isnan(x)
         if null.any():
             idx[null] = ref.width  # one slot past the layout, dropped below
         out.counts[i] = np.bincount(idx, minlength=ref.width + 1)[: ref.width]
-        finite = np.isfinite(x)
-        weights = x if finite.all() else np.where(finite, x, np.where(x > 0, ref.high[i], ref.low[i]))
-        out.sums[i] = np.bincount(idx, weights=weights, minlength=ref.width + 1)[: ref.width]
+        out.sums[i] = np.bincount(idx, weights=x, minlength=ref.width + 1)[: ref.width]
         out.nulls[i] = null.sum()
     k = ref.cat_counts.shape[1] - 1
     for i, name in enumerate(ref.categorical):
@@ -444,6 +447,7 @@ def compare(ref: Reference, window: Counts, thresholds: Thresholds | None = None
         n_ref = ref.counts.sum(axis=1)
         n_cur = window.counts.sum(axis=1)
         cur_means = np.divide(window.sums, window.counts, out=ref.means.copy(), where=window.counts > 0)
+        cur_means = np.where(np.isfinite(cur_means), cur_means, ref.means)  # ±inf: at the range's ends
         k = ks(ref.counts, window.counts)
         stats = {
             "psi": psi(_coarse(ref, ref.counts), _coarse(ref, window.counts)),

@@ -27,7 +27,8 @@ TOP_CATEGORIES = 50
 def _sketch(finite: np.ndarray, bins: int) -> dict[str, Any]:
     """Percentile edges (inner only, duplicates merged), and each bin's count and mean."""
     edges = np.unique(np.quantile(finite, np.linspace(0, 1, bins + 1)[1:-1]))
-    idx = np.searchsorted(edges, finite, side="right")
+    # binned as float32, like the model's inputs and the server's sketch (prodml.export.drift.count)
+    idx = np.searchsorted(edges.astype(np.float32), finite.astype(np.float32), side="right")
     counts = np.bincount(idx, minlength=edges.size + 1)
     sums = np.bincount(idx, weights=finite, minlength=edges.size + 1)
     means = np.divide(sums, counts, out=np.zeros_like(sums), where=counts > 0)
