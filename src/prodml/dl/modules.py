@@ -46,7 +46,7 @@ class MLP(nn.Module):
 
 
 class CNN(nn.Module):
-    """Two 3×3 convolutions per channel entry, a 2×2 max-pool after the last, a dense layer, a head."""
+    """A 3×3 convolution per ``channels`` entry and a 2×2 max-pool (the backbone); dense layers (the head)."""
 
     def __init__(
         self,
@@ -64,8 +64,10 @@ class CNN(nn.Module):
             convs += [nn.Conv2d(a, b, kernel_size=3, padding=1), nn.ReLU()]
         convs += [nn.MaxPool2d(2), nn.Flatten()]
         flat = channels[-1] * (h // 2) * (w // 2)
-        self.features = nn.Sequential(*convs, _dense([flat, *hidden], dropout))
-        self.head = nn.Linear(hidden[-1] if hidden else flat, outputs)
+        self.features = nn.Sequential(*convs)
+        self.head = nn.Sequential(
+            _dense([flat, *hidden], dropout), nn.Linear(hidden[-1] if hidden else flat, outputs)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         c, h, w = self.image_shape
