@@ -187,3 +187,34 @@ def test_serve_options_are_checked_like_the_project_file(churn_dir: Path, tmp_pa
     result = run("--project", churn_dir, "serve", "--package", tmp_path, "--workers", "0")
     assert result.exit_code == 2
     assert "--workers 0: Input should be greater than or equal to 1" in result.stderr
+
+
+def test_init_from_a_table_prints_the_roles_and_next_step(tmp_path: Path) -> None:
+    from tests.data.tables import accounts, write_csv
+
+    table = write_csv(accounts(), tmp_path / "accounts.csv")
+    result = run("init", tmp_path / "p", "--from", table, "--target", "churned")
+    assert result.exit_code == 0, result.output
+    assert "ID-like" in result.stdout and "prodml train" in result.stdout
+    assert (tmp_path / "p/prodml.yaml").exists()
+    missing = run("init", tmp_path / "q", "--from", table)
+    assert missing.exit_code == 2 and "--target" in missing.stderr
+    stray = run("init", tmp_path / "r", "--target", "churned")
+    assert stray.exit_code == 2 and "go with --from" in stray.stderr
+    typo = run("init", tmp_path / "s", "--from", table, "--target", "churn")
+    assert typo.exit_code == 2 and "did you mean 'churned'" in typo.stderr
+    assert "Traceback" not in typo.output
+
+
+def test_validate_without_a_contract_says_nothing_was_checked(tmp_path: Path) -> None:
+    from tests.data.tables import accounts, write_csv
+
+    table = write_csv(accounts(), tmp_path / "accounts.csv")
+    assert run("init", tmp_path / "p", "--from", table, "--target", "churned").exit_code == 0
+    edit_project(tmp_path / "p", contract={})
+    result = run("--project", tmp_path / "p", "data", "validate")
+    assert result.exit_code == 0
+    assert "nothing to check" in result.stdout and "declares no contract" in result.stdout
+    assert "all contracts hold" not in result.stdout
+    profiled = run("--project", tmp_path / "p", "data", "profile")
+    assert profiled.exit_code == 0 and "240" in profiled.stdout and "~" not in profiled.stdout

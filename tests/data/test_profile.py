@@ -29,3 +29,15 @@ def test_inferred_contract_holds_on_its_data_and_catches_change() -> None:
     )
     report = validate_tables({"c": changed}, {"c": contract})
     assert [(v.column, v.rule) for v in report.violations] == [("plan", "allowed")]
+
+
+def test_distinct_counts_are_exact_and_say_when_they_are_estimates(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import prodml.data.profile as profile
+
+    table = pa.table({"a": list(range(5000))})
+    (exact,) = profile_table(table)[1]
+    assert (exact.distinct, exact.approximate) == (5000, False)
+    monkeypatch.setattr(profile, "EXACT_DISTINCT_ROWS", 100)
+    (estimate,) = profile_table(table)[1]
+    assert estimate.approximate
+    assert abs(estimate.distinct - 5000) < 500

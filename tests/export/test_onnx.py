@@ -116,3 +116,28 @@ def test_unconvertible_step_is_a_clear_error() -> None:
     pipe.fit(frame, TARGETS["regression"])
     with pytest.raises(ExportError, match="cannot convert the model to ONNX"):
         to_onnx(pipe, frame)
+
+
+@pytest.mark.parametrize("estimator", ["logistic_regression", "hist_gradient_boosting"])
+def test_column_names_as_they_come_are_the_graphs_input_names(estimator: str) -> None:
+    names = {
+        "age": "age/years",
+        "visits": "visits per month",
+        "fee": "fee.eur",
+        "plan": "plän",
+        "gap": "gap__days",
+    }
+    frame = X.rename(columns=names)
+    p = Project.model_validate(
+        {
+            "name": "t",
+            "task": "binary",
+            "sources": {"t": {"path": "x"}},
+            "target": {"source": "t", "column": "y"},
+            "model": {"estimator": estimator, "params": {}},
+        }
+    )
+    pipe = build_pipeline(p, list(frame.columns), ["plän"]).fit(frame, TARGETS["binary"])
+    model = to_onnx(pipe, frame.head(50))
+    assert [i.name for i in model.graph.input] == list(frame.columns)
+    assert check_parity(pipe, model, frame.head(300))["max_abs_diff"] < 1e-4

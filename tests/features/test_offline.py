@@ -218,3 +218,40 @@ def load_project_text(text: str) -> dict[str, object]:
     import yaml
 
     return yaml.safe_load(text)  # type: ignore[no-any-return]
+
+
+def test_unlabelled_rows_are_dropped_and_counted_and_dates_are_features(tmp_path: Path) -> None:
+    table = pa.table(
+        {
+            "id": [1, 2, 3, 4, 5],
+            "day": pa.array([day(0), day(1), day(2), day(3), day(4)], pa.timestamp("s")),
+            "opened": pa.array([d.date() for d in (day(0), day(1), day(2), day(3), day(4))], pa.date32()),
+            "y": pa.array([1.5, None, float("nan"), 2.5, 3.5]),
+        }
+    )
+    text = (
+        "name: s\nentity: id\nsources: {t: {path: data/t.parquet}}\n"
+        "target: {source: t, column: y, timestamp: day, drop_missing: true}\n"
+        "features: {attributes: [{source: t, columns: [day, opened]}]}\n"
+    )
+    frame = build_training_frame(
+        Catalog(load_project(write_project(tmp_path, text, {"t": table}), environ={}))
+    )
+    assert frame.lineage["unlabelled_dropped"] == 2  # a null and a NaN
+    assert frame.table.column("y").to_pylist() == [1.5, 2.5, 3.5]
+    # the label time is a feature because it is declared so; it appears once in the frame
+    assert frame.features == ["day", "opened"]
+    assert frame.table.column_names == ["id", "day", "opened", "y"]
+    assert frame.dates == ["day", "opened"]
+
+
+def test_unlabelled_rows_stay_without_drop_missing(tmp_path: Path) -> None:
+    table = pa.table({"id": [1, 2], "a": [0.5, 1.5], "y": pa.array([1.0, None])})
+    text = (
+        "name: s\nentity: id\nsources: {t: {path: data/t.parquet}}\n"
+        "target: {source: t, column: y}\nfeatures: {attributes: [{source: t, columns: [a]}]}\n"
+    )
+    frame = build_training_frame(
+        Catalog(load_project(write_project(tmp_path, text, {"t": table}), environ={}))
+    )
+    assert frame.table.num_rows == 2 and "unlabelled_dropped" not in frame.lineage

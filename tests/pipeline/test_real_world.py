@@ -76,7 +76,8 @@ def trained(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     tmp = tmp_path_factory.mktemp(name)
     root = _init(tmp, name)
     text = (root / "prodml.yaml").read_text()
-    edit_project(root, model__params={"max_iter": 25})  # only to keep the test short (drops the comments)
+    # only to keep the test short (it drops the comments): fewer trees and folds
+    edit_project(root, model__params={"max_iter": 15}, validation__folds=2)
     tracking = f"sqlite:///{tmp / 'mlflow.db'}"
     project = load_project(root)
     outcome = run_training(project, tracking_uri=tracking)
@@ -86,6 +87,10 @@ def trained(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
         env={"PRODML_TRACKING_URI": tracking},
     )
     assert promoted.exit_code == 0, promoted.output
+    listed = runner.invoke(
+        app, ["--project", str(root), "models", "list"], env={"PRODML_TRACKING_URI": tracking}
+    )
+    assert "champion" in listed.stdout  # models list shows aliases
     result = outcome.result
     return Trained(
         name, root, tracking, result.pipeline, result.X_holdout.head(6), result.classes, result.task, text

@@ -48,6 +48,8 @@ def round_trip(registry: Registry, tmp: Path) -> None:
     assert registry.resolve(f"{name}/1").tags["prodml.metric.roc_auc"] == "0.8"
     promote(registry, Promotion(metric="roc_auc", min=0.75), name, "1")
     assert registry.resolve(f"{name}@champion").version == "1"
+    # the version list carries aliases too (MLflow's version search leaves them out)
+    assert [(v.version, v.aliases) for v in registry.versions(name)] == [("2", []), ("1", ["champion"])]
     with pytest.raises(GateRefused, match=r"roc_auc 0.7000 is below the gate's minimum 0.7500"):
         promote(registry, Promotion(metric="roc_auc", min=0.75), name, "2")
     assert registry.resolve(f"{name}@champion").version == "1"
