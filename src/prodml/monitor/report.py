@@ -31,12 +31,13 @@ gap:1rem}figure.plot{margin:0;border:1px solid #d0d7de;width:440px}figure.plot s
 _STATS = ("psi", "ks", "js", "wasserstein", "chi2_pvalue", "null_rate", "out_of_range", "unseen")
 
 
-def _svg(fig: Any, name: str) -> str:
+def _svg(fig: Any, name: str, *, wide: bool = False) -> str:
     buf = io.StringIO()
     fig.savefig(buf, format="svg", bbox_inches="tight")
     svg = buf.getvalue()
     svg = svg[svg.index("<svg") :]  # drop the XML prolog and doctype: the SVG sits inline in HTML
-    return f"<figure class='plot' data-plot='{escape(name)}'>{svg}</figure>"
+    style = " style='width:900px'" if wide else ""
+    return f"<figure class='plot' data-plot='{escape(name)}'{style}>{svg}</figure>"
 
 
 def _figure(width: float = 5.0, height: float = 3.2) -> Any:
@@ -113,7 +114,7 @@ def _over_time(summary: Summary) -> str | None:
     ax.set_xticks(x, [w.label for w in summary.windows], rotation=30, fontsize=7)
     ax.set(title="PSI per window (top features)", ylabel="PSI")
     ax.legend(fontsize=7, ncol=3)
-    return _svg(fig, "drift-over-time")
+    return _svg(fig, "drift-over-time", wide=True)
 
 
 def _psi(scores: list[FeatureScore], feature: str) -> float:
