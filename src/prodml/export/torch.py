@@ -193,6 +193,12 @@ def compose(preprocess: Any, network: Any, *, feature_input: str = "x") -> Any:
 
     network = onnx.ModelProto.FromString(network.SerializeToString())
     preprocess = onnx.ModelProto.FromString(preprocess.SerializeToString())
+    target = {o.domain or "": o.version for o in network.opset_import}.get("", OPSET)
+    if {o.domain or "": o.version for o in preprocess.opset_import}.get("", target) < target:
+        # skl2onnx emits the lowest opset its operators need; lift it to the network's
+        from onnx import version_converter
+
+        preprocess = version_converter.convert_version(preprocess, target)
     ir = max(preprocess.ir_version, network.ir_version)
     preprocess.ir_version = network.ir_version = ir
     ops = {o.domain or "": o.version for o in preprocess.opset_import}

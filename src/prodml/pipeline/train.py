@@ -143,6 +143,12 @@ def run_training(
     Raises:
         ContractViolation: the data breaks its contract (the validation report says how).
     """
+    if project.model.estimator.startswith("torch_"):  # PyTorch models: prodml.pipeline.dl
+        from prodml.pipeline.dl import run_torch_training
+
+        outcome = run_torch_training(project, tracking_uri=tracking_uri, on_step=on_step)
+        assert outcome is not None  # one process is rank 0
+        return outcome
     step = on_step or (lambda _: None)
     timings: dict[str, float] = {}
     catalog = Catalog(project)
