@@ -139,8 +139,8 @@ class WorkerProcess:
                 stderr=subprocess.STDOUT,
             )
 
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")[-4000:]
+    def output(self, tail: int = 4000) -> str:
+        return self.log.read_text(errors="replace")[-tail:]
 
     def stop(self, timeout: float = 30.0) -> int:
         if self.proc.poll() is None:

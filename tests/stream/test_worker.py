@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from confluent_kafka import Consumer, TopicPartition
 
 from prodml.core.project import load_project
 from prodml.serve import DataPlane, ModelManager
@@ -283,3 +284,28 @@ def test_bad_messages_go_to_the_dead_letters_and_the_partition_keeps_flowing(
         assert 'prodml_stream_dead_letters_total{reason="not-json"} 4.0' in scraped
 
     asyncio.run(main())
+
+
+def test_exactly_once_mode_commits_results_and_offsets_in_one_transaction(
+    trained: Trained, broker: str, reader_factory: Any
+) -> None:
+    """Tansu commits transactions (results and the group's offsets together); it does not hide aborted
+    ones from read_committed readers, so what an abort guarantees is not tested here."""
+    inp, out, dlq = topics(broker, partitions=2)
+    produce(broker, inp, [*records(trained, range(150)), (b"bad", b"not json")])
+    group = f"eos-{inp}"
+    with WorkerProcess(
+        trained, broker, "--exactly-once", "--max-batch", "40", group=group, topics=f"{inp} {out} {dlq}"
+    ) as worker:
+        got = reader_factory(broker, out, 2).until(lambda m: len(m) >= 150, timeout=90)
+        dead = reader_factory(broker, dlq, 1).until(lambda m: len(m) >= 1, timeout=30)
+        assert worker.stop() == 0, worker.output()
+    assert sorted(ids_of(got), key=lambda r: int(r[1:])) == [f"r{i}" for i in range(150)]
+    assert dead[0].key() == b"bad"
+    consumer = Consumer({"bootstrap.servers": broker, "group.id": group})
+    try:
+        committed = consumer.committed([TopicPartition(inp, p) for p in range(2)], timeout=10)
+    finally:
+        consumer.close()
+    # the next offset to read, per partition: together every one of the 151 input messages
+    assert sum(tp.offset for tp in committed) == 151, "the transactions committed the input offsets"

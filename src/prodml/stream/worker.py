@@ -221,12 +221,14 @@ class Worker:
         kinds = {kind for kind, _ in events}
         if "down" in kinds:
             logger.warning("the Kafka broker went away (%s); waiting for it", events[0][1])
-            backoff = 0.2
-            while not stop.is_set() and not await asyncio.to_thread(client.broker_up, 1.0):
+            backoff = 0.5
+            while True:  # wait first: right after the event a metadata request may still get through
                 await asyncio.sleep(backoff)
+                if stop.is_set():
+                    return True
+                if await asyncio.to_thread(client.broker_up, 1.0):
+                    break
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
-            if stop.is_set():
-                return True
             logger.info("the Kafka broker answers again; resuming from the last commit")
             client.events.clear()
             self._rewind(client, "broker")
