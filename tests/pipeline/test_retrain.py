@@ -1,0 +1,85 @@
+"""The drift → retrain → gate → challenger loop, with its cooldown, on the churn example and a real
+MLflow store; and ``prodml monitor check --on-breach retrain`` through the CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from typer.testing import CliRunner
+
+from prodml.cli import app
+from prodml.core.project import load_project
+from prodml.pipeline.retrain import retrain
+from prodml.pipeline.train import run_training
+from prodml.registry.mlflow import Registry
+from prodml.registry.promotion import promote
+from tests.conftest import edit_project
+
+
+def test_retrain_gates_the_candidate_and_honours_the_cooldown(churn_dir: Path, tmp_path: Path) -> None:
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    edit_project(
+        churn_dir,
+        name="churn_rt",
+        model__estimator="logistic_regression",
+        model__params={},
+        validation__folds=2,
+    )
+    project = load_project(churn_dir)
+    first = run_training(project, tracking_uri=tracking)
+    registry = Registry(tracking)
+    promote(registry, project.promotion, "churn_rt", first.version.version)
+    registry.cache_ref("churn_rt@champion", project.state_dir / "models")
+
+    outcome = retrain(project, reason="drift in age", cooldown_s=3600, tracking_uri=tracking)
+    assert outcome.status == "challenger", outcome.describe()
+    assert outcome.version == "2" and outcome.verdict is not None and outcome.verdict.passed
+    assert registry.alias_version("churn_rt", "challenger").version == "2"  # type: ignore[union-attr]
+    assert registry.alias_version("churn_rt", "champion").version == "1"  # type: ignore[union-attr]
+    assert registry.get("churn_rt", "2").tags["prodml.retrain.reason"] == "drift in age"
+
+    again = retrain(project, reason="drift in age", cooldown_s=3600, tracking_uri=tracking)
+    assert again.status == "cooldown" and "cooldown" in again.describe()
+    assert len(registry.versions("churn_rt")) == 2  # nothing trained
+
+    # a breach reported through the CLI: exit 12, the retraining is skipped by the cooldown
+    frame = pd.read_parquet(churn_dir / ".prodml/features/training.parquet")
+    shifted = frame.copy()
+    numeric = [c for c in shifted.columns if pd.api.types.is_float_dtype(shifted[c])][:3]
+    for c in numeric:
+        shifted[c] = shifted[c] * 3 + 5
+    shifted.to_parquet(tmp_path / "shifted.parquet")
+    result = CliRunner().invoke(
+        app,
+        [
+            "--project",
+            str(churn_dir),
+            "monitor",
+            "check",
+            "--source",
+            str(tmp_path / "shifted.parquet"),
+            "--window",
+            "100000",
+            "--on-breach",
+            "retrain",
+        ],
+        env={"PRODML_TRACKING_URI": tracking},
+    )
+    assert result.exit_code == 12, result.output
+    assert "retrain: skipped" in result.stdout
+    assert any(c in result.stderr for c in numeric)
+
+    # after the cooldown, a candidate that fails the gate is trained, tagged and not given the alias
+    edit_project(churn_dir, promotion__min=0.9999)
+    strict = load_project(churn_dir)
+    import time
+
+    refused = retrain(
+        strict, reason="drift", cooldown_s=3600, tracking_uri=tracking, now=lambda: time.time() + 7200
+    )
+    assert refused.status == "refused" and "gate refused" in refused.describe()
+    assert registry.alias_version("churn_rt", "challenger").version == "2"  # type: ignore[union-attr]
+    assert registry.get("churn_rt", "3").tags["prodml.retrain.gate"] == "refused"
+    assert np.isfinite(refused.verdict.value)  # type: ignore[union-attr]
