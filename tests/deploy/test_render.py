@@ -253,3 +253,51 @@ def test_the_cli_renders_and_validates(churn_dir: Path, tmp_path: Path) -> None:
     broken = runner.invoke(app, ["deploy", "validate", str(out)])
     assert broken.exit_code == 2
     assert "minReplica" in broken.output
+
+
+def test_compose_references_are_resolved(settings: DeploySettings, tmp_path: Path) -> None:
+    render(settings, "compose", tmp_path)
+    path = tmp_path / "docker-compose.yaml"
+    compose = yaml.safe_load(path.read_text())
+    compose["services"]["grafana"]["depends_on"] = ["prometheus", "promethues"]
+    compose["services"]["postgres"]["volumes"] = ["pgdata:/var/lib/postgresql/data"]
+    (tmp_path / "compose/nginx.conf").unlink()
+    path.write_text(yaml.safe_dump(compose))
+    problems = [message for where, message in validate_dir(tmp_path)[0] if where == "docker-compose.yaml"]
+    assert any("no service 'promethues'" in m for m in problems), problems
+    assert any("named volume 'pgdata' is not declared" in m for m in problems), problems
+    assert any("./compose/nginx.conf is not in" in m for m in problems), problems
+
+
+def test_the_baked_entrypoint_refuses_a_tampered_model(project: Project, tmp_path: Path) -> None:
+    """The image's entrypoint, run here with /app mapped to the build context: it starts the server only
+    when every digest matches."""
+    import json
+    import subprocess
+
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "model.onnx").write_bytes(b"graph")
+    (package / "schema.json").write_text("{}")
+    out = tmp_path / "context"
+    render(deploy_settings(project, package=package), "k8s", out)
+    entry = next(
+        line for line in (out / "Dockerfile").read_text().splitlines() if line.startswith("ENTRYPOINT")
+    )
+    command = json.loads(entry.removeprefix("ENTRYPOINT "))
+    assert command[:2] == ["/bin/sh", "-c"]
+    script = command[2].replace("exec prodml serve", "echo started").replace("/app/", f"{out}/")
+    (out / "model.sha256").write_text((out / "model.sha256").read_text().replace("/app/", f"{out}/"))
+
+    def start() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["/bin/sh", "-c", script, "--"], capture_output=True, text=True, timeout=30, check=False
+        )
+
+    ok = start()
+    assert ok.returncode == 0 and ok.stdout.startswith("started --package"), ok.stderr
+    (out / "model/model.onnx").write_bytes(b"grapH")
+    tampered = start()
+    assert tampered.returncode != 0
+    assert "started" not in tampered.stdout
+    assert "model.onnx: FAILED" in tampered.stdout + tampered.stderr
