@@ -2,11 +2,11 @@
 
 At-least-once (the default): each batch's results and dead letters are queued for the broker and the
 batch is registered in :class:`~prodml.stream.offsets.Pending`; its input offsets are committed once every
-message it produced is acknowledged, never before. So a crash (even SIGKILL) loses nothing: the group
-reads again from the last commit, and what is read twice is at most the work in flight, whose results
-carry the same key (the request id) both times. On a rebalance the worker waits for the acknowledgements
-of what it produced and commits before its partitions go. SIGTERM stops consuming, waits for the
-acknowledgements, commits and leaves the group.
+message it produced is acknowledged, never before, and before the next batch is read. So a crash (even
+SIGKILL) loses nothing: the group reads again from the last commit, and what is read twice is at most the
+one batch in flight, whose results carry the same key (the request id) both times. On a rebalance the
+worker waits for the acknowledgements of what it produced and commits before its partitions go. SIGTERM
+stops consuming, waits for the acknowledgements, commits and leaves the group.
 
 Exactly-once (``exactly_once``): each batch is one Kafka transaction holding its results, its dead letters
 and its input offsets; a failed transaction is aborted and the batch is read again.
