@@ -204,4 +204,50 @@ def test_a_tune_metric_outside_the_computed_metrics_is_a_config_error(churn_dir:
     )
     result = run(tracking, "--project", churn_dir, "train")
     assert result.exit_code == 2, result.output
-    assert "'accuracy' is not among the metrics computed" in result.stderr
+    # caught by the project-file check, before any data is read
+    assert "model.tune.metric: 'accuracy' is not computed" in result.stderr
+
+
+def test_metric_mismatches_are_refused_before_any_data_is_read(churn_dir: Path, tracking: str) -> None:
+    (churn_dir / "data/labels.parquet").unlink()  # reading it would fail differently
+    edit_project(churn_dir, name="churn_metrics", metrics=["rmse", "roc_auc"], promotion={"metric": "f1"})
+    result = run(tracking, "--project", churn_dir, "train")
+    assert result.exit_code == 2, result.output
+    assert "metrics[0]: 'rmse' does not apply to task 'binary'" in result.stderr
+    assert "promotion.metric: 'f1' is not computed" in result.stderr
+    assert versions(tracking, "churn_metrics") == 0
+
+
+def test_a_holdout_far_below_cross_validation_is_a_warning_in_output_and_report(
+    tmp_path: Path, tracking: str
+) -> None:
+    import numpy as np
+    import pyarrow as pa
+
+    from tests.conftest import write_project
+
+    # the label's relation to x flips in the latest 20% of time: the time-ordered holdout cannot be learnt
+    rng = np.random.default_rng(0)
+    n = 300
+    x = rng.normal(size=n)
+    late = np.arange(n) >= 240
+    table = pa.table(
+        {
+            "id": np.arange(n),
+            "at": pa.array(np.datetime64("2024-01-01") + np.arange(n).astype("timedelta64[D]")),
+            "x": x,
+            "y": np.where(late, x < 0, x > 0).astype(np.int64),
+        }
+    )
+    text = (
+        "name: drifting\nentity: id\nsources: {t: {path: data/t.parquet}}\n"
+        "target: {source: t, column: y, timestamp: at}\n"
+        "features: {attributes: [{source: t, columns: [x]}]}\n"
+        "model: {estimator: logistic_regression}\nvalidation: {strategy: kfold, folds: 3, holdout: 0.2}\n"
+    )
+    write_project(tmp_path, text, {"t": table})
+    result = run(tracking, "--project", tmp_path, "train")
+    assert result.exit_code == 0, result.output
+    assert "warning: holdout roc_auc" in result.stdout and "far below cross-validation" in result.stdout
+    report = (tmp_path / ".prodml/reports/train-drifting-v1.html").read_text()
+    assert "far below cross-validation" in report
