@@ -65,11 +65,11 @@ def test_the_wheel_builds_into_the_context_and_every_copy_source_survives(
     with zipfile.ZipFile(wheel) as archive:
         metadata = archive.read(f"prodml-{__version__}.dist-info/METADATA").decode()
         names = set(archive.namelist())
-    assert "Provides-Extra: serve" in metadata
+    assert "Provides-Extra: serve" in metadata and "Provides-Extra: kafka" in metadata
     assert "prodml/cli/main.py" in names and "prodml/serve/server.py" in names
 
     dockerfile = (tmp_path / "Dockerfile").read_text()
-    assert f'"prodml[serve]=={__version__}"' in dockerfile  # the version the wheel has
+    assert f'"prodml[serve,kafka]=={__version__}"' in dockerfile  # the version the wheel has
     ignore = [line for line in (tmp_path / ".dockerignore").read_text().splitlines() if line]
     sources = [m.group(1) for m in re.finditer(r"^COPY (?!--from)(\S+) ", dockerfile, re.MULTILINE)]
     assert sources == ["wheels/", "prodml.yaml"]

@@ -301,3 +301,42 @@ def test_the_baked_entrypoint_refuses_a_tampered_model(project: Project, tmp_pat
     assert tampered.returncode != 0
     assert "started" not in tampered.stdout
     assert "model.onnx: FAILED" in tampered.stdout + tampered.stderr
+
+
+def test_the_stream_worker_is_one_more_component(project: Project, tmp_path: Path) -> None:
+    settings = deploy_settings(project, stream="requests,results,dead", stream_brokers="kafka:9092")
+    objs = manifests(settings)
+    worker = _kind(objs, "Deployment", "churn-stream")
+    container = worker["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"] == ["prodml", "stream", "run"]
+    assert container["args"][:2] == ["--brokers", "kafka:9092"]
+    assert "--group" in container["args"] and "churn-stream" in container["args"]
+    assert worker["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"] == "stream"
+    service = _kind(objs, "Service")
+    assert service["spec"]["selector"]["app.kubernetes.io/component"] == "server"  # no traffic to workers
+    render(settings, "helm", tmp_path)
+    assert validate_dir(tmp_path)[0] == []
+    assert "churn-stream" in {o["metadata"]["name"] for o in template(tmp_path / "helm/churn")}
+    assert not any(o["metadata"]["name"] == "churn-stream" for o in manifests(deploy_settings(project)))
+
+
+def test_bad_stream_settings_are_refused(project: Project) -> None:
+    with pytest.raises(ConfigError, match="three different Kafka topics"):
+        deploy_settings(project, stream="requests,requests,dead", stream_brokers="kafka:9092")
+    with pytest.raises(ConfigError, match="--stream needs the Kafka brokers"):
+        deploy_settings(project, stream="requests,results,dead")
+
+
+def test_the_rendered_arguments_are_ones_the_commands_accept(project: Project) -> None:
+    """Each container's command line parses against the real CLI (``--help`` stops it before it runs)."""
+    settings = deploy_settings(project, stream="requests,results,dead", stream_brokers="kafka:9092")
+    runner = CliRunner()
+    for obj in manifests(settings):
+        if obj["kind"] != "Deployment":
+            continue
+        container = obj["spec"]["template"]["spec"]["containers"][0]
+        command = container.get("command", ["prodml", "serve"])[1:]  # the image's entrypoint is prodml serve
+        done = runner.invoke(app, [*command, *container["args"], "--help"])
+        assert done.exit_code == 0, (obj["metadata"]["name"], done.output)
+        bad = runner.invoke(app, [*command, *container["args"], "--no-such-option", "--help"])
+        assert bad.exit_code == 2

@@ -35,6 +35,14 @@ def render(
     max_replicas: Annotated[int, typer.Option(help="The autoscaler's maximum.")] = 10,
     cpu: Annotated[str, typer.Option(help="CPU per replica (request = limit), e.g. 500m, 2.")] = "1",
     memory: Annotated[str, typer.Option(help="Memory per replica (request = limit), e.g. 1Gi.")] = "1Gi",
+    stream: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help="Also run the Kafka stream worker: INPUT,OUTPUT,DEAD_LETTERS topics (k8s, helm)."),
+    ] = None,
+    stream_brokers: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help="Kafka brokers of the stream worker (default: serve.request_log.kafka's)."),
+    ] = None,
 ) -> None:
     """Write the serving image, manifests, monitoring, CI workflow and Terraform for TARGET into OUT."""
     from prodml.deploy import TARGETS, deploy_settings
@@ -52,6 +60,8 @@ def render(
         max_replicas=max_replicas,
         cpu=cpu,
         memory=memory,
+        stream=stream,
+        stream_brokers=stream_brokers,
     )
     written = write(settings, target, out)
     size = (

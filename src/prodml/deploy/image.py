@@ -1,6 +1,6 @@
 """The serving image: a multi-stage Dockerfile, its ``.dockerignore`` and the build context's files.
 
-The build stage installs ``prodml[serve]`` (plus the MLflow client when the model comes from the
+The build stage installs ``prodml[serve,kafka]`` (plus the MLflow client when the model comes from the
 registry) into a virtual environment; the final stage copies only that environment, runs as uid 10001
 and writes nothing outside ``/app/.prodml`` and ``/tmp``, so it runs with a read-only root filesystem.
 
@@ -67,7 +67,8 @@ def image_files(settings: DeploySettings) -> Files:
 def dockerfile(settings: DeploySettings) -> str:
     serve = settings.serve
     baked = settings.package is not None
-    requirements = f'"prodml[serve]=={__version__}"' + (
+    # kafka: the request log's producer and the stream worker, which runs from the same image
+    requirements = f'"prodml[serve,kafka]=={__version__}"' + (
         "" if baked else f' "{MLFLOW_CLIENT}" "boto3==1.44.8"'
     )
     if baked:

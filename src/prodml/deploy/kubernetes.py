@@ -1,10 +1,11 @@
 """Kubernetes objects for each component prodml runs, as plain dicts.
 
 A component is one function ``(settings) -> list[object]``; :data:`COMPONENTS` lists them in the order
-they are written. The server is the one that exists today: ConfigMap (the project's ``serve`` settings
+they are written. The server is the main one: ConfigMap (the project's ``serve`` settings
 as ``PRODML_SERVE__*`` variables), Deployment, Service, HorizontalPodAutoscaler, PodDisruptionBudget,
 NetworkPolicy and ServiceMonitor; its canary is a second Deployment behind the same Service, idle until
-a canary starts. The stream worker and the rollout controller become one more function each.
+a canary starts. The stream worker (``--stream``) is one more function; the rollout controller will be
+another.
 
 Secrets are referenced, never rendered: every secret value comes from the Secret named by
 :func:`secret_name` (Terraform's module creates it, or ``kubectl create secret``).
@@ -265,6 +266,45 @@ def server(settings: DeploySettings) -> list[Obj]:
     ]
 
 
+STREAM_METRICS_PORT = 9100
+
+
+def stream_worker(settings: DeploySettings) -> list[Obj]:
+    """The Kafka stream worker (``prodml stream run``) on the same image and model reference; replicas
+    share the input topic's partitions through one consumer group. Rendered with ``--stream``."""
+    stream = settings.stream
+    if stream is None:
+        return []
+    name = f"{settings.name}-stream"
+    args = [
+        "--brokers", stream.brokers,
+        "--input-topic", stream.input_topic,
+        "--output-topic", stream.output_topic,
+        "--dlq-topic", stream.dlq_topic,
+        "--group", name,
+        "--metrics-port", str(STREAM_METRICS_PORT),
+        *server_args(settings),
+    ]  # fmt: skip
+    deployment = _deployment(settings, name, "stream", settings.replicas, args)
+    deployment["metadata"]["labels"]["app.kubernetes.io/component"] = "stream"
+    pod = deployment["spec"]["template"]
+    container = pod["spec"]["containers"][0]
+    container.update(name="stream", command=["prodml", "stream", "run"], ports=[])
+    # its /metrics listens on the pod's loopback only (prodml stream run has no host option yet): probe
+    # it from inside; Prometheus cannot scrape it until the worker can bind another address
+    alive = f"http://127.0.0.1:{STREAM_METRICS_PORT}/metrics"
+    probe = ["python", "-c", f"import urllib.request; urllib.request.urlopen('{alive}', timeout=2)"]
+    container["livenessProbe"] = {"exec": {"command": probe}, "periodSeconds": 10, "failureThreshold": 3}
+    container["startupProbe"] = {"exec": {"command": probe}, "periodSeconds": 2, "failureThreshold": 60}
+    for key in ("readinessProbe", "lifecycle", "ports"):
+        container.pop(key)
+    pod["metadata"]["labels"]["app.kubernetes.io/component"] = "stream"
+    deployment["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"] = "stream"
+    for spread in pod["spec"]["topologySpreadConstraints"]:
+        spread["labelSelector"]["matchLabels"]["app.kubernetes.io/component"] = "stream"
+    return [deployment]
+
+
 def canary(settings: DeploySettings) -> list[Obj]:
     """A Deployment serving ``NAME@challenger`` behind the server's Service, at 0 replicas until a
     canary starts (``kubectl scale --replicas=1``; prodml's rollout controller walks it from there)."""
@@ -274,7 +314,7 @@ def canary(settings: DeploySettings) -> list[Obj]:
     return [_deployment(settings, f"{settings.name}-canary", "canary", 0, ["--model", ref])]
 
 
-COMPONENTS: list[Component] = [server, canary]
+COMPONENTS: list[Component] = [server, canary, stream_worker]
 
 
 def manifests(settings: DeploySettings) -> list[Obj]:

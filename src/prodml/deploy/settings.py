@@ -16,7 +16,14 @@ from prodml import __version__
 from prodml.core.errors import ConfigError
 from prodml.core.project import Project, Rollout, Serve
 
-__all__ = ["BASE_MEMORY", "KUBERNETES_VERSION", "DeploySettings", "deploy_settings", "parse_quantity"]
+__all__ = [
+    "BASE_MEMORY",
+    "KUBERNETES_VERSION",
+    "DeploySettings",
+    "StreamSpec",
+    "deploy_settings",
+    "parse_quantity",
+]
 
 KUBERNETES_VERSION = "1.37.0"
 """The Kubernetes version the manifests are written for and validated against."""
@@ -37,6 +44,7 @@ _UNITS = {
     "Ti": 1 << 40,
 }
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 
 
 def parse_quantity(value: str, what: str) -> float:
@@ -48,6 +56,16 @@ def parse_quantity(value: str, what: str) -> float:
             hint="write it like 512Mi, 1Gi or 2G for memory, 500m or 2 for CPU",
         )
     return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    """The Kafka stream worker (``prodml stream run``): where it reads, writes and sends dead letters."""
+
+    brokers: str
+    input_topic: str
+    output_topic: str
+    dlq_topic: str
 
 
 @dataclass(frozen=True)
@@ -68,6 +86,8 @@ class DeploySettings:
     max_replicas: int
     cpu: str
     memory: str
+    stream: StreamSpec | None = None
+    """Render the stream worker too (``--stream IN,OUT,DLQ``)."""
     kubernetes_version: str = KUBERNETES_VERSION
 
     @property
@@ -98,6 +118,8 @@ def deploy_settings(
     max_replicas: int = 10,
     cpu: str = "1",
     memory: str = "1Gi",
+    stream: str | None = None,
+    stream_brokers: str | None = None,
 ) -> DeploySettings:
     """Check the options against the project and the model; raise ConfigError naming the option to fix."""
     name = project.name.lower().replace("_", "-")
@@ -136,6 +158,7 @@ def deploy_settings(
             hint=f"give --memory {-(-need // (1 << 20))}Mi or more, or fewer serve.workers",
         )
     return DeploySettings(
+        stream=_stream(project, stream, stream_brokers) if stream is not None else None,
         project=project,
         name=name,
         namespace=namespace,
@@ -148,6 +171,23 @@ def deploy_settings(
         cpu=cpu,
         memory=memory,
     )
+
+
+def _stream(project: Project, topics: str, brokers: str | None) -> StreamSpec:
+    names = [t.strip() for t in topics.split(",")]
+    if len(names) != 3 or len(set(names)) != 3 or not all(_TOPIC.match(t) for t in names):
+        raise ConfigError(
+            f"--stream {topics!r}: give three different Kafka topics, INPUT,OUTPUT,DEAD_LETTERS",
+            hint="e.g. --stream churn-requests,churn-results,churn-dead-letters",
+        )
+    kafka = project.serve.request_log.kafka
+    brokers = brokers or (kafka.bootstrap_servers if kafka else None)
+    if not brokers:
+        raise ConfigError(
+            "--stream needs the Kafka brokers",
+            hint="give --stream-brokers HOST:PORT, or set serve.request_log.kafka.bootstrap_servers",
+        )
+    return StreamSpec(brokers, *names)
 
 
 def _mib(n: float) -> str:
