@@ -1,4 +1,10 @@
-"""Features: definitions compiled to SQL, point-in-time training frames, row transforms."""
+"""Features: definitions compiled to SQL, point-in-time training frames, row transforms.
+
+``offline.py`` computes the training frame (label rows as of their time; unlabelled rows dropped with
+``target.drop_missing``), ``build.py`` writes it with its lineage; ``transforms.py`` holds the row
+transforms fitted with the model, ``dates.py`` the date parts computed from an ISO string (their ONNX twin
+lives in ``prodml.export.onnx``).
+"""
 
 from prodml.features.build import build_features
 from prodml.features.offline import TrainingFrame, aggregate_sql, build_training_frame
