@@ -88,6 +88,8 @@ def _from_table(
         op = f" ({c.transform['op']})" if c.transform else ""
         out.add_row(c.name, c.role + op, c.why)
     console.print(out)
+    for note in plan.notes:
+        console.print(f"[yellow]note:[/] {note}")
     if plan.unlabelled:
         console.print(f"{plan.unlabelled:,} unlabelled row(s) will be dropped (target.drop_missing)")
     console.print(f"[green]created[/] {path}")
