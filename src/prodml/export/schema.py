@@ -30,8 +30,9 @@ def infer_schema(
     missing value or the model handles them; categories are the values seen in training. A date column
     (``dates``) is a ``string`` input with ``format: date-time`` (ISO 8601, ``YYYY-MM-DD[THH[:MM…]]``;
     the graph computes its parts, and a string that is not such a date gives missing parts), with the
-    training range as ``min``/``max`` strings and ``pattern``, the regular expression a valid value fully
-    matches — what a server can check before scoring.
+    training range as ``earliest``/``latest`` ISO strings (not ``min``/``max``, which are numbers) and
+    ``pattern``, the regular expression a valid value fully matches — what a server can check before
+    scoring.
     """
     from prodml.core.project import ISO_DATE
 
@@ -48,8 +49,8 @@ def infer_schema(
                     "format": "date-time",
                     "pattern": ISO_DATE,
                     "nullable": len(present) < text.nunique() or bool((text == "").any()),
-                    "min": present[0] if present else None,
-                    "max": present[-1] if present else None,
+                    "earliest": present[0] if present else None,
+                    "latest": present[-1] if present else None,
                 }
             )
         elif name in categorical:
