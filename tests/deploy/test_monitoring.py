@@ -8,6 +8,7 @@ import contextlib
 import json
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -253,3 +254,58 @@ def test_the_alerts_fire_on_what_they_watch(settings: DeploySettings, tmp_path: 
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_every_rendered_probe_answers_on_a_running_server(
+    server: ServeProcess, rendered: tuple[DeploySettings, Path], served: Served
+) -> None:
+    """The probes of the Deployment and the InferenceServices, and the image's HEALTHCHECK, pointed at a
+    running server: HTTP paths answer 200, the gRPC health check says SERVING."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from prodml.deploy.kserve import inference_services
+    from prodml.deploy.kubernetes import manifests
+
+    settings, out = rendered
+    containers = [
+        o["spec"]["template"]["spec"]["containers"][0]
+        for o in manifests(settings)
+        if o["kind"] == "Deployment"
+    ]
+    containers += [
+        i["spec"]["predictor"]["containers"][0]
+        for m in ("serverless", "raw")
+        for i in inference_services(settings, m)
+    ]
+    http_paths, grpc_probes = set(), 0
+    for container in containers:
+        for key in ("startupProbe", "livenessProbe", "readinessProbe"):
+            probe = container.get(key)
+            if probe is None:
+                continue
+            if "httpGet" in probe:
+                http_paths.add(probe["httpGet"]["path"])
+            elif "grpc" in probe:
+                assert probe["grpc"]["port"] == settings.serve.grpc_port
+                grpc_probes += 1
+    assert http_paths == {"/v2/health/live", "/v2/health/ready"}
+    for path in sorted(http_paths):
+        assert httpx.get(f"{server.url}{path}", timeout=5).status_code == 200, path
+    assert grpc_probes == 2
+    with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
+        reply = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service=""), timeout=5
+        )
+    assert reply.status == health_pb2.HealthCheckResponse.SERVING
+    # the image's HEALTHCHECK command, run here against this server's port
+    line = next(
+        line
+        for line in (out / "Dockerfile").read_text().splitlines()
+        if line.strip().startswith('CMD ["python"')
+    )
+    command = json.loads(
+        line.strip().removeprefix("CMD ").replace(f":{settings.serve.port}/", f":{server.port}/")
+    )
+    command[0] = sys.executable
+    assert subprocess.run(command, timeout=30, check=False).returncode == 0
