@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
+import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -9,11 +12,30 @@ from prodml.cli._common import console, fmt_seconds, handle_errors, kv_table, pr
 
 
 @handle_errors
-def train() -> None:
+def train(
+    nproc: Annotated[
+        int,
+        typer.Option(
+            "--nproc", min=1, help="Processes for DDP training of a torch model (torchrun, gloo/NCCL)."
+        ),
+    ] = 1,
+) -> None:
     """Validate, build features, cross-validate, fit, explain, export to ONNX and register."""
     from prodml.pipeline.train import run_training
 
     project = project_of()
+    if nproc > 1:  # every rank runs prodml.pipeline.dl; rank 0 registers and prints the result
+        from prodml.dl.distributed import launch
+        from prodml.dl.params import parse_params
+
+        parse_params(project.model.estimator, project.model.params)  # --nproc is for torch models only
+        uri = tracking_uri()
+        code = launch(
+            nproc,
+            "prodml.pipeline.dl",
+            ["--project", str(project.root), *(["--tracking-uri", uri] if uri else [])],
+        )
+        raise typer.Exit(code)
     columns = (TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True) as progress:
         task = progress.add_task("train", total=None)

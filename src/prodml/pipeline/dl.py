@@ -137,7 +137,7 @@ def run_torch_training(
 
     step = on_step or (lambda _: None)
     params = parse_params(project.model.estimator, project.model.params)
-    _, rank = init_from_env()
+    world, rank = init_from_env()
     timings: dict[str, float] = {}
     catalog = Catalog(project)
     t0 = time.perf_counter()
@@ -235,7 +235,18 @@ def run_torch_training(
         t0 = time.perf_counter()
         step("register")
         mv, html = _record(
-            project, registry, run, name, frame.lineage, frame_path, result, model, parity, history, timings
+            project,
+            registry,
+            run,
+            name,
+            frame.lineage,
+            frame_path,
+            result,
+            model,
+            parity,
+            history,
+            timings,
+            world,
         )
         timings["register"] = time.perf_counter() - t0
     shutdown()
@@ -317,6 +328,7 @@ def _record(
     parity: dict[str, float],
     history: Any,
     timings: dict[str, float],
+    processes: int,
 ) -> tuple[Any, str]:
     """Log the run, render the report with its curves, write and register the package."""
     from prodml.dl.checkpoint import WEIGHTS
@@ -337,6 +349,7 @@ def _record(
             "epochs": len(history.epochs),
             "best_epoch": history.best_epoch,
             "early": history.stopped_early,
+            "processes": processes,
         },
         "run_id": run.run_id,
         "tracking_uri": registry.tracking_uri,
@@ -344,7 +357,7 @@ def _record(
     run.log_params(
         {"estimator": project.model.estimator, "task": project.task}
         | {f"param.{k}": v for k, v in result.params.items()}
-        | {"rows.train": result.rows["train"], "rows.holdout": result.rows["holdout"]}
+        | {"rows.train": result.rows["train"], "rows.holdout": result.rows["holdout"], "processes": processes}
     )
     run.log_metrics(
         {f"holdout_{k}": v for k, v in result.holdout.items()}
