@@ -282,3 +282,30 @@ def test_profile_without_sketch_still_scores() -> None:
     scores = {s.feature: s for s in compare(ref, count(ref, {"x0": frame["x0"].to_numpy()}, {}))}
     assert scores["x0"].status == "drift"
     assert np.isnan(scores["x0"].wasserstein)
+
+
+@pytest.mark.parametrize("kind", ["normal", "lognormal", "integers", "constant"])
+def test_grid_lookup_equals_searchsorted(kind: str) -> None:
+    from prodml.export.drift import Grid, _bounds
+
+    rng = np.random.default_rng(14)
+    ref = {
+        "normal": rng.normal(size=50_000),
+        "lognormal": rng.lognormal(0, 2, 50_000),
+        "integers": rng.integers(0, 30, 50_000).astype(float),
+        "constant": np.full(1000, 3.0),
+    }[kind]
+    edges = np.unique(np.quantile(ref, np.linspace(0, 1, 101)[1:-1]))
+    bounds = _bounds(edges, ref.min(), ref.max())
+    grid = Grid.build(bounds)
+    assert grid is not None
+    x = np.concatenate(
+        [
+            rng.choice(ref, 200_000).astype(np.float32) * rng.choice([1, 1.5], 200_000).astype(np.float32),
+            np.array([np.inf, -np.inf, 1e30, -1e30, 0.0], np.float32),
+            bounds,
+            np.nextafter(bounds, np.float32(-np.inf)),
+        ]
+    )
+    assert (grid.index(x) == np.searchsorted(bounds, x, side="right")).all()
+    assert grid.index(np.array([np.nan], np.float32)).shape == (1,)  # NaN: any bin, overwritten by count

@@ -209,6 +209,7 @@ class Reference:
     numeric: list[str]
     edges: list[np.ndarray]  # per numeric feature: its inner edges (F − 1)
     bounds: list[np.ndarray]  # float32 [min, inner edges…, just above max]: searchsorted gives the bin
+    grids: list[Grid | None]  # the same bins found by table lookup (None: searchsorted)
     low: np.ndarray  # (C,) the training minimum / maximum
     high: np.ndarray
     counts: np.ndarray  # (C, W) reference counts in the extended layout
@@ -237,7 +238,9 @@ class Reference:
             features = {c: features[c] for c in columns if c in features}
         if prediction and "prediction" in profile:
             features[PREDICTION] = profile["prediction"]
-        numeric = [(k, v) for k, v in features.items() if v.get("kind") == "numeric" and v.get("edges")]
+        numeric = [
+            (k, v) for k, v in features.items() if v.get("kind") == "numeric" and v.get("mean") is not None
+        ]
         categorical = [(k, v) for k, v in features.items() if v.get("kind") == "categorical"]
 
         fine = [_fine(v) for _, v in numeric]
@@ -271,7 +274,8 @@ class Reference:
         return cls(
             numeric=[k for k, _ in numeric],
             edges=[e for e, *_ in fine],
-            bounds=[_bounds(e, lo, hi) for e, _, _, lo, hi, _ in fine],
+            bounds=(bounds := [_bounds(e, lo, hi) for e, _, _, lo, hi, _ in fine]),
+            grids=[Grid.build(b) for b in bounds],
             low=low,
             high=high,
             counts=counts,
@@ -286,6 +290,71 @@ class Reference:
             complete=np.array([float(v.get("other", 0.0)) == 0.0 for _, v in categorical], bool),
             cat_null_rate=np.array([float(v.get("null_rate", 0.0)) for _, v in categorical]),
         )
+
+
+class Grid:
+    """Bin lookup by a uniform grid over ``[min, max]``: what ``searchsorted(bounds, x, "right")`` gives,
+    in a few array passes instead of a binary search per value (4–8× faster on 1M values here).
+
+    ``cell(x)`` is monotone (float32 subtract, multiply, clip, truncate), so every bound in a lower cell
+    than x is ≤ x and every bound in a higher cell is > x: the bin is ``base[cell]`` (the bounds in lower
+    cells) plus a comparison with each bound sharing x's cell (at most ``MAX_SHARED``; NaN pads).
+    """
+
+    CELLS = (1024, 4096, 16384, 65536, 262144)
+    MAX_SHARED = 3
+
+    def __init__(
+        self, low: np.float32, scale: np.float32, cells: int, base: np.ndarray, shared: list[np.ndarray]
+    ):
+        self.low, self.scale, self.cells, self.base, self.shared = low, scale, cells, base, shared
+
+    def cell(self, x: np.ndarray) -> np.ndarray:
+        with np.errstate(invalid="ignore", over="ignore"):
+            t = np.subtract(x, self.low, dtype=np.float32)
+            t *= self.scale
+            np.clip(t, 0, self.cells - 1, out=t)  # ±inf and huge values; NaN stays NaN
+            c = t.astype(np.int32)
+        np.clip(c, 0, self.cells - 1, out=c)  # NaN became INT_MIN; its bin is overwritten anyway
+        cells: np.ndarray = c
+        return cells
+
+    @classmethod
+    def build(cls, bounds: np.ndarray) -> Grid | None:
+        # over the inner edges (1st to 99th percentile): the tails beyond share the first and last cells
+        low, high = (
+            (bounds[1], bounds[-2])
+            if bounds.size >= 4 and bounds[-2] > bounds[1]
+            else (bounds[0], bounds[-1])
+        )
+        if not (np.isfinite(low) and np.isfinite(high)) or high <= low:
+            return None
+        for cells in cls.CELLS:
+            scale = np.float32(cells / (float(high) - float(low)))
+            if not np.isfinite(scale):
+                return None
+            grid = cls(low, scale, cells, np.empty(0, np.int32), [])
+            where = grid.cell(bounds)
+            per = np.bincount(where, minlength=cells)
+            if per.max() <= cls.MAX_SHARED:
+                break
+        else:
+            return None  # bounds too clustered (a few extreme values): searchsorted
+        grid.base = (np.cumsum(per) - per).astype(np.int32)
+        rank = np.arange(bounds.size) - grid.base[where]
+        for k in range(int(per.max())):
+            shared = np.full(cells, np.nan, np.float32)
+            shared[where[rank == k]] = bounds[rank == k]
+            grid.shared.append(shared)
+        return grid
+
+    def index(self, x: np.ndarray) -> np.ndarray:
+        """``searchsorted(bounds, x, side="right")`` for float32 ``x``."""
+        c = self.cell(x)
+        idx: np.ndarray = self.base[c]
+        for shared in self.shared:
+            idx += shared[c] <= x
+        return idx
 
 
 def _bounds(edges: np.ndarray, low: float, high: float) -> np.ndarray:
@@ -369,7 +438,8 @@ def count(
         # 29.98999977 there, and must land in the same bin as in training
         x = np.asarray(column, np.float32)
         rows = max(rows, x.size)
-        idx = np.searchsorted(ref.bounds[i], x, side="right")  # below min → 0, above max → F + 1
+        grid = ref.grids[i]  # below min → 0, above max → F + 1
+        idx = grid.index(x) if grid is not None else np.searchsorted(ref.bounds[i], x, side="right")
         null = np.isnan(x)
         if null.any():
             idx[null] = ref.width  # one slot past the layout, dropped below
@@ -591,6 +661,7 @@ class LiveSketch:
         self.windows = 0
         self.errors = 0
         self.failed = False
+        compare(self.reference, self.window)  # pay scipy's import at start, not in the first full window
 
     def observe(self, numbers: np.ndarray | None, strings: np.ndarray | None, outputs: np.ndarray) -> None:
         """Copy one request's validated matrices (``(n, numeric)`` float32, ``(n, strings)`` object) and

@@ -24,9 +24,8 @@ SKETCH_BINS = 100
 TOP_CATEGORIES = 50
 
 
-def _sketch(finite: np.ndarray, bins: int) -> dict[str, Any]:
-    """Percentile edges (inner only, duplicates merged), and each bin's count and mean."""
-    edges = np.unique(np.quantile(finite, np.linspace(0, 1, bins + 1)[1:-1]))
+def _sketch(finite: np.ndarray, edges: np.ndarray) -> dict[str, Any]:
+    """Each bin's count and mean between percentile ``edges`` (inner only, duplicates merged)."""
     # binned as float32, like the model's inputs and the server's sketch (prodml.export.drift.count)
     idx = np.searchsorted(edges.astype(np.float32), finite.astype(np.float32), side="right")
     counts = np.bincount(idx, minlength=edges.size + 1)
@@ -56,7 +55,10 @@ def numeric_profile(values: np.ndarray, bins: int = BINS) -> dict[str, Any]:
             "std": None,
             "rows": int(x.size),
         }
-    edges = np.unique(np.quantile(finite, np.linspace(0, 1, bins + 1)[1:-1]))
+    # one partial sort for both the deciles and the percentiles
+    deciles_q, fine_q = np.linspace(0, 1, bins + 1)[1:-1], np.linspace(0, 1, SKETCH_BINS + 1)[1:-1]
+    both = np.quantile(finite, np.concatenate([deciles_q, fine_q]))
+    edges = np.unique(both[: deciles_q.size])
     counts = np.bincount(np.searchsorted(edges, finite, side="right"), minlength=edges.size + 1)
     return {
         "kind": "numeric",
@@ -66,7 +68,7 @@ def numeric_profile(values: np.ndarray, bins: int = BINS) -> dict[str, Any]:
         "mean": float(finite.mean()),
         "std": float(finite.std()),
         "rows": int(x.size),
-        "sketch": _sketch(finite, SKETCH_BINS),
+        "sketch": _sketch(finite, np.unique(both[deciles_q.size :])),
     }
 
 

@@ -60,11 +60,16 @@ def bin_frame(reference: Reference, frame: pd.DataFrame) -> Counts:
     for name in reference.numeric:
         if name not in frame.columns:
             continue
-        try:
-            numbers[name] = frame[name].to_numpy(np.float64, na_value=np.nan)
+        column = frame[name]
+        try:  # float columns as they are (binning casts to float32 itself), others converted
+            numbers[name] = (
+                column.to_numpy()
+                if isinstance(column.dtype, np.dtype) and column.dtype.kind == "f"
+                else column.to_numpy(np.float64, na_value=np.nan)
+            )
         except (TypeError, ValueError) as exc:
             raise DataError(
-                f"column '{name}' is numeric in the reference profile but holds {frame[name].dtype} "
+                f"column '{name}' is numeric in the reference profile but holds {column.dtype} "
                 f"values ({exc})",
                 hint="monitor the rows the model was given, with the same columns as its schema.json",
             ) from exc
