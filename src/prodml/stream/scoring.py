@@ -116,7 +116,8 @@ def _outs(prediction: Prediction, requests: list[Request]) -> list[Out]:
     start = 0
     for r in requests:
         stop = start + r.rows
-        part = [o[start:stop] for o in outputs] if len(requests) > 1 else outputs
+        # only an OIP response carries the raw outputs; records carry their predictions
+        part = outputs if len(requests) == 1 or r.columns is None else [o[start:stop] for o in outputs]
         out.append(
             encode(
                 r,

@@ -2,11 +2,12 @@
 
 At-least-once (the default): each batch's results and dead letters are queued for the broker and the
 batch is registered in :class:`~prodml.stream.offsets.Pending`; its input offsets are committed once every
-message it produced is acknowledged, never before, and before the next batch is read. So a crash (even
-SIGKILL) loses nothing: the group reads again from the last commit, and what is read twice is at most the
-one batch in flight, whose results carry the same key (the request id) both times. On a rebalance the
-worker waits for the acknowledgements of what it produced and commits before its partitions go. SIGTERM
-stops consuming, waits for the acknowledgements, commits and leaves the group.
+message it produced is acknowledged, never before, and before the next batch's results are produced
+(the acknowledgements arrive while the next batch is scored). So a crash (even SIGKILL) loses nothing:
+the group reads again from the last commit, and what is read twice is at most the one batch in flight,
+whose results carry the same key (the request id) both times. On a rebalance the worker waits for the
+acknowledgements of what it produced and commits before its partitions go. SIGTERM stops consuming,
+waits for the acknowledgements, commits and leaves the group.
 
 Exactly-once (``exactly_once``): each batch is one Kafka transaction holding its results, its dead letters
 and its input offsets; a failed transaction is aborted and the batch is read again.
@@ -114,8 +115,7 @@ class Worker:
                 if messages:
                     await self._batch(client, messages, stop)
                 else:
-                    client.poll(0)
-                    self._commit(client, sync=False)
+                    self._settle(client)
                 await asyncio.sleep(0)  # the model poller and the metrics get their turn
         finally:
             self._drain(client)
@@ -135,9 +135,13 @@ class Worker:
             client.begin()
             ack = None
         else:
+            # the previous batch's acknowledgements came in while this one was scored: commit it before
+            # producing this one, so what a crash can make the group read twice is one batch at most
+            self._settle(client)
             ack = self.pending.add(offsets, len(outs) + len(dead))
+        header = self._worker_header
         for out in outs:
-            client.produce(o.output_topic, out.key, out.value, out.headers + self._worker_header, ack)
+            client.produce(o.output_topic, out.key, out.value, out.headers + header, ack)
         for d in dead:
             letter = dead_letter(d)
             client.produce(o.dlq_topic, letter.key, letter.value, letter.headers, ack)
@@ -150,10 +154,7 @@ class Worker:
                 self._rewind(client, "transaction")
                 return
         else:
-            # wait for the acknowledgements and commit before the next batch: a crash then reads again
-            # at most this one batch (a round trip per batch; the flush sends at once, no linger)
-            client.flush(o.drain_timeout_s)
-            self._commit(client, sync=True)
+            client.poll(0)
         self.batches += 1
         now = time.time()
         self.metrics.batch.observe_many(np.array([time.perf_counter() - start]))
@@ -165,6 +166,14 @@ class Worker:
             self.metrics.messages.labels("dead").inc(len(dead))
 
     # --- commits ----------------------------------------------------------------------------------
+
+    def _settle(self, client: KafkaClient) -> None:
+        """Wait for the acknowledgements of what was produced and commit it (synchronously)."""
+        if len(self.pending):
+            client.flush(self.options.drain_timeout_s)
+            self._commit(client, sync=True)
+        else:
+            client.poll(0)
 
     def _commit(self, client: KafkaClient, *, sync: bool) -> None:
         if self.pending.failed is not None:
