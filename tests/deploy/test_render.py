@@ -340,3 +340,14 @@ def test_the_rendered_arguments_are_ones_the_commands_accept(project: Project) -
         assert done.exit_code == 0, (obj["metadata"]["name"], done.output)
         bad = runner.invoke(app, [*command, *container["args"], "--no-such-option", "--help"])
         assert bad.exit_code == 2
+
+
+def test_the_alerts_go_to_the_operator_as_a_prometheus_rule(settings: DeploySettings, tmp_path: Path) -> None:
+    render(settings, "helm", tmp_path)
+    rules = yaml.safe_load((tmp_path / "monitoring/rules.yml").read_text())
+    rule = _kind(manifests(settings), "PrometheusRule")
+    assert rule["spec"] == rules
+    # through the chart too: Prometheus' own {{ $labels }} templates survive Helm's
+    assert _kind(template(tmp_path / "helm/churn"), "PrometheusRule")["spec"] == rules
+    rule["spec"]["groups"][0]["rules"][1]["for"] = 5
+    assert check_object(rule)

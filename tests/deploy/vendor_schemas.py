@@ -1,13 +1,13 @@
 """Rebuild the JSON schemas vendored under ``src/prodml/deploy/schemas`` (run by hand, not by pytest).
 
     python tests/deploy/vendor_schemas.py KSERVE_CRD.yaml SERVICEMONITOR_CRD.yaml GITHUB_WORKFLOW.json \
-        COMPOSE_SPEC.json
+        COMPOSE_SPEC.json PROMETHEUSRULE_CRD.yaml
 
 Sources: kserve/kserve ``config/crd/full/serving.kserve.io_inferenceservices.yaml`` (commit aaac4e29,
 after v0.20.0-rc0), prometheus-operator ``example/prometheus-operator-crd/
-monitoring.coreos.com_servicemonitors.yaml`` (v0.93.0, commit 6adcebc5) and SchemaStore
-``src/schemas/json/github-workflow.json`` (commit 3b6446ad), compose-spec ``schema/compose-spec.json``
-(commit 170098ba).
+monitoring.coreos.com_servicemonitors.yaml`` and ``…_prometheusrules.yaml`` (v0.93.0, commit 6adcebc5),
+SchemaStore ``src/schemas/json/github-workflow.json`` (commit 3b6446ad), compose-spec
+``schema/compose-spec.json`` (commit 170098ba).
 
 A CRD's OpenAPI schema is trimmed to what validation of prodml's files needs: ``status`` is dropped,
 ``metadata`` is any object, and under the InferenceService's predictor the large per-framework sections
@@ -70,7 +70,7 @@ def crd_schema(path: str, version: str) -> dict[str, Any]:
     return schema
 
 
-def main(kserve: str, servicemonitor: str, workflow: str, compose: str) -> None:
+def main(kserve: str, servicemonitor: str, workflow: str, compose: str, prometheusrule: str) -> None:
     isvc = crd_schema(kserve, "v1beta1")
     predictor = isvc["properties"]["spec"]["properties"]["predictor"]
     for key in ANY:
@@ -82,10 +82,11 @@ def main(kserve: str, servicemonitor: str, workflow: str, compose: str) -> None:
         "servicemonitor-v1.json": close(crd_schema(servicemonitor, "v1")),
         "github-workflow.json": json.loads(Path(workflow).read_text()),
         "compose-spec.json": json.loads(Path(compose).read_text()),
+        "prometheusrule-v1.json": close(crd_schema(prometheusrule, "v1")),
     }
     for name, schema in schemas.items():
         (OUT / name).write_text(json.dumps(schema, sort_keys=True, separators=(",", ":")) + "\n")
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:5])
+    main(*sys.argv[1:6])

@@ -4,13 +4,15 @@ environment: image, replicas, resources, model reference, Redis and Kafka endpoi
 The templates are the rendered manifests with those fields replaced by ``{{ .Values.… }}``, so the chart
 cannot drift from ``--target k8s``. No Helm binary is installable here, so :func:`template` renders a
 chart the way ``helm template`` does for the small subset of the template language the chart uses
-(value lookups, ``quote``, ``if`` … ``end`` around whole lines, ``.Release.Namespace``) and refuses
+(value lookups, ``quote``, ``if`` … ``end`` around whole lines, ``.Release.Namespace``, string
+literals, which escape the braces of Prometheus' alert templates) and refuses
 anything else; tests validate its output like the plain manifests.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -84,7 +86,7 @@ def chart_files(settings: DeploySettings) -> Files:
             obj["spec"]["template"]["metadata"].pop("annotations")  # the config hash of the defaults only
         if kind == "ConfigMap":
             obj["data"] = {k: v for k, v in config_data(settings).items() if k not in _CONDITIONAL}
-        text = _SENTINEL.sub(_field, to_yaml(obj)).replace(_NS, "{{ .Release.Namespace }}")
+        text = _SENTINEL.sub(_field, _escape(to_yaml(obj))).replace(_NS, "{{ .Release.Namespace }}")
         if kind == "ConfigMap":
             text += "".join(
                 f"  {{{{- if .Values.{key} }}}}\n  {var}: {{{{ .Values.{key} | quote }}}}\n  {{{{- end }}}}\n"
@@ -94,6 +96,14 @@ def chart_files(settings: DeploySettings) -> Files:
     return files
 
 
+def _escape(text: str) -> str:
+    """Braces that are not Helm's (Prometheus' alert templates) as Helm string literals."""
+    if "{{" not in text:
+        return text
+    text = text.replace("{{", "\0L").replace("}}", "\0R")
+    return text.replace("\0L", '{{ "{{" }}').replace("\0R", '{{ "}}" }}')
+
+
 def _field(match: re.Match[str]) -> str:
     kind, path = match.groups()
     return f"{{{{ .Values.{path} | quote }}}}" if kind == "S" else f"{{{{ .Values.{path} }}}}"
@@ -101,7 +111,7 @@ def _field(match: re.Match[str]) -> str:
 
 # --- rendering, as `helm template` does for this subset ------------------------------------------
 
-_EXPR = re.compile(r"\{\{-?\s*(.*?)\s*-?\}\}")
+_EXPR = re.compile(r'\{\{-?\s*("(?:[^"\\]|\\.)*"|.*?)\s*-?\}\}')
 _IF = re.compile(r"^\s*\{\{-\s*if\s+\.Values\.([a-zA-Z.]+)\s*\}\}\s*$")
 _END = re.compile(r"^\s*\{\{-\s*end\s*\}\}\s*$")
 
@@ -152,6 +162,8 @@ def _evaluator(tree: dict[str, Any], namespace: str, where: str) -> Callable[[re
 def _eval(expr: str, tree: dict[str, Any], namespace: str, where: str) -> str:
     if expr == ".Release.Namespace":
         return namespace
+    if expr.startswith('"'):
+        return str(json.loads(expr))  # a string literal: "{{" escapes Prometheus' braces
     m = re.fullmatch(r"\.Values\.([a-zA-Z.]+)(\s*\|\s*quote)?", expr)
     if m is None:
         raise ConfigError(f"{where}: '{{{{ {expr} }}}}' is outside the template subset prodml renders")

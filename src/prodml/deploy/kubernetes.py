@@ -3,9 +3,9 @@
 A component is one function ``(settings) -> list[object]``; :data:`COMPONENTS` lists them in the order
 they are written. The server is the main one: ConfigMap (the project's ``serve`` settings
 as ``PRODML_SERVE__*`` variables), Deployment, Service, HorizontalPodAutoscaler, PodDisruptionBudget,
-NetworkPolicy and ServiceMonitor; its canary is a second Deployment behind the same Service, idle until
-a canary starts. The stream worker (``--stream``) is one more function; the rollout controller will be
-another.
+NetworkPolicy, ServiceMonitor, and its alerts as a PrometheusRule; its canary is a second Deployment
+behind the same Service, idle until a canary starts. The stream worker (``--stream``) is one more
+function; the rollout controller will be another.
 
 Secrets are referenced, never rendered: every secret value comes from the Secret named by
 :func:`secret_name` (Terraform's module creates it, or ``kubectl create secret``).
@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from prodml.deploy.image import STATE_DIR, UID, server_args
+from prodml.deploy.observability import rules
 from prodml.deploy.settings import DeploySettings
 
 __all__ = [
@@ -314,7 +315,19 @@ def canary(settings: DeploySettings) -> list[Obj]:
     return [_deployment(settings, f"{settings.name}-canary", "canary", 0, ["--model", ref])]
 
 
-COMPONENTS: list[Component] = [server, canary, stream_worker]
+def alerts(settings: DeploySettings) -> list[Obj]:
+    """The alert rules of ``monitoring/rules.yml`` as a PrometheusRule, for the Prometheus Operator."""
+    return [
+        {
+            "apiVersion": "monitoring.coreos.com/v1",
+            "kind": "PrometheusRule",
+            "metadata": _meta(settings, settings.name, "server"),
+            "spec": rules(settings),
+        }
+    ]
+
+
+COMPONENTS: list[Component] = [server, alerts, canary, stream_worker]
 
 
 def manifests(settings: DeploySettings) -> list[Obj]:

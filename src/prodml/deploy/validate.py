@@ -3,7 +3,7 @@
 | files | checked with |
 |---|---|
 | Kubernetes objects (also the Helm chart's, default values) | ``kubernetes-validate --strict`` |
-| InferenceService, ServiceMonitor | their CRDs' schemas (``schemas/``), closed to unknown keys |
+| InferenceService, ServiceMonitor, PrometheusRule | their CRDs' schemas (``schemas/``), closed |
 | ``docker-compose.yaml`` | the compose-spec schema; services, volumes and mounted files it names exist |
 | ``.github/workflows/*.yml`` | SchemaStore's github-workflow schema (actionlint is not installable here) |
 | ``Dockerfile`` | hadolint: an error or a warning is a problem |
@@ -34,6 +34,7 @@ __all__ = ["CRD_SCHEMAS", "check_object", "validate_dir"]
 CRD_SCHEMAS = {
     ("serving.kserve.io/v1beta1", "InferenceService"): "kserve-inferenceservice-v1beta1.json",
     ("monitoring.coreos.com/v1", "ServiceMonitor"): "servicemonitor-v1.json",
+    ("monitoring.coreos.com/v1", "PrometheusRule"): "prometheusrule-v1.json",
 }
 
 Problem = tuple[str, str]
