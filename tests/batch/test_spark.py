@@ -64,7 +64,7 @@ def test_local_spark_and_online_server_agree(trained: Trained, tmp_path: Path, s
     assert (tmp_path / "spark" / "_SUCCESS").is_file() and not list(tmp_path.glob(".spark.prodml-*"))
 
     # the online server, on the same rows
-    rows = trained.table.slice(0, 200)
+    rows = trained.table.slice(10, 200)  # clean rows (3 and 500 are rejected)
     features = [n for n in rows.column_names if n != "customer_id"]
     env = {"PRODML_TRACKING_URI": trained.tracking, "PRODML_ADMIN_TOKEN": "t"}
     with ServeProcess(trained.root, env, "--no-log-requests", "--grpc-port", "0") as server:
@@ -76,8 +76,10 @@ def test_local_spark_and_online_server_agree(trained: Trained, tmp_path: Path, s
     by_id = {r["customer_id"]: r for r in b.to_pylist()}
     ids = rows.column("customer_id").to_pylist()
     assert [by_id[i]["prediction"] for i in ids] == [p["label"] for p in online]
+    # the server runs a lone 200-row request on its multi-threaded session, which sums the trees in
+    # another order: equal up to float32 rounding (seen: 1.2e-7 on 2 of 200 rows)
     assert [by_id[i]["probability_1"] for i in ids] == pytest.approx(
-        [p["probability"] for p in online], abs=1e-7
+        [p["probability"] for p in online], abs=1e-6
     )
 
 

@@ -159,6 +159,7 @@ def spark_layout(fs: pafs.FileSystem, written: str, target: str, fmt: str) -> di
     )
     files: dict[str, int] = {}
     parts: dict[str, int] = {}
+    fs.create_dir(target, recursive=True)
     for info in data:
         relative = info.path[len(written.rstrip("/")) + 1 :]
         directory = relative.rpartition("/")[0]

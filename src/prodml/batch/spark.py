@@ -155,6 +155,7 @@ def spark_session(master: str | None = None) -> Any:
         builder.master(master)
         .appName("prodml-batch")
         .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.session.timeZone", "UTC")
         .getOrCreate()
     )
@@ -193,8 +194,9 @@ def run_spark(plan: Plan, staging: Staging, *, master: str | None = None) -> Out
     except Exception as exc:
         text = str(exc)
         if "TamperedArtifact" in text:
-            line = next((ln for ln in text.splitlines() if "TamperedArtifact" in ln), text.splitlines()[0])
-            raise TamperedArtifact(f"on a Spark executor: {line.strip()}") from exc
+            lines = [ln.strip() for ln in text.splitlines() if "TamperedArtifact: " in ln]
+            said = lines[-1].split("TamperedArtifact: ", 1)[1] if lines else "a package file was altered"
+            raise TamperedArtifact(f"on a Spark executor: {said}") from exc
         if type(exc).__module__.startswith(("pyspark", "py4j")):
             first = next((ln.strip() for ln in text.splitlines() if ln.strip()), type(exc).__name__)
             raise DataError(
