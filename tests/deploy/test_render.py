@@ -351,3 +351,16 @@ def test_the_alerts_go_to_the_operator_as_a_prometheus_rule(settings: DeploySett
     assert _kind(template(tmp_path / "helm/churn"), "PrometheusRule")["spec"] == rules
     rule["spec"]["groups"][0]["rules"][1]["for"] = 5
     assert check_object(rule)
+
+
+def test_the_public_api() -> None:
+    import prodml.deploy
+
+    assert sorted(prodml.deploy.__all__) == [
+        "DeploySettings",
+        "TARGETS",
+        "deploy_settings",
+        "render",
+        "render_files",
+    ]
+    assert list(TARGETS) == ["k8s", "kserve", "helm", "compose"]
