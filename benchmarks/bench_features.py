@@ -3,11 +3,13 @@
     python benchmarks/bench_features.py [--entities 100000] [--rounds 5] [--no-feast]
 
 One redis-server on 127.0.0.1 holds the same 100k entities × 20 features (16 floats, 2 counts, 2
-categories) twice: as prodml's hashes (``prodml features materialize`` writes them) and in Feast 0.67's
-Redis layout (``feast apply`` + ``write_to_online_store`` from the same table). For 1 and for 100 random
+categories) three times: as plain hashes (a text field per feature), as prodml's hashes (what
+``prodml features materialize`` writes: the numbers packed in one field) and in Feast 0.67's Redis
+layout (``feast apply`` + ``write_to_online_store`` from the same table). For 1 and for 100 random
 entities per call it times, in alternating rounds so that noise hits all alike:
 
-- **floor**: a redis-py pipeline of ``HMGET`` over prodml's keys, nothing decoded: the round trip;
+- **floor**: a redis-py pipeline of ``HMGET`` of the 20 fields of the plain hashes, nothing decoded;
+  and the same over prodml's hashes (5 fields), nothing decoded;
 - **prodml store**: ``RedisStore.read`` — the same pipeline plus decoding to numpy columns;
 - **prodml step**: ``OnlineFeatures.join`` — what the server's online step runs (read, policies, merge);
 - **Feast**: ``FeatureStore.get_online_features(...).to_dict()``.
@@ -118,6 +120,17 @@ def feast_store(table: pa.Table, url: str, directory: Path) -> tuple[Any, list[s
     return store, [f"features:{n}" for n in types]
 
 
+def write_plain_hashes(client: Any, table: pa.Table) -> None:
+    """The floor's data: a hash per entity with one text field per feature (``plain:<entity>``)."""
+    rows = table.to_pylist()
+    for i in range(0, len(rows), 5_000):
+        pipe = client.pipeline(transaction=False)
+        for row in rows[i : i + 5_000]:
+            key = row.pop(ENTITY)
+            pipe.hset(f"plain:{key}", mapping={k: str(v) for k, v in row.items()})
+        pipe.execute()
+
+
 def percentiles(samples: list[float]) -> tuple[float, float]:
     a = np.array(samples) * 1000
     return float(np.percentile(a, 50)), float(np.percentile(a, 99))
@@ -174,16 +187,25 @@ def main() -> int:
         store.write(table, ENTITY, as_of=time.time())
         print(f"  prodml wrote {args.entities:,} entities in {time.perf_counter() - start:.1f} s", flush=True)
         online = OnlineFeatures(store, entity=ENTITY, numbers=NUMBERS, strings=STRINGS)
-        client, fields = store.client, ["__at", *NUMBERS, *STRINGS]
+        client, fields = store.client, [*NUMBERS, *STRINGS]
+        write_plain_hashes(client, table)
+        packed_fields = [b"__at", b"__layout", b"__numbers", *(f.encode() for f in STRINGS)]
 
         def floor(keys: list[int]) -> Any:
             pipe = client.pipeline(transaction=False)
             for k in keys:
-                pipe.hmget(f"prodml:bench:{k}", fields)
+                pipe.hmget(f"plain:{k}", fields)
+            return pipe.execute()
+
+        def floor_packed(keys: list[int]) -> Any:
+            pipe = client.pipeline(transaction=False)
+            for k in keys:
+                pipe.hmget(f"prodml:bench:{k}", packed_fields)
             return pipe.execute()
 
         cases: dict[str, Callable[[list[int]], Any]] = {
             "redis-py floor (HMGET pipeline)": floor,
+            "same, prodml's packed hashes": floor_packed,
             "prodml store read": lambda keys: store.read(keys, NUMBERS, STRINGS),
             "prodml online step (join)": lambda keys: online.join({ENTITY: keys}),
         }
