@@ -279,3 +279,16 @@ def test_settings_come_from_the_section_and_the_environment() -> None:
     with pytest.raises(ConfigError, match=r"features\.online\.missing") as info:
         online_spec({}, {"PRODML_FEATURES__ONLINE__MISSING": "ignore"})
     assert "PRODML_FEATURES__ONLINE__" in (info.value.hint or "")
+
+
+@pytest.mark.integration
+def test_redis_rows_of_two_layouts_read_by_name(redis_url: str) -> None:
+    store = RedisStore(redis_url, "test:layouts", timeout_s=1.0)
+    store.write(TABLE, "customer_id", as_of=1.0)
+    reordered = TABLE.select(["customer_id", "spend_30d", "plan", "visits_7d"]).slice(0, 1)
+    store.write(reordered.set_column(1, "spend_30d", pa.array([99.0])), "customer_id", as_of=2.0)
+    numbers, strings, found = _values(store, [1, 2])
+    assert numbers == [[3.0, 99.0], [0.0, None]] and strings == [["pro"], [None]] and found == [True, True]
+    with pytest.raises(Exception, match="lacks features the model takes: visits_90d"):
+        store.read([1], ["visits_90d"], [])
+    store.close()
