@@ -181,15 +181,30 @@ def test_terraform_writes_the_secret_the_manifests_read_and_no_value(settings: D
     main = hcl2.loads(files["terraform/main.tf"])
     resources = {_unquote(kind): body for r in main["resource"] for kind, body in r.items()}
     secret = resources["kubernetes_secret_v1"]['"prodml"']
-    assert {_unquote(k) for k in secret["data"]} == {key for key, _ in SECRET_KEYS.values()}
-    assert all(value.startswith("${") for value in secret["data"].values())  # expressions, never values
+    data = secret["data"]  # merge({...}, optional redis-url): one expression of variables, no value
+    assert data.startswith("${merge(")
+    for key, _ in SECRET_KEYS.values():
+        assert f'"{key}"' in data or f'\\"{key}\\"' in data, (key, data)
+    assert "var.redis_url" in data and "var.admin_token" in data
     variables = [
         {_unquote(k): body for k, body in v.items()}
         for v in hcl2.loads(files["terraform/variables.tf"])["variable"]
     ]
     sensitive = {name for v in variables for name, body in v.items() if body.get("sensitive")}
-    assert {"db_password", "admin_token", "aws_access_key_id", "aws_secret_access_key"} <= sensitive
-    assert all("default" not in body for v in variables for name, body in v.items() if name in sensitive)
+    assert {
+        "db_password",
+        "admin_token",
+        "aws_access_key_id",
+        "aws_secret_access_key",
+        "redis_url",
+    } <= sensitive
+    # no sensitive default but the empty "not set" of the optional Redis URL
+    assert all(
+        body.get("default") in (None, '""')
+        for v in variables
+        for name, body in v.items()
+        if name in sensitive
+    )
 
 
 def test_compose_has_the_whole_stack(settings: DeploySettings) -> None:
@@ -364,3 +379,32 @@ def test_the_public_api() -> None:
         "render_files",
     ]
     assert list(TARGETS) == ["k8s", "kserve", "helm", "compose"]
+
+
+def test_passwords_in_the_project_file_are_never_rendered(churn_dir: Path, tmp_path: Path) -> None:
+    from tests.conftest import edit_project
+
+    edit_project(
+        churn_dir,
+        serve__cache__redis_url="redis://:s3cret-redis@cache:6379/0",
+        tracking__uri="postgresql+psycopg://mlflow:s3cret-db@db:5432/mlflow",
+        serve__request_log__kafka={"bootstrap_servers": "k:9092", "config": {"sasl.password": "s3cret-sasl"}},
+    )
+    settings = deploy_settings(load_project(churn_dir))
+    for target in TARGETS:
+        out = tmp_path / target
+        render(settings, target, out)
+        for path in out.rglob("*"):
+            if path.is_file():
+                assert "s3cret" not in path.read_text(errors="replace"), path
+    config = _kind(manifests(settings), "ConfigMap")["data"]
+    assert "PRODML_SERVE__CACHE__REDIS_URL" not in config  # the pod reads it from the Secret
+    env = _kind(manifests(settings), "Deployment", "churn")["spec"]["template"]["spec"]["containers"][0][
+        "env"
+    ]
+    assert {
+        "name": "PRODML_SERVE__CACHE__REDIS_URL",
+        "valueFrom": {"secretKeyRef": {"name": "churn-secrets", "key": "redis-url", "optional": True}},
+    } in env
+    image_project = (tmp_path / "k8s/prodml.yaml").read_text()
+    assert "postgresql+psycopg://mlflow@db:5432/mlflow" in image_project  # the user kept, the password cut

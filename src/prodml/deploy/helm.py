@@ -22,6 +22,7 @@ import yaml
 
 from prodml import __version__
 from prodml.core.errors import ConfigError
+from prodml.deploy.credentials import has_password
 from prodml.deploy.files import Files, to_yaml
 from prodml.deploy.kubernetes import config_data, manifests
 from prodml.deploy.settings import DeploySettings
@@ -40,13 +41,15 @@ _CONDITIONAL = {  # ConfigMap variables present only when the value is set
 def values(settings: DeploySettings) -> dict[str, Any]:
     serve = settings.serve
     kafka = serve.request_log.kafka
+    redis = serve.cache.redis_url or ""
     return {
         "image": settings.image,
         "replicas": settings.replicas,
         "maxReplicas": settings.max_replicas,
         "resources": {"cpu": settings.cpu, "memory": settings.memory},
         "model": {"ref": settings.model_ref},
-        "redis": {"url": serve.cache.redis_url or ""},
+        # a URL with a password is the Secret's (redis-url), never a value
+        "redis": {"url": "" if has_password(redis) else redis},
         "kafka": {"bootstrapServers": kafka.bootstrap_servers if kafka else ""},
     }
 

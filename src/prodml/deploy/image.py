@@ -15,6 +15,7 @@ import hashlib
 from pathlib import Path
 
 from prodml import __version__
+from prodml.deploy.credentials import scrub
 from prodml.deploy.files import Files
 from prodml.deploy.settings import DeploySettings
 
@@ -48,7 +49,7 @@ def _digests(settings: DeploySettings) -> str:
 
 def image_files(settings: DeploySettings) -> Files:
     """``Dockerfile``, ``.dockerignore``, the project file and (baked) the digest list."""
-    project_file = (settings.project.root / "prodml.yaml").read_text(encoding="utf-8")
+    project_file = scrub((settings.project.root / "prodml.yaml").read_text(encoding="utf-8"))
     files: Files = {
         "Dockerfile": dockerfile(settings),
         ".dockerignore": "*\n!prodml.yaml\n!wheels/\n!model/\n!model.sha256\n",

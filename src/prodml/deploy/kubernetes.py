@@ -18,6 +18,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from prodml.deploy.credentials import has_password
 from prodml.deploy.image import STATE_DIR, UID, server_args
 from prodml.deploy.observability import rules
 from prodml.deploy.settings import DeploySettings
@@ -37,6 +38,8 @@ Component = Callable[[DeploySettings], list[Obj]]
 # environment variable → key in the Secret; optional ones may be absent from it
 SECRET_KEYS: dict[str, tuple[str, bool]] = {
     "PRODML_TRACKING_URI": ("tracking-uri", False),
+    # wins over the ConfigMap's value, which never holds a password (see credentials.scrub)
+    "PRODML_SERVE__CACHE__REDIS_URL": ("redis-url", True),
     "PRODML_ADMIN_TOKEN": ("admin-token", True),
     "AWS_ACCESS_KEY_ID": ("aws-access-key-id", True),
     "AWS_SECRET_ACCESS_KEY": ("aws-secret-access-key", True),
@@ -62,8 +65,11 @@ def config_data(settings: DeploySettings) -> dict[str, str]:
         if isinstance(node, dict):
             for key, value in node.items():
                 walk(f"{prefix}__{key.upper()}", value)
+        elif isinstance(node, str):
+            if not has_password(node):  # a URL with a password comes from the Secret alone
+                out[prefix] = node
         elif node is not None:
-            out[prefix] = json.dumps(node) if not isinstance(node, str) else node
+            out[prefix] = json.dumps(node)
 
     walk("PRODML_SERVE", dumped)
     return out

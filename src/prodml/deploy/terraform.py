@@ -73,6 +73,13 @@ variable "aws_secret_access_key" {{
   sensitive   = true
 }}
 
+variable "redis_url" {{
+  description = "Redis URL of the prediction cache, with its password (redis://:PASSWORD@HOST:6379/0)."
+  type        = string
+  sensitive   = true
+  default     = ""
+}}
+
 variable "tracking_host" {{
   description = "Host name of the MLflow tracking server the servers talk to."
   type        = string
@@ -84,7 +91,8 @@ variable "tracking_host" {{
         "aws-access-key-id": "var.aws_access_key_id",
         "aws-secret-access-key": "var.aws_secret_access_key",
     }
-    assert set(data) == {key for key, _ in SECRET_KEYS.values()}  # the keys the manifests refer to
+    # the optional key is written only when set: an empty one would override the ConfigMap's URL with ""
+    assert set(data) | {"redis-url"} == {key for key, _ in SECRET_KEYS.values()}
     width = max(len(key) for key in data) + 2
     secret_data = "".join(f"    {chr(34) + key + chr(34):<{width}} = {expr}\n" for key, expr in data.items())
     main = f"""\
@@ -136,8 +144,8 @@ resource "kubernetes_secret_v1" "prodml" {{
     name      = "{secret_name(settings)}"
     namespace = kubernetes_namespace_v1.this.metadata[0].name
   }}
-  data = {{
-{secret_data}  }}
+  data = merge({{
+{secret_data}  }}, var.redis_url == "" ? {{}} : {{ "redis-url" = var.redis_url }})
 }}
 """
     outputs = """\
