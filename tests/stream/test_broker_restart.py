@@ -39,6 +39,5 @@ def test_the_worker_waits_for_a_restarted_broker_and_resumes_without_a_crash_loo
             assert worker.proc.poll() is None, "the same worker process resumed"
             assert worker.stop() == 0, worker.output()
         log = worker.output(tail=1_000_000)
-        print(log)
         assert "went away" in log and "answers again" in log
         assert "Traceback" not in log

@@ -7,6 +7,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from prodml.cli import app
+from tests.stream.conftest import Trained
 
 runner = CliRunner()
 TOPICS = ["--brokers", "127.0.0.1:1", "--output-topic", "out", "--dlq-topic", "dlq", "--group", "g"]
@@ -36,3 +37,21 @@ def test_model_and_package_together_are_refused(churn_dir: Path, tmp_path: Path)
     )
     assert code == 2
     assert "give --model or --package, not both" in output
+
+
+def test_a_setting_librdkafka_refuses_is_named(trained: Trained) -> None:
+    env = {"PRODML_TRACKING_URI": trained.tracking}
+    args = [
+        "--project",
+        str(trained.root),
+        "stream",
+        "run",
+        *TOPICS,
+        "--input-topic",
+        "in",
+        "--no-log-requests",
+    ]
+    result = runner.invoke(app, [*args, "--kafka-config", "no.such.setting=1"], env=env)
+    assert result.exit_code == 2, result.output
+    assert "librdkafka refuses the producer settings" in result.output
+    assert "Traceback" not in result.output
