@@ -247,3 +247,17 @@ def test_serving_by_entity_gives_the_prediction_of_the_full_row(
     assert 0 < label_row.sum() < len(keys) or np.ptp(proba_row) > 0  # a model that tells rows apart
     np.testing.assert_array_equal(label_entity, label_row)
     np.testing.assert_allclose(proba_entity, proba_row, rtol=1e-6)  # float sums: see _same
+
+
+@pytest.mark.integration
+def test_the_cli_materialises_into_the_redis_the_environment_names(churn_dir: Path, redis_url: str) -> None:
+    env = {"PRODML_FEATURES__ONLINE__REDIS_URL": redis_url, "PRODML_FEATURES__ONLINE__TTL_S": "3600"}
+    result = CliRunner().invoke(
+        app, ["--project", str(churn_dir), "features", "materialize", "--as-of", T1.isoformat()], env=env
+    )
+    assert result.exit_code == 0, result.output
+    assert "127.0.0.1" in result.output
+    store = RedisStore(redis_url, "prodml:churn", timeout_s=1.0)
+    assert len(store.keys()) == store.meta()["written"] > 100
+    assert 0 < store.client.ttl(b"prodml:churn:" + store.keys()[0].encode()) <= 3600
+    store.close()
