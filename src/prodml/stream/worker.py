@@ -88,17 +88,7 @@ class Worker:
         if stop.is_set():
             return
         o = self.options
-        self.client = client = KafkaClient(
-            o.brokers,
-            o.group,
-            o.input_topic,
-            config=o.kafka_config,
-            transactional_id=(o.transactional_id or f"prodml-{o.group}-{o.input_topic}-{self.index}")
-            if o.exactly_once
-            else None,
-            on_revoke=self._revoked,
-            on_assign=self._assigned,
-        )
+        client = self._connect()
         logger.info(
             "consuming %s as group %s → %s (dead letters: %s)%s",
             o.input_topic,
@@ -110,6 +100,7 @@ class Worker:
         try:
             while not stop.is_set():
                 if client.events and await self._handle_events(client, stop):
+                    client = self.client or client  # a fatal error replaces the clients
                     continue
                 messages = client.consume(o.max_batch, o.poll_s)
                 if messages:
@@ -119,6 +110,21 @@ class Worker:
                 await asyncio.sleep(0)  # the model poller and the metrics get their turn
         finally:
             self._drain(client)
+
+    def _connect(self) -> KafkaClient:
+        o = self.options
+        self.client = KafkaClient(
+            o.brokers,
+            o.group,
+            o.input_topic,
+            config=o.kafka_config,
+            transactional_id=(o.transactional_id or f"prodml-{o.group}-{o.input_topic}-{self.index}")
+            if o.exactly_once
+            else None,
+            on_revoke=self._revoked,
+            on_assign=self._assigned,
+        )
+        return self.client
 
     async def _batch(self, client: KafkaClient, messages: list[Any], stop: asyncio.Event) -> None:
         start = time.perf_counter()
@@ -245,9 +251,13 @@ class Worker:
         if "lost" in kinds:
             self.pending = Pending()  # their new owner reads them from the last commit
             self.metrics.rewinds.labels("lost").inc()
-        if "fatal" in kinds:
+        if "fatal" in kinds:  # e.g. a fenced transactional producer: only new clients can go on
             logger.error("Kafka reported a fatal error (%s); reopening the clients", events[-1][1])
-            self._rewind(client, "fatal")
+            self.metrics.rewinds.labels("fatal").inc()
+            self.pending = Pending()
+            client.close(timeout_s=1.0)
+            await asyncio.sleep(1.0)
+            self._connect()
             return True
         return False
 
