@@ -192,7 +192,7 @@ class ServeProcess:
                 stderr=subprocess.STDOUT,
             )
 
-    def wait_ready(self, timeout: float = 20.0) -> float:
+    def wait_ready(self, timeout: float = 120.0) -> float:
         import httpx
 
         start = time.monotonic()
@@ -223,3 +223,54 @@ class ServeProcess:
     def __exit__(self, *exc: object) -> None:
         self.stop()
         self.log.unlink(missing_ok=True)
+
+
+# --- raw HTTP/1.1 over a socket, for what an HTTP client library hides ------------------------------
+
+
+class Responses:
+    """HTTP responses parsed from bytes fed as they come: (status, headers, body) each."""
+
+    def __init__(self) -> None:
+        import httptools
+
+        self.out: list[tuple[int, dict[str, str], bytes]] = []
+        self.parser = httptools.HttpResponseParser(self)
+
+    def feed(self, data: bytes) -> None:
+        self.parser.feed_data(data)
+
+    def on_message_begin(self) -> None:
+        self.headers: dict[str, str] = {}
+        self.body = b""
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers[name.decode().lower()] = value.decode()
+
+    def on_body(self, body: bytes) -> None:
+        self.body += body
+
+    def on_message_complete(self) -> None:
+        self.out.append((self.parser.get_status_code(), self.headers, self.body))
+
+
+def raw_post(path: str, body: bytes, *, rid: str = "-", version: str = "1.1", extra: str = "") -> bytes:
+    """The bytes of one POST request with a JSON body."""
+    return (
+        f"POST {path} HTTP/{version}\r\nhost: x\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\nx-request-id: {rid}\r\n{extra}\r\n"
+    ).encode() + body
+
+
+def read_responses(sock: socket.socket, n: int) -> list[tuple[int, dict[str, str], bytes]]:
+    """Up to ``n`` responses from ``sock`` (fewer if it closes first)."""
+    parsed = Responses()
+    while len(parsed.out) < n and (data := sock.recv(65536)):
+        parsed.feed(data)
+    return parsed.out
+
+
+def connect(port: int, timeout: float = 10.0) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock

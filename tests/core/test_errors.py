@@ -76,3 +76,30 @@ def test_stage_packages_pin_their_public_api() -> None:
     for module in (prodml.data, prodml.features):
         for name in module.__all__:
             assert getattr(module, name) is not None
+
+
+def test_every_prodml_error_class_is_drawn_in_the_tree_with_its_codes() -> None:
+    import re
+
+    import prodml.core.errors as errors
+    from prodml.export.onnx import ExportError
+    from prodml.export.package import TamperedArtifact
+    from prodml.registry.mlflow import RegistryError
+    from prodml.registry.promotion import GateRefused
+
+    tree = errors.__doc__ or ""
+    classes = [getattr(errors, n) for n in errors.__all__]
+    for cls in [*classes, ExportError, TamperedArtifact, RegistryError, GateRefused]:
+        line = rf"{cls.__name__}\s+exit {cls.exit_code}\s+HTTP {cls.http_status}\s+{cls.grpc_code}\b"
+        assert re.search(line, tree), f"{cls.__name__} is not drawn in core/errors.py with its codes"
+
+
+def test_field_level_details_are_one_attribute() -> None:
+    from prodml.core.errors import InvalidInput
+
+    err = InvalidInput("2 columns", fields=[{"field": "age", "error": "missing"}])
+    assert err.fields == [{"field": "age", "error": "missing"}]
+    config = ConfigError("bad file", problems=[("serve.port", "too large")])
+    assert config.fields == [{"field": "serve.port", "error": "too large"}]
+    assert config.problems == [("serve.port", "too large")]
+    assert ProdmlError("x").fields == []

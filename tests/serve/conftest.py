@@ -24,7 +24,7 @@ class Served:
 
     @property
     def env(self) -> dict[str, str]:
-        return {"PRODML_TRACKING_URI": self.tracking, "PRODML_ADMIN_TOKEN": "test-token"}
+        return {"PRODML_TRACKING_URI": self.tracking, "PRODML_ADMIN_TOKEN": "test-token-0123456789"}
 
 
 def train_and_promote(root: Path, tracking: str, *, max_iter: int) -> str:

@@ -266,15 +266,17 @@ def test_admin_needs_the_token_on_its_own_port(server: ServeProcess, client: htt
         == 401
     )
     ok = httpx.post(
-        f"{server.admin_url}/admin/reload", headers={"authorization": "Bearer test-token"}, timeout=30
+        f"{server.admin_url}/admin/reload",
+        headers={"authorization": "Bearer test-token-0123456789"},
+        timeout=30,
     )
     assert ok.json() == {"version": "1"}
     flushed = httpx.post(
-        f"{server.admin_url}/admin/cache/flush", headers={"authorization": "Bearer test-token"}
+        f"{server.admin_url}/admin/cache/flush", headers={"authorization": "Bearer test-token-0123456789"}
     )
     assert flushed.json()["flushed"] >= 1
     status = httpx.get(
-        f"{server.admin_url}/admin/status", headers={"authorization": "Bearer test-token"}
+        f"{server.admin_url}/admin/status", headers={"authorization": "Bearer test-token-0123456789"}
     ).json()
     assert status["version"] == "1"
 

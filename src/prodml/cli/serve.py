@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -9,7 +11,7 @@ import typer
 from pydantic import ValidationError
 
 from prodml.cli._common import admin_token, console, handle_errors, project_of, tracking_uri
-from prodml.core.errors import ConfigError
+from prodml.core.errors import ConfigError, MissingDependency
 from prodml.core.project import Serve
 
 
@@ -33,6 +35,21 @@ def serve(
     admin_port: Annotated[Optional[int], typer.Option(help="Admin port (default: serve.admin_port).")] = None,  # noqa: UP045
     workers: Annotated[Optional[int], typer.Option(help="Worker processes (default: serve.workers).")] = None,  # noqa: UP045
     poll: Annotated[float, typer.Option(help="Seconds between registry checks for a moved alias.")] = 30.0,
+    tls_cert: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option(help="PEM certificate: serve HTTPS and gRPC over TLS (with --tls-key). Default: off."),
+    ] = None,
+    tls_key: Annotated[Optional[Path], typer.Option(help="PEM private key for --tls-cert.")] = None,  # noqa: UP045
+    cors_origin: Annotated[
+        Optional[list[str]],  # noqa: UP045
+        typer.Option(help="An origin browsers may call from ('*' for any); repeatable. Default: no CORS."),
+    ] = None,
+    read_timeout: Annotated[
+        float, typer.Option(help="Seconds a client may take to send a request's head, and again its body.")
+    ] = 10.0,
+    max_connections: Annotated[
+        int, typer.Option(help="Open connections per worker; more are refused.")
+    ] = 1000,
     log_requests: Annotated[
         bool,
         typer.Option(
@@ -40,9 +57,22 @@ def serve(
         ),
     ] = True,
 ) -> None:
-    """Serve the champion model with ONNX Runtime until SIGTERM, then drain and exit 0."""
+    """Serve the champion model with ONNX Runtime until SIGTERM, then drain and exit 0.
+
+    Set PRODML_API_KEY to require it (X-API-Key) on the inference routes.
+    """
     from prodml.registry.mlflow import tracking_uri_for  # only a path helper; mlflow is not imported
-    from prodml.serve.server import ServeOptions, run
+
+    if (workers or project_of().serve.workers) > 1:  # before prometheus_client loads: one view of all workers
+        os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="prodml-metrics-"))
+    try:  # the serve extra: say so plainly when it is missing
+        import onnxruntime  # noqa: F401
+        import orjson  # noqa: F401
+        import uvicorn  # noqa: F401
+
+        from prodml.serve.server import ServeOptions, run
+    except ImportError as exc:
+        raise MissingDependency(exc.name or "uvicorn", "serve") from None
 
     project = project_of()
     given = {"host": host, "port": port, "grpc_port": grpc_port, "admin_port": admin_port, "workers": workers}
@@ -55,6 +85,8 @@ def serve(
         raise ConfigError(
             f"{option} {err['input']!r}: {err['msg']}", hint="see prodml serve --help"
         ) from None
+    if (tls_cert is None) != (tls_key is None):
+        raise ConfigError("give --tls-cert and --tls-key together", hint="both are PEM files")
     if package is not None and model is not None:
         raise ConfigError("give --model or --package, not both", hint="--package serves a local directory")
     ref = (
@@ -71,9 +103,14 @@ def serve(
         log_dir=project.state_dir / "requests" if log_requests else None,
         admin_token=admin_token(),
         poll_s=poll,
+        api_key=os.environ.get("PRODML_API_KEY") or None,
+        read_timeout_s=read_timeout,
+        max_connections=max_connections,
+        cors_origins=tuple(cors_origin or ()),
+        tls=(tls_cert, tls_key) if tls_cert is not None and tls_key is not None else None,
     )
     console.print(
-        f"serving {ref or package} on http://{settings.host}:{settings.port}, "
+        f"serving {ref or package} on http{'s' if options.tls else ''}://{settings.host}:{settings.port}, "
         f"gRPC {settings.grpc_port or 'off'} "
         f"({settings.workers} worker(s)); admin on {settings.admin_host}:{settings.admin_port}"
         + ("" if options.admin_token else " disabled (set PRODML_ADMIN_TOKEN)")

@@ -13,9 +13,16 @@ its boundary, and never by inspecting messages::
     ├── InvalidInput                 exit 4   HTTP 400  INVALID_ARGUMENT   a request that breaks the schema
     ├── NotFound                     exit 6   HTTP 404  NOT_FOUND          model, version, alias
     ├── Unavailable                  exit 7   HTTP 503  UNAVAILABLE        a backend that does not answer
-    └── MissingDependency            exit 5   HTTP 500  UNIMPLEMENTED      an optional extra not installed
+    ├── MissingDependency            exit 5   HTTP 500  UNIMPLEMENTED      an optional extra not installed
+    │   (defined next to the code that raises them, drawn here so the tree stays whole:)
+    ├── export.onnx.ExportError      exit 8   HTTP 500  INTERNAL           ONNX disagrees with the model
+    ├── export.package.TamperedArtifact exit 9 HTTP 500 DATA_LOSS          a digest does not match
+    ├── registry.mlflow.RegistryError exit 10 HTTP 502  INTERNAL           the registry refused a call
+    └── registry.promotion.GateRefused exit 11 HTTP 409 FAILED_PRECONDITION the promotion gate said no
 
 Messages follow one rule: name the thing, then the fix. The ``hint`` is shown on its own line by the CLI.
+Field-level detail (a request's broken columns, a project file's bad keys) is one attribute on every
+error, ``fields``: a list of ``{"field": …, "error": …}`` that transports return as they are.
 Third-party exceptions are translated where the library is called and chained with ``from exc``.
 """
 
@@ -44,16 +51,20 @@ class ProdmlError(Exception):
     Args:
         message: what went wrong, naming the thing (a file, a key path, a column).
         hint: how to fix it, shown on its own line.
+        fields: field-level detail, one ``{"field": …, "error": …}`` per problem.
     """
 
     exit_code: ClassVar[int] = 1
     http_status: ClassVar[int] = 500
     grpc_code: ClassVar[str] = "INTERNAL"
 
-    def __init__(self, message: str, *, hint: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, hint: str | None = None, fields: Sequence[dict[str, str]] = ()
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
+        self.fields = list(fields)
 
     def __str__(self) -> str:
         return self.message if not self.hint else f"{self.message}\n  hint: {self.hint}"
@@ -62,7 +73,7 @@ class ProdmlError(Exception):
 class ConfigError(ProdmlError):
     """The project file, a setting or a command-line argument is wrong.
 
-    ``problems`` lists each problem as ``(key path, message)`` so a transport can show field-level detail.
+    ``problems`` (each a ``(key path, message)``) become its ``fields``.
     """
 
     exit_code = 2
@@ -76,8 +87,12 @@ class ConfigError(ProdmlError):
         hint: str | None = None,
         problems: Sequence[tuple[str, str]] = (),
     ) -> None:
-        super().__init__(message, hint=hint)
-        self.problems = list(problems)
+        super().__init__(message, hint=hint, fields=[{"field": k, "error": m} for k, m in problems])
+
+    @property
+    def problems(self) -> list[tuple[str, str]]:
+        """``fields`` as ``(key path, message)`` pairs."""
+        return [(f["field"], f["error"]) for f in self.fields]
 
 
 class ContractViolation(ProdmlError):

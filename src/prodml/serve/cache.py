@@ -148,29 +148,25 @@ class RedisCache:
 
     async def _guard(self, call: Any) -> Any:
         if not self.breaker.allow():
+            call.close()  # the coroutine is never awaited
             return None
-        # a silent peer must not hold the request. asyncio.wait, not asyncio.timeout (or wait_for, built on
-        # it from Python 3.12): a request's first step runs outside any task (prodml.serve.lean), where
-        # those raise
-        pending = asyncio.ensure_future(call)
         try:
-            done, _ = await asyncio.wait((pending,), timeout=self.timeout_s * 1.5)
-            if not done:  # cancelled below
-                raise TimeoutError(f"redis did not answer within {self.timeout_s * 1.5:.3f} s")
-            result = pending.result()
+            async with asyncio.timeout(self.timeout_s * 1.5):  # a silent peer must not hold the request
+                result = await call
         except Exception as exc:
             self.breaker.failure()
             logger.debug("redis cache call failed: %s", exc)
             return None
-        finally:
-            if not pending.done():  # timed out, or the request itself was cancelled
-                pending.cancel()
         self.breaker.success()
         return result
 
     async def get(self, key: str) -> list[np.ndarray] | None:
         blob = await self._guard(self.client.get(self.prefix + key))
-        return _decode(blob) if blob else None
+        try:
+            return _decode(blob) if blob else None
+        except Exception:  # not what this cache writes: a miss, overwritten by the answer
+            logger.warning("cache value %s cannot be decoded; treated as a miss", key[:16])
+            return None
 
     async def set(self, key: str, value: list[np.ndarray]) -> None:
         await self._guard(self.client.set(self.prefix + key, _encode(value), px=int(self.ttl_s * 1000)))

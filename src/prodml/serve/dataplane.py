@@ -1,7 +1,9 @@
-"""The transport-free core of inference: validate → (online features) → route → cache → run → log.
+"""The transport-free core of inference: validate → (online features) → cache → run → log, plus what
+every transport asks besides (readiness, explanations, feedback) and the per-request metrics.
 
-REST, gRPC and the batch and stream workers are thin adapters that turn their wire format into columns
-(name → values) and call :meth:`DataPlane.infer`; errors are prodml errors that each transport maps once.
+REST, gRPC and the batch and stream workers are thin adapters: they turn their wire format into columns
+(name → values), call the data plane inside :meth:`DataPlane.serve` (which counts, times and records
+each request's outcome) and map the prodml errors it raises once, to their status codes.
 
 Example:
     >>> prediction = await plane.infer({"age": [42], "plan": ["pro"]}, request_id="r1")  # doctest: +SKIP
@@ -11,26 +13,30 @@ Example:
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import os
 import secrets
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
+from prodml.core.errors import InvalidInput, ProdmlError, Unavailable
 from prodml.serve.cache import Cache, cache_key
 from prodml.serve.metrics import Metrics
 from prodml.serve.model import LoadedModel, ModelManager
 from prodml.serve.reqlog import Recorder
-from prodml.serve.validation import Rows
+from prodml.serve.validation import bad_field
 
 __all__ = ["DataPlane", "Prediction"]
 
 logger = logging.getLogger(__name__)
+access = logging.getLogger("prodml.serve.access")
+T = TypeVar("T")
 
 # request ids when the client gives none: a per-process random prefix and a counter (cheaper than uuid4);
 # a forked worker draws its own prefix, so ids stay unique across the workers of one server
@@ -78,24 +84,79 @@ class DataPlane:
         self.metrics = metrics
         self.cache = cache
         self.log = log
-        self.backlog: Callable[[], int] = lambda: 0  # requests the transport holds (set by the server)
+        self.draining = False  # set on SIGTERM: readiness answers 503 from then on
+        self.inflight = 0  # requests inside infer: the batching policy's one count
         self._log_failed = False  # said once
+
+    # --- what every transport asks ----------------------------------------------------------------
+
+    def ready(self) -> bool:
+        """Whether this server takes traffic: a model is loaded and it is not draining."""
+        return self.manager.current is not None and not self.draining
+
+    def model_ready(self, name: str, version: str | None = None) -> bool:
+        """Whether ``name`` (``version``) is served and the server is not draining.
+
+        Raises:
+            NotFound: another model or version was asked for.
+        """
+        try:
+            self.manager.get(name, version)
+        except Unavailable:
+            return False
+        return not self.draining
 
     def model(self, name: str | None = None, version: str | None = None) -> LoadedModel:
         return self.manager.get(name, version)
 
+    async def serve(
+        self, protocol: str, work: Callable[[], Awaitable[T]], request_id: str | None = None
+    ) -> T:
+        """Run one request's ``work``, counting its outcome in the metrics (HTTP status, or gRPC code for
+        ``protocol`` ``grpc``); errors are logged (structured, with the request id) and re-raised for the
+        transport to map."""
+        ok, attr = ("OK", "grpc_code") if protocol == "grpc" else (200, "http_status")
+        start = time.perf_counter()
+        status: int | str = ok
+        self.metrics.inflight.inc()
+        try:
+            return await work()
+        except ProdmlError as exc:
+            status = getattr(exc, attr)
+            self.metrics.errors.labels(type(exc).__name__).inc()
+            extra = {
+                "request_id": request_id or "-",
+                "protocol": protocol,
+                "status": status,
+                "error": exc.message,
+            }
+            access.info("request refused", extra=extra)
+            raise
+        except Exception:
+            status = "INTERNAL" if protocol == "grpc" else 500
+            self.metrics.errors.labels("internal").inc()
+            logger.exception(
+                "unexpected error", extra={"request_id": request_id or "-", "protocol": protocol}
+            )
+            raise
+        finally:
+            self.metrics.inflight.dec()
+            self.metrics.done(protocol, status, time.perf_counter() - start)
+
+    # --- inference --------------------------------------------------------------------------------
+
     async def infer(
         self,
-        columns: Mapping[str, Sequence[Any] | np.ndarray] | Rows,
+        columns: Mapping[str, Sequence[Any] | np.ndarray],
         *,
         request_id: str | None = None,
         name: str | None = None,
         version: str | None = None,
     ) -> Prediction:
-        """Score ``columns`` (feature name → one value per row, or :class:`Rows`) with the served model.
+        """Score ``columns`` (feature name → one value per row) with the served model.
 
         Raises:
-            RequestError: the input breaks the model's schema (400 / INVALID_ARGUMENT).
+            InvalidInput: the input breaks the model's schema (400 / INVALID_ARGUMENT).
             NotFound: another model or version was asked for.
             Unavailable: no model is loaded yet.
         """
@@ -103,24 +164,55 @@ class DataPlane:
         model = self.manager.get(name, version)  # held for the whole request: a swap cannot pull it away
         feeds, rows = model.validator.feeds(columns)
         # online features would join here, keyed by the entity column of the request
-        if self.cache is None:
-            outputs = await model.batcher.submit(feeds, rows, alone=self.backlog() <= 1)
-        else:
-            key = cache_key(model.version, feeds)
-            found = await self.cache.get(key)
-            self.metrics.cache.labels("miss" if found is None else "hit").inc()
-            if found is None:
-                found = await model.batcher.submit(feeds, rows, alone=self.backlog() <= 1)
-                await self.cache.set(key, found)
-            outputs = found
-        self.metrics.rows += rows
+        self.inflight += 1
+        try:
+            key = cache_key(model.version, feeds) if self.cache is not None else ""
+            outputs = await self.cache.get(key) if self.cache is not None else None
+            if self.cache is not None:
+                self.metrics.cache.labels("miss" if outputs is None else "hit").inc()
+            if outputs is None:
+                outputs = await model.batcher.submit(feeds, rows, alone=self.inflight == 1)
+                if self.cache is not None:
+                    await self.cache.set(key, outputs)
+        finally:
+            self.inflight -= 1
+        self.metrics.rows.inc(rows)
         if self.log is not None:
-            layout = model.validator.layout
             try:
-                self.log.record(request_id, model.name, model.version, feeds, outputs, time.time(), layout)
+                self.log.record(
+                    request_id, model.name, model.version, feeds, outputs, time.time(), model.validator.layout
+                )
             except Exception:  # the answer is ready: a log that cannot take it must not fail the request
                 self.log.dropped += rows
                 if not self._log_failed:
                     self._log_failed = True
                     logger.exception("the request log cannot record %s; its requests are dropped", model.name)
         return Prediction(outputs, model, request_id)
+
+    async def explain(
+        self, columns: Mapping[str, Sequence[Any]], *, name: str | None = None
+    ) -> tuple[LoadedModel, list[dict[str, Any]]]:
+        """Shapley-value estimates per row (see :mod:`prodml.serve.explain`), computed in a thread."""
+        from prodml.serve.explain import explain_rows
+
+        model = self.manager.get(name)
+        feeds, rows = model.validator.feeds(columns)
+        return model, await asyncio.to_thread(explain_rows, model, feeds, rows)
+
+    def feedback(self, name: str, body: Any) -> int:
+        """Record labels (``{request_id, label}``, or a list of them) for logged requests; their count."""
+        self.manager.get(name)
+        items = body if isinstance(body, list) else [body]
+        for i, item in enumerate(items):
+            label = item.get("label") if isinstance(item, dict) else None
+            if not (
+                isinstance(item, dict)
+                and isinstance(item.get("request_id"), str)
+                and type(label) in (int, float)
+            ):
+                raise bad_field(f"[{i}]", "feedback needs request_id (string) and label (number)")
+        if self.log is None:
+            raise InvalidInput("this server does not log requests, so feedback cannot be joined")
+        for item in items:
+            self.log.feedback(item["request_id"], item["label"])
+        return len(items)

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from prodml.serve.model import LoadedModel
-from prodml.serve.validation import NUMBERS, STRINGS, RequestError
+from prodml.serve.validation import NUMBERS, STRINGS, bad_field
 
 __all__ = ["MAX_ROWS", "explain_rows"]
 
@@ -47,9 +47,7 @@ def explain_rows(
 ) -> list[dict[str, Any]]:
     """Shapley-value estimates for each row of validated ``feeds`` (at most :data:`MAX_ROWS` rows)."""
     if rows > MAX_ROWS:
-        raise RequestError(
-            f"explain takes at most {MAX_ROWS} instances", [{"field": "instances", "error": f"{rows} given"}]
-        )
+        raise bad_field("instances", f"explain takes at most {MAX_ROWS} instances, {rows} given")
     numeric, strings = model.validator.numeric_names, model.validator.string_names
     names = numeric + strings
     k, n = len(numeric), len(names)

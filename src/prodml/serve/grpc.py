@@ -9,11 +9,10 @@ does), which both Triton's and KServe's clients read. Errors map once, from the 
 from __future__ import annotations
 
 import logging
-import time
+from pathlib import Path
 from typing import Any
 
 import grpc
-import numpy as np
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from prodml import __version__
@@ -21,90 +20,58 @@ from prodml.core.errors import ProdmlError
 from prodml.serve.dataplane import DataPlane
 from prodml.serve.proto import inference_pb2 as pb
 from prodml.serve.proto import inference_pb2_grpc as pb_grpc
-from prodml.serve.protocols import decode_binary, oip_tensor, tensor_metadata
-from prodml.serve.validation import RequestError
+from prodml.serve.protocols import Tensor, oip_columns, oip_tensor, tensor_metadata
+from prodml.serve.validation import bad_field
 
 __all__ = ["GrpcServer"]
 
 logger = logging.getLogger(__name__)
 SERVICE = "inference.GRPCInferenceService"
 
-_CONTENTS = {
-    "BOOL": "bool_contents",
-    "INT8": "int_contents",
-    "INT16": "int_contents",
-    "INT32": "int_contents",
+_CONTENTS = dict.fromkeys(["INT8", "INT16", "INT32"], "int_contents") | {
     "INT64": "int64_contents",
-    "UINT8": "uint_contents",
-    "UINT16": "uint_contents",
-    "UINT32": "uint_contents",
-    "UINT64": "uint64_contents",
-    "FP32": "fp32_contents",
-    "FP64": "fp64_contents",
-    "BYTES": "bytes_contents",
+    "BOOL": "bool_contents",
 }
+_CONTENTS |= dict.fromkeys(["UINT8", "UINT16", "UINT32"], "uint_contents") | {"UINT64": "uint64_contents"}
+_CONTENTS |= {"FP32": "fp32_contents", "FP64": "fp64_contents", "BYTES": "bytes_contents"}
 
 
-def _columns(request: Any) -> dict[str, Any]:
+def _tensors(request: Any) -> list[Tensor]:
+    """The request's inputs as :class:`Tensor` values; :func:`oip_columns` checks them as it does REST's."""
     raw = list(request.raw_input_contents)
     if raw and len(raw) != len(request.inputs):
-        raise RequestError(
-            "raw_input_contents must hold one entry per input",
-            [{"field": "raw_input_contents", "error": f"{len(raw)} for {len(request.inputs)} inputs"}],
-        )
-    columns: dict[str, Any] = {}
-    for i, tensor in enumerate(request.inputs):
-        where = f"inputs[{i}] ({tensor.name})"
-        datatype = tensor.datatype
-        if datatype not in _CONTENTS:
-            raise RequestError(
-                f"{where}: unsupported datatype {datatype!r}",
-                [{"field": where, "error": "unsupported datatype"}],
-            )
-        count = int(np.prod(list(tensor.shape))) if tensor.shape else 0
-        if raw:
-            values: Any = decode_binary(raw[i], datatype, count, where)  # the REST binary extension's rules
-        else:
-            contents = getattr(tensor.contents, _CONTENTS[datatype])
-            values = (
-                [b.decode("utf-8", errors="replace") for b in contents]
-                if datatype == "BYTES"
-                else np.asarray(contents, dtype=np.float64)
-            )
-        if len(values) != count:
-            raise RequestError(
-                f"{where}: shape {list(tensor.shape)} needs {count} values, got {len(values)}",
-                [{"field": where, "error": "shape and data disagree"}],
-            )
-        columns[tensor.name] = values
-    return columns
+        raise bad_field("raw_input_contents", f"{len(raw)} entries for {len(request.inputs)} inputs")
+    tensors = []
+    for i, t in enumerate(request.inputs):
+        field = _CONTENTS.get(t.datatype)
+        data = list(getattr(t.contents, field)) if field and not raw else []
+        if t.datatype == "BYTES":
+            data = [b.decode("utf-8", errors="replace") for b in data]
+        tensors.append(Tensor(t.name, t.datatype, list(t.shape), data, raw[i] if raw else None))
+    return tensors
 
 
 class _Servicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
-    def __init__(self, plane: DataPlane, draining: Any) -> None:
+    def __init__(self, plane: DataPlane) -> None:
         self.plane = plane
-        self.draining = draining
-        self.active = 0  # ModelInfer calls in progress (the batcher's view of gRPC concurrency)
 
     async def _abort(self, context: Any, exc: ProdmlError) -> None:
         message = exc.message
-        fields = getattr(exc, "fields", None)
-        if fields:
-            message += ": " + "; ".join(f"{f['field']}: {f['error']}" for f in fields)
+        if exc.fields:
+            message += ": " + "; ".join(f"{f['field']}: {f['error']}" for f in exc.fields)
         await context.abort(getattr(grpc.StatusCode, exc.grpc_code, grpc.StatusCode.INTERNAL), message)
 
     async def ServerLive(self, request: Any, context: Any) -> Any:
         return pb.ServerLiveResponse(live=True)
 
     async def ServerReady(self, request: Any, context: Any) -> Any:
-        return pb.ServerReadyResponse(ready=self.plane.manager.current is not None and not self.draining())
+        return pb.ServerReadyResponse(ready=self.plane.ready())
 
     async def ModelReady(self, request: Any, context: Any) -> Any:
         try:
-            self.plane.model(request.name, request.version or None)
+            return pb.ModelReadyResponse(ready=self.plane.model_ready(request.name, request.version or None))
         except ProdmlError:
             return pb.ModelReadyResponse(ready=False)
-        return pb.ModelReadyResponse(ready=not self.draining())
 
     async def ServerMetadata(self, request: Any, context: Any) -> Any:
         return pb.ServerMetadataResponse(name="prodml", version=__version__, extensions=[])
@@ -126,43 +93,40 @@ class _Servicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
         )
 
     async def ModelInfer(self, request: Any, context: Any) -> Any:
-        metrics = self.plane.metrics
-        start = time.perf_counter()
-        metrics.inflight += 1
-        self.active += 1
-        try:
+        async def work() -> Any:
             pred = await self.plane.infer(
-                _columns(request),
+                oip_columns(_tensors(request)),
                 request_id=request.id or None,
                 name=request.model_name,
                 version=request.model_version or None,
             )
+            response = pb.ModelInferResponse(
+                model_name=pred.name, model_version=pred.version, id=pred.request_id
+            )
+            for name, output in zip(pred.model.runtime.output_names, pred.outputs, strict=True):
+                datatype, arr = oip_tensor(output)
+                response.outputs.add(name=name, datatype=datatype, shape=list(arr.shape))
+                response.raw_output_contents.append(arr.tobytes())
+            return response
+
+        try:
+            return await self.plane.serve("grpc", work, request.id or None)
         except ProdmlError as exc:
-            metrics.errors.labels(type(exc).__name__).inc()
-            metrics.done("grpc", exc.grpc_code, time.perf_counter() - start)
             await self._abort(context, exc)
             raise
-        except Exception:
-            metrics.errors.labels("internal").inc()
-            metrics.done("grpc", "INTERNAL", time.perf_counter() - start)
-            raise
-        finally:
-            metrics.inflight -= 1
-            self.active -= 1
-        metrics.done("grpc", "OK", time.perf_counter() - start)
-        response = pb.ModelInferResponse(model_name=pred.name, model_version=pred.version, id=pred.request_id)
-        for name, output in zip(pred.model.runtime.output_names, pred.outputs, strict=True):
-            datatype, arr = oip_tensor(output)
-            response.outputs.add(name=name, datatype=datatype, shape=list(arr.shape))
-            response.raw_output_contents.append(arr.tobytes())
-        return response
 
 
 class GrpcServer:
     """The gRPC server of one process; started and stopped with the HTTP servers."""
 
     def __init__(
-        self, plane: DataPlane, *, host: str, port: int, max_message_bytes: int, draining: Any
+        self,
+        plane: DataPlane,
+        *,
+        host: str,
+        port: int,
+        max_message_bytes: int,
+        tls: tuple[Path, Path] | None = None,
     ) -> None:
         options = [
             ("grpc.max_receive_message_length", max_message_bytes),
@@ -170,17 +134,21 @@ class GrpcServer:
             ("grpc.so_reuseport", 1),
         ]
         self.server = grpc.aio.server(options=options)
-        self.servicer = _Servicer(plane, draining)
+        self.servicer = _Servicer(plane)
         pb_grpc.add_GRPCInferenceServiceServicer_to_server(self.servicer, self.server)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        self.port = self.server.add_insecure_port(address)
+        if tls is None:
+            self.port = self.server.add_insecure_port(address)
+        else:
+            credentials = grpc.ssl_server_credentials([(tls[1].read_bytes(), tls[0].read_bytes())])
+            self.port = self.server.add_secure_port(address, credentials)
         self.plane = plane
 
     async def start(self) -> None:
         await self.server.start()
-        await self.set_serving(self.plane.manager.current is not None)
+        await self.set_serving(self.plane.ready())
 
     async def set_serving(self, serving: bool) -> None:
         status = (

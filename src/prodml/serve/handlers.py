@@ -1,372 +1,267 @@
-"""The inference endpoints as plain functions of (headers, body) → :class:`Reply`, and the lean ASGI
-router that serves them without a framework in between.
-
-FastAPI (in ``http``) owns everything else — metadata, health, OpenAPI, error pages — and documents these
-routes too; :class:`FastPath` answers the four POST inference routes itself, which spares each request
-FastAPI's middleware stack and per-request telemetry checks (measured: ~40% of a 1-row request).
+"""The REST endpoints as one route table each: inference (OIP v2, KServe v1, MLflow scoring, ``/predict``,
+health, metadata, metrics) and admin. Every endpoint only translates its wire format to columns and the
+data plane's answer back; the data plane does the rest.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
-import re
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import quote
 
 import orjson
 
-from prodml.core.errors import InvalidInput, ProdmlError
+from prodml import __version__
+from prodml.core.errors import ProdmlError
 from prodml.serve import protocols as p
 from prodml.serve.dataplane import DataPlane, Prediction
-from prodml.serve.validation import RequestError, Rows
+from prodml.serve.http import JSON, Call, Reply, Route, bearer, json_reply
+from prodml.serve.validation import bad_field, short
 
-__all__ = ["FastPath", "Handlers", "Reply", "ServerState", "read_body", "reply_headers"]
+__all__ = ["admin_routes", "inference_routes"]
 
-logger = logging.getLogger("prodml.serve.access")
-JSON = "application/json"
-_ORJSON = orjson.OPT_SERIALIZE_NUMPY
-
-ASGIApp = Callable[..., Awaitable[None]]
-
-
-@dataclass
-class ServerState:
-    """What the transports need beyond the data plane."""
-
-    plane: DataPlane
-    max_body_bytes: int = 8 << 20
-    draining: bool = False
-    started_at: float = field(default_factory=time.time)
+logger = logging.getLogger("prodml.serve.admin")
+ROWS = [{"age": 42, "plan": "pro"}]
+OIP_EXAMPLE = {
+    "inputs": [
+        {"name": "age", "shape": [1], "datatype": "FP32", "data": [42]},
+        {"name": "plan", "shape": [1], "datatype": "BYTES", "data": ["pro"]},
+    ]
+}
 
 
-@dataclass
-class Reply:
-    status: int
-    body: bytes
-    headers: dict[str, str] = field(default_factory=dict)
-    media_type: str = JSON
-
-
-def json_reply(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> Reply:
-    return Reply(status, orjson.dumps(obj, option=_ORJSON), headers or {})
-
-
-def error_reply(status: int, message: str, fields: list[dict[str, str]] | None = None) -> Reply:
-    body: dict[str, Any] = {"error": message}
-    if fields:
-        body["fields"] = fields
-    return json_reply(body, status)
-
-
-def loads(raw: bytes) -> Any:
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise RequestError(
-            f"the body is not valid JSON: {exc}", [{"field": "body", "error": "invalid JSON"}]
-        ) from None
-
-
-def too_large_reply(limit: int) -> Reply:
-    return error_reply(
-        400, f"the body is larger than {limit} bytes", [{"field": "body", "error": f"at most {limit} bytes"}]
-    )
-
-
-def _pred_headers(pred: Prediction) -> dict[str, str]:
+def _headers(pred: Prediction) -> dict[str, str]:
     return {"x-model-name": pred.name, "x-model-version": pred.version, "x-request-id": pred.request_id}
 
 
-# printable ASCII but '%': what a header value may carry as it is (no CR/LF to split the response)
-_HEADER_SAFE = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "%")
+def inference_routes(plane: DataPlane) -> list[Route]:
+    """The public routes of one server."""
 
+    def scored(protocol: str, work: Callable[[Call], Awaitable[Reply]]) -> Callable[[Call], Awaitable[Reply]]:
+        async def endpoint(call: Call) -> Reply:
+            return await plane.serve(protocol, lambda: work(call), call.headers.get("x-request-id"))
 
-def header_value(value: str) -> bytes:
-    """A response header value as bytes: as it is when plain printable ASCII, else percent-encoded (a
-    client's request id — OIP's ``id`` may hold any string — or a model name may not be)."""
-    if not (value.isascii() and value.isprintable() and "%" not in value):
-        value = quote(value, safe=_HEADER_SAFE)
-    return value.encode("ascii")
+        return endpoint
 
+    async def v2_infer(call: Call) -> Reply:
+        raw, header_len = call.body, call.headers.get("inference-header-content-length")
+        if header_len is not None:
+            if not (header_len.isascii() and header_len.isdigit() and int(header_len) <= len(raw)):
+                raise bad_field("Inference-Header-Content-Length", "out of range of the body")
+            tensors, req = p.oip_request(Call({}, {}, raw[: int(header_len)]).json(), raw[int(header_len) :])
+        else:
+            tensors, req = p.oip_request(call.json())
+        given = req.get("id")
+        rid = given if isinstance(given, str) else call.headers.get("x-request-id")
+        pred = await plane.infer(
+            p.oip_columns(tensors),
+            request_id=rid,
+            name=call.params["name"],
+            version=call.params.get("version"),
+        )
+        binary = p.wants_binary(req)
+        out, tail = p.encode_oip(
+            pred.outputs,
+            pred.model.runtime.output_names,
+            model=pred.name,
+            version=pred.version,
+            request_id=pred.request_id,
+            binary=binary,
+        )
+        if not binary:
+            return json_reply(out, headers=_headers(pred))
+        head = orjson.dumps(out, option=orjson.OPT_SERIALIZE_NUMPY)
+        headers = {**_headers(pred), "inference-header-content-length": str(len(head))}
+        return Reply(200, head + tail, headers, "application/octet-stream")
 
-def reply_headers(reply: Reply) -> list[tuple[bytes, bytes]]:
-    """The reply's headers as the wire carries them, content type and length first (every transport)."""
+    async def v1_predict(call: Call) -> Reply:
+        names = plane.model(call.params["name"]).validator.names
+        columns = p.columns_from_kserve_v1(call.json(), names)
+        pred = await plane.infer(
+            columns, request_id=call.headers.get("x-request-id"), name=call.params["name"]
+        )
+        preds = p.predictions(pred.outputs, pred.model.runtime.task, pred.model.runtime.classes)
+        return json_reply({"predictions": preds, "model_version": pred.version}, headers=_headers(pred))
+
+    async def v1_explain(call: Call) -> Reply:
+        names = plane.model(call.params["name"]).validator.names
+        model, explanations = await plane.explain(
+            p.columns_from_kserve_v1(call.json(), names), name=call.params["name"]
+        )
+        return json_reply(
+            {
+                "explanations": explanations,
+                "model_version": model.version,
+                "method": "permutation-sampled Shapley values vs the training baseline",
+            },
+            headers={"x-model-name": model.name, "x-model-version": model.version},
+        )
+
+    async def invocations(call: Call) -> Reply:
+        ctype = call.headers.get("content-type", JSON).split(";")[0].strip().lower()
+        params: dict[str, Any] = {}
+        if ctype == "text/csv":
+            try:
+                text = call.body.decode("utf-8")
+            except UnicodeDecodeError:
+                raise bad_field("body", "the CSV body is not UTF-8") from None
+            columns = p.columns_from_csv(text, plane.model().validator.max_rows)
+        elif ctype == JSON:
+            columns, params = p.columns_from_mlflow(call.json())
+        else:
+            raise bad_field("Content-Type", f"unsupported {short(ctype)!r}: use application/json or text/csv")
+        pred = await plane.infer(columns, request_id=call.headers.get("x-request-id"))
+        style = "proba" if params.get("predict_method") == "predict_proba" else "label"
+        preds = p.predictions(pred.outputs, pred.model.runtime.task, pred.model.runtime.classes, style=style)
+        return json_reply({"predictions": preds}, headers=_headers(pred))
+
+    async def predict(call: Call) -> Reply:
+        body = call.json()
+        records = body.get("records") if isinstance(body, dict) else body
+        pred = await plane.infer(p.columns_from_records(records), request_id=call.headers.get("x-request-id"))
+        preds = p.predictions(
+            pred.outputs, pred.model.runtime.task, pred.model.runtime.classes, style="records"
+        )
+        return json_reply(
+            {
+                "model": pred.name,
+                "version": pred.version,
+                "request_id": pred.request_id,
+                "predictions": preds,
+            },
+            headers=_headers(pred),
+        )
+
+    async def feedback(call: Call) -> Reply:
+        return json_reply({"accepted": plane.feedback(call.params["name"], call.json())})
+
+    async def server_metadata(_: Call) -> Reply:
+        return json_reply({"name": "prodml", "version": __version__, "extensions": ["binary_tensor_data"]})
+
+    async def live(_: Call) -> Reply:
+        return json_reply({"live": True})
+
+    async def ready(_: Call) -> Reply:
+        ok = plane.ready()
+        return json_reply({"ready": ok}, 200 if ok else 503)
+
+    async def model_metadata(call: Call) -> Reply:
+        model = plane.model(call.params["name"], call.params.get("version"))
+        inputs, outputs = p.tensor_metadata(model.package.schema)
+        return json_reply(
+            {
+                "name": model.name,
+                "versions": [model.version],
+                "platform": "onnxruntime_onnx",
+                "inputs": inputs,
+                "outputs": outputs,
+                "parameters": {"task": model.runtime.task, "classes": model.runtime.classes},
+            }
+        )
+
+    async def model_ready(call: Call) -> Reply:
+        name = call.params["name"]
+        try:
+            ok = plane.model_ready(name, call.params.get("version"))
+        except ProdmlError:
+            return json_reply({"name": name, "ready": False}, 404)
+        return json_reply({"name": name, "ready": ok}, 200 if ok else 503)
+
+    async def ping(_: Call) -> Reply:
+        return Reply(200 if plane.ready() else 503, b"\n")
+
+    async def version(_: Call) -> Reply:
+        return Reply(200, __version__.encode(), media_type="text/plain")
+
+    async def metrics(_: Call) -> Reply:
+        return Reply(200, plane.metrics.render(), media_type="text/plain; version=0.0.4")
+
+    def post(tag: str, protocol: str, path: str, work: Any, summary: str, example: dict[str, Any]) -> Route:
+        return Route("POST", path, scored(protocol, work), tag, summary, example, guarded=True)
+
+    split = {"dataframe_split": {"columns": ["age", "plan"], "data": [[42, "pro"]]}}
+    label = {"request_id": "abc", "label": 1}
     return [
-        (b"content-type", reply.media_type.encode("ascii")),
-        (b"content-length", b"%d" % len(reply.body)),
-        *((name.encode("ascii"), header_value(value)) for name, value in reply.headers.items()),
+        Route("GET", "/v2", server_metadata, "v2", "server metadata"),
+        Route("GET", "/v2/health/live", live, "v2", "liveness"),
+        Route("GET", "/v2/health/ready", ready, "v2", "readiness"),
+        Route("GET", "/v2/models/{name}", model_metadata, "v2", "model metadata"),
+        Route("GET", "/v2/models/{name}/versions/{version}", model_metadata, "v2", "version metadata"),
+        Route("GET", "/v2/models/{name}/ready", model_ready, "v2", "model readiness"),
+        Route("GET", "/v2/models/{name}/versions/{version}/ready", model_ready, "v2", "version readiness"),
+        post("v2", "v2", "/v2/models/{name}/infer", v2_infer, "OIP v2 inference", OIP_EXAMPLE),
+        post(
+            "v2",
+            "v2",
+            "/v2/models/{name}/versions/{version}/infer",
+            v2_infer,
+            "OIP v2 inference",
+            OIP_EXAMPLE,
+        ),
+        post("v2", "feedback", "/v2/models/{name}/feedback", feedback, "a label for a logged request", label),
+        post("v1", "v1", "/v1/models/{name}:predict", v1_predict, "KServe v1", {"instances": ROWS}),
+        post(
+            "v1", "v1-explain", "/v1/models/{name}:explain", v1_explain, "Shapley values", {"instances": ROWS}
+        ),
+        Route("GET", "/ping", ping, "mlflow", "readiness"),
+        Route("GET", "/health", ping, "mlflow", "readiness"),
+        Route("GET", "/version", version, "mlflow", "server version"),
+        post("mlflow", "mlflow", "/invocations", invocations, "MLflow scoring (JSON or CSV)", split),
+        post("prodml", "predict", "/predict", predict, "records to score", {"records": ROWS}),
+        Route("GET", "/metrics", metrics, "ops", "Prometheus metrics"),
     ]
 
 
-def decode_headers(pairs: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
-    """Request headers as uvicorn gives them (names lower-case bytes) → a dict of text."""
-    return {k.decode("latin-1"): v.decode("latin-1") for k, v in pairs}
+def admin_routes(plane: DataPlane, token: str, started_at: float) -> list[Route]:
+    """Reload, cache flush and status; every call needs ``Authorization: Bearer <token>``. A refused call
+    is logged and answered only after a pause that doubles with each failure in a row (up to 2 s)."""
+    failures = [0]
 
-
-def declared_too_large(declared: str | None, limit: int) -> bool:
-    """A ``Content-Length`` that is not a plain number, or one above ``limit``."""
-    if declared is None:
-        return False
-    return not declared.isdigit() or len(declared) > 18 or int(declared) > limit
-
-
-class Handlers:
-    """The inference endpoints. ``headers`` keys are lower-case."""
-
-    def __init__(self, state: ServerState) -> None:
-        self.state = state
-        self.plane = state.plane
-
-    async def scored(
-        self, protocol: str, work: Callable[[], Awaitable[Reply]], headers: Mapping[str, str] | None = None
-    ) -> Reply:
-        """Run one request: metrics, and every error turned into its JSON reply (never a trace).
-
-        Failed requests are logged (structured: request id, protocol, status, error); successful ones are
-        counted, not logged, to keep logging off the latency budget.
-        """
-        metrics = self.plane.metrics
-        start = time.perf_counter()
-        metrics.inflight += 1
-        try:
-            reply = await work()
-        except ProdmlError as exc:
-            metrics.errors.labels(type(exc).__name__).inc()
-            reply = error_reply(exc.http_status, exc.message, getattr(exc, "fields", None))
-            logger.info(
-                "request refused",
-                extra={
-                    "request_id": (headers or {}).get("x-request-id", "-"),
-                    "protocol": protocol,
-                    "status": exc.http_status,
-                    "error": exc.message,
-                },
-            )
-        except Exception:
-            metrics.errors.labels("internal").inc()
-            logger.exception(
-                "unexpected error",
-                extra={"request_id": (headers or {}).get("x-request-id", "-"), "protocol": protocol},
-            )
-            reply = error_reply(500, "internal error")
-        finally:
-            metrics.inflight -= 1
-        metrics.done(protocol, reply.status, time.perf_counter() - start)
-        return reply
-
-    async def v2_infer(self, name: str, version: str | None, headers: Mapping[str, str], raw: bytes) -> Reply:
-        async def work() -> Reply:
-            header_len = headers.get("inference-header-content-length")
-            if header_len is not None:
-                if not header_len.isdigit() or int(header_len) > len(raw):
-                    raise RequestError(
-                        "Inference-Header-Content-Length does not fit the body",
-                        [{"field": "Inference-Header-Content-Length", "error": "out of range"}],
-                    )
-                body, tail = loads(raw[: int(header_len)]), raw[int(header_len) :]
-            else:
-                body, tail = loads(raw), b""
-            columns, req = p.parse_oip(body, tail)
-            given = req.get("id")
-            rid = given if isinstance(given, str) else headers.get("x-request-id")
-            pred = await self.plane.infer(columns, request_id=rid, name=name, version=version)
-            raw_params = req.get("parameters")
-            params: dict[str, Any] = raw_params if isinstance(raw_params, dict) else {}
-            binary = bool(params.get("binary_data_output")) or any(
-                isinstance(o, dict)
-                and isinstance(o.get("parameters"), dict)
-                and o["parameters"].get("binary_data")
-                for o in req.get("outputs") or []
-            )
-            out, tail_out = p.encode_oip(
-                pred.outputs,
-                pred.model.runtime.output_names,
-                model=pred.name,
-                version=pred.version,
-                request_id=pred.request_id,
-                binary=binary,
-            )
-            h = _pred_headers(pred)
-            if binary:
-                head = orjson.dumps(out, option=_ORJSON)
-                h["inference-header-content-length"] = str(len(head))
-                return Reply(200, head + tail_out, h, "application/octet-stream")
-            return json_reply(out, headers=h)
-
-        return await self.scored("v2", work, headers)
-
-    async def v1_predict(self, name: str, headers: Mapping[str, str], raw: bytes) -> Reply:
-        async def work() -> Reply:
-            model = self.plane.model(name)
-            rows = p.rows_from_kserve_v1(loads(raw), model.validator.names, raw=raw)
-            pred = await self.plane.infer(rows, request_id=headers.get("x-request-id"), name=name)
-            preds = p.predictions(pred.outputs, pred.model.runtime.task, pred.model.runtime.classes)
-            return json_reply(
-                {"predictions": preds, "model_version": pred.version}, headers=_pred_headers(pred)
-            )
-
-        return await self.scored("v1", work, headers)
-
-    async def v1_explain(self, name: str, headers: Mapping[str, str], raw: bytes) -> Reply:
-        async def work() -> Reply:
-            from prodml.serve.explain import explain_rows
-
-            model = self.plane.model(name)
-            rows = p.rows_from_kserve_v1(loads(raw), model.validator.names, raw=raw)
-            feeds, n = model.validator.feeds(rows)
-            # up to thousands of rows through the graph: in a thread, so other requests go on meanwhile
-            explanations = await asyncio.to_thread(explain_rows, model, feeds, n)
-            return json_reply(
-                {
-                    "explanations": explanations,
-                    "model_version": model.version,
-                    "method": "permutation-sampled Shapley values vs the training baseline",
-                },
-                headers={"x-model-name": model.name, "x-model-version": model.version},
-            )
-
-        return await self.scored("v1-explain", work, headers)
-
-    async def invocations(self, headers: Mapping[str, str], raw: bytes) -> Reply:
-        async def work() -> Reply:
-            ctype = headers.get("content-type", JSON).split(";")[0].strip().lower()
-            params: dict[str, Any] = {}
-            columns: dict[str, Any] | Rows
-            if ctype == "text/csv":
-                try:
-                    columns = p.columns_from_csv(raw.decode("utf-8"))
-                except UnicodeDecodeError:
-                    raise RequestError(
-                        "the CSV body is not UTF-8", [{"field": "body", "error": "not UTF-8"}]
-                    ) from None
-            elif ctype == JSON:
-                columns, params = p.columns_from_mlflow(loads(raw), raw=raw)
-            else:
-                raise RequestError(
-                    f"unsupported content type {ctype!r}",
-                    [{"field": "Content-Type", "error": "use application/json or text/csv"}],
+    def guarded(work: Callable[[], Awaitable[Reply]]) -> Callable[[Call], Awaitable[Reply]]:
+        async def endpoint(call: Call) -> Reply:
+            given = bearer(call.headers.get("authorization"))
+            if given is None or not _same(given, token):
+                failures[0] += 1
+                logger.warning(
+                    "admin call refused: %s", "no bearer token" if given is None else "wrong token"
                 )
-            pred = await self.plane.infer(columns, request_id=headers.get("x-request-id"))
-            style = "proba" if params.get("predict_method") == "predict_proba" else "label"
-            preds = p.predictions(
-                pred.outputs, pred.model.runtime.task, pred.model.runtime.classes, style=style
-            )
-            return json_reply({"predictions": preds}, headers=_pred_headers(pred))
+                await asyncio.sleep(min(2.0, 0.05 * 2 ** min(failures[0], 6)))
+                return json_reply(
+                    {"error": "a valid admin token is required"}, 401, {"www-authenticate": "Bearer"}
+                )
+            failures[0] = 0
+            return await work()
 
-        return await self.scored("mlflow", work, headers)
+        return endpoint
 
-    async def predict(self, headers: Mapping[str, str], raw: bytes) -> Reply:
-        async def work() -> Reply:
-            body = loads(raw)
-            records = body.get("records") if isinstance(body, dict) else body
-            rows = p.rows_from_records(records, body=raw)
-            pred = await self.plane.infer(rows, request_id=headers.get("x-request-id"))
-            preds = p.predictions(
-                pred.outputs, pred.model.runtime.task, pred.model.runtime.classes, style="records"
-            )
-            return json_reply(
-                {
-                    "model": pred.name,
-                    "version": pred.version,
-                    "request_id": pred.request_id,
-                    "predictions": preds,
-                },
-                headers=_pred_headers(pred),
-            )
+    async def reload() -> Reply:
+        return json_reply({"version": await plane.manager.reload()})
 
-        return await self.scored("predict", work, headers)
+    async def flush() -> Reply:
+        return json_reply({"flushed": await plane.cache.clear() if plane.cache is not None else 0})
 
-    async def feedback(self, name: str, raw: bytes) -> Reply:
-        async def work() -> Reply:
-            self.plane.model(name)
-            body = loads(raw)
-            items = body if isinstance(body, list) else [body]
-            for i, item in enumerate(items):
-                label = item.get("label") if isinstance(item, dict) else None
-                if not (
-                    isinstance(item, dict)
-                    and isinstance(item.get("request_id"), str)
-                    and isinstance(label, int | float)
-                    and not isinstance(label, bool)
-                ):
-                    raise RequestError(
-                        "feedback needs request_id (string) and label (number)",
-                        [{"field": f"[{i}]", "error": "expected {request_id, label}"}],
-                    )
-            if self.plane.log is None:
-                raise InvalidInput("this server does not log requests, so feedback cannot be joined")
-            for item in items:
-                self.plane.log.feedback(item["request_id"], item["label"])
-            return json_reply({"accepted": len(items)})
-
-        return await self.scored("feedback", work)
-
-
-_V2 = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?/infer$")
-_V1 = re.compile(r"^/v1/models/([^/]+):(predict|explain)$")
-
-
-class FastPath:
-    """ASGI app: the POST inference routes go straight to :class:`Handlers`; the rest to ``fallback``."""
-
-    def __init__(self, handlers: Handlers, fallback: ASGIApp) -> None:
-        self.handlers = handlers
-        self.fallback = fallback
-        self.limit = handlers.state.max_body_bytes
-
-    def route(self, path: str, headers: Mapping[str, str]) -> Callable[[bytes], Awaitable[Reply]] | None:
-        h = self.handlers
-        if path == "/invocations":
-            return lambda raw: h.invocations(headers, raw)
-        if path == "/predict":
-            return lambda raw: h.predict(headers, raw)
-        if v2 := _V2.match(path):
-            name, version = v2.group(1), v2.group(2)
-            return lambda raw: h.v2_infer(name, version, headers, raw)
-        if v1 := _V1.match(path):
-            model = v1.group(1)
-            if v1.group(2) == "explain":
-                return lambda raw: h.v1_explain(model, headers, raw)
-            return lambda raw: h.v1_predict(model, headers, raw)
-        return None
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST":
-            await self.fallback(scope, receive, send)
-            return
-        headers = decode_headers(scope["headers"])
-        route = self.route(scope["path"], headers)
-        if route is None:
-            await self.fallback(scope, receive, send)
-            return
-        too_big = declared_too_large(headers.get("content-length"), self.limit)
-        raw = None if too_big else await read_body(receive, self.limit)
-        reply = too_large_reply(self.limit) if raw is None else await route(raw)
-        await send(
+    async def status() -> Reply:
+        model = plane.manager.current
+        return json_reply(
             {
-                "type": "http.response.start",
-                "status": reply.status,
-                "headers": reply_headers(reply),
+                "model": model.name if model else None,
+                "version": model.version if model else None,
+                "draining": plane.draining,
+                "last_registry_error": plane.manager.last_error,
+                "last_registry_check": plane.manager.last_check,
+                "uptime_s": time.time() - started_at,
             }
         )
-        await send({"type": "http.response.body", "body": reply.body})
+
+    return [
+        Route("POST", "/admin/reload", guarded(reload)),
+        Route("POST", "/admin/cache/flush", guarded(flush)),
+        Route("GET", "/admin/status", guarded(status)),
+    ]
 
 
-async def read_body(receive: Any, limit: int) -> bytes | None:
-    """An ASGI request's body; None once it passes ``limit`` bytes, b"" if the client went away."""
-    chunks, size, more = [], 0, True
-    while more:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return b""
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-        more = message.get("more_body", False)
-    return b"".join(chunks)
+def _same(given: str, token: str) -> bool:
+    return hmac.compare_digest(given.encode(), token.encode())

@@ -1,293 +1,275 @@
-"""REST transport: Open Inference Protocol v2, KServe v1, MLflow scoring and ``/predict`` over one
-:class:`DataPlane`; Prometheus ``/metrics``; the admin app on its own port.
+"""REST transport: a plain ASGI app over one route table, on stock uvicorn.
 
-Handlers read the body once, parse it with orjson and never let a pydantic model touch the hot path;
-the OpenAPI document (``/openapi.json``) still describes every request body. Errors are JSON
-``{"error": …, "fields": […]}`` with the status the prodml error carries; nothing leaks a trace.
+One table of :class:`Route` drives both dispatch and ``/openapi.json``, so no route is declared twice.
+Each request is read once (capped in size, and in time by a body read timeout), handed to its endpoint as
+a :class:`Call`, and answered with the endpoint's :class:`Reply`; a prodml error becomes its JSON body
+``{"error": …, "fields": […]}`` with the status it carries — mapped here, once — and anything else a 500
+without a trace. Optional, off by default: an API key for the inference routes, CORS origins.
+While the server drains, every response says ``Connection: close``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
-import time
-from collections.abc import Awaitable, Callable
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.responses import Response
+import orjson
 
 from prodml import __version__
-from prodml.core.errors import ProdmlError
-from prodml.serve.handlers import (
-    JSON,
-    FastPath,
-    Handlers,
-    Reply,
-    ServerState,
-    error_reply,
-    json_reply,
-    read_body,
-    too_large_reply,
-)
-from prodml.serve.protocols import tensor_metadata
+from prodml.core.errors import InvalidInput, NotFound, ProdmlError
 
-__all__ = ["ServerState", "admin_app", "inference_app"]
+__all__ = ["Call", "HttpApp", "Reply", "Route", "json_reply"]
 
 logger = logging.getLogger("prodml.serve.access")
-# FastAPI's built-in OpenTelemetry hooks look up providers on every request; prodml exports Prometheus.
-NO_TELEMETRY: Any = {"tracing": False, "metrics": False, "logs": False}
+JSON = "application/json"
+_SAFE = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "%")  # header-safe: no CR/LF, no '%'
 
 
-def _response(reply: Reply) -> Response:
-    return Response(reply.body, status_code=reply.status, media_type=reply.media_type, headers=reply.headers)
+@dataclass
+class Reply:
+    status: int
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+    media_type: str = JSON
 
 
-def _json(obj: Any, status: int = 200) -> Response:
-    return _response(json_reply(obj, status))
+def json_reply(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> Reply:
+    return Reply(status, orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY), headers or {})
 
 
-def _error(status: int, message: str, fields: list[dict[str, str]] | None = None) -> Response:
-    return _response(error_reply(status, message, fields))
+def error_reply(exc: ProdmlError) -> Reply:
+    body: dict[str, Any] = {"error": exc.message}
+    if exc.fields:
+        body["fields"] = exc.fields
+    return json_reply(body, exc.http_status)
 
 
-def _schema_body(example: dict[str, Any], description: str) -> dict[str, Any]:
-    return {
-        "requestBody": {
-            "required": True,
-            "description": description,
-            "content": {JSON: {"schema": {"type": "object"}, "example": example}},
+@dataclass(frozen=True)
+class Call:
+    """One request as an endpoint sees it: path parameters, headers (lower-case names), the body."""
+
+    params: dict[str, str]
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        try:
+            return orjson.loads(self.body)
+        except orjson.JSONDecodeError as exc:
+            raise InvalidInput(
+                f"the body is not valid JSON: {exc}", fields=[{"field": "body", "error": "invalid JSON"}]
+            ) from None
+
+
+@dataclass(frozen=True)
+class Route:
+    """``method path`` → ``endpoint``; ``{name}`` in the path is a parameter. ``example``: a POST body
+    shown in the OpenAPI document; ``guarded``: needs the API key when one is set."""
+
+    method: str
+    path: str
+    endpoint: Callable[[Call], Awaitable[Reply]]
+    tag: str = "prodml"
+    summary: str = ""
+    example: dict[str, Any] | None = None
+    guarded: bool = False
+
+    def match(self, path: str) -> dict[str, str] | None:
+        found = _pattern(self.path).fullmatch(path)
+        return None if found is None else found.groupdict()
+
+
+_PATTERNS: dict[str, re.Pattern[str]] = {}
+
+
+def _pattern(template: str) -> re.Pattern[str]:
+    if template not in _PATTERNS:
+        parts = re.split(r"\{(\w+)\}", template)  # literal, name, literal, …
+        _PATTERNS[template] = re.compile(
+            "".join(re.escape(p) if i % 2 == 0 else f"(?P<{p}>[^/]+)" for i, p in enumerate(parts))
+        )
+    return _PATTERNS[template]
+
+
+def header_value(value: str) -> bytes:
+    """A response header value: as it is when plain printable ASCII, else percent-encoded (a client's
+    request id — OIP's ``id`` may hold any string — or a model name may not be)."""
+    if not (value.isascii() and value.isprintable() and "%" not in value):
+        value = quote(value, safe=_SAFE)
+    return value.encode("ascii")
+
+
+class HttpApp:
+    """The ASGI app of one route table.
+
+    Args:
+        routes: the table.
+        title: the OpenAPI document's title (None: no ``/openapi.json``).
+        max_body_bytes: larger bodies are refused (400) before they are read.
+        body_timeout_s: a body that takes longer to arrive is refused (408) and its connection closed.
+        draining: whether the server drains (responses then close their connection).
+        api_key: when set, ``guarded`` routes need ``X-API-Key`` (or ``Authorization: Bearer``) equal to it.
+        cors_origins: origins allowed to call from a browser (``*`` for any); empty: no CORS headers.
+    """
+
+    def __init__(
+        self,
+        routes: Sequence[Route],
+        *,
+        title: str | None,
+        max_body_bytes: int,
+        body_timeout_s: float,
+        draining: Callable[[], bool],
+        api_key: str | None = None,
+        cors_origins: Sequence[str] = (),
+    ) -> None:
+        self.routes = list(routes)
+        if title is not None:
+            document = orjson.dumps(openapi(self.routes, title))
+            self.routes.append(Route("GET", "/openapi.json", lambda _: _const(Reply(200, document)), "ops"))
+        self.exact = {(r.method, r.path): r for r in self.routes if "{" not in r.path}
+        self.limit = max_body_bytes
+        self.body_timeout_s = body_timeout_s
+        self.draining = draining
+        self.api_key = api_key
+        self.cors = frozenset(cors_origins)
+
+    def find(self, method: str, path: str) -> tuple[Route, dict[str, str]]:
+        route = self.exact.get((method, path))
+        if route is not None:
+            return route, {}
+        allowed = False
+        for route in self.routes:
+            params = route.match(path)
+            if params is not None:
+                if route.method == method:
+                    return route, params
+                allowed = True
+        if allowed:
+            raise _Refused(405, "method not allowed")
+        raise NotFound(f"no route {short_path(path)!r}", hint="see /openapi.json")
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        extra: dict[str, str] = {}
+        origin = headers.get("origin")
+        if origin is not None and ("*" in self.cors or origin in self.cors):
+            extra["access-control-allow-origin"] = "*" if "*" in self.cors else origin
+        try:
+            if extra and scope["method"] == "OPTIONS":
+                reply = Reply(
+                    204,
+                    b"",
+                    {"access-control-allow-methods": "GET, POST", "access-control-allow-headers": "*"},
+                )
+            else:
+                route, params = self.find(scope["method"], scope["path"])
+                self.authorize(route, headers)
+                body = await self.read(receive, headers) if scope["method"] == "POST" else b""
+                reply = await route.endpoint(Call(params, headers, body))
+        except _Refused as refused:
+            reply = json_reply({"error": refused.message}, refused.status, refused.headers)
+        except ProdmlError as exc:
+            reply = error_reply(exc)
+        except Exception:
+            logger.exception("unexpected error")
+            reply = json_reply({"error": "internal error"}, 500)
+        reply.headers.update(extra)
+        if self.draining() or reply.status == 408:
+            reply.headers["connection"] = "close"
+        wire = [
+            (b"content-type", reply.media_type.encode("ascii")),
+            (b"content-length", b"%d" % len(reply.body)),
+            *((name.encode("ascii"), header_value(value)) for name, value in reply.headers.items()),
+        ]
+        await send({"type": "http.response.start", "status": reply.status, "headers": wire})
+        await send({"type": "http.response.body", "body": reply.body})
+
+    def authorize(self, route: Route, headers: dict[str, str]) -> None:
+        if not (route.guarded and self.api_key):
+            return
+        given = headers.get("x-api-key") or bearer(headers.get("authorization")) or ""
+        if not hmac.compare_digest(given.encode("utf-8", "replace"), self.api_key.encode()):
+            raise _Refused(401, "a valid API key is required (X-API-Key)", {"www-authenticate": "Bearer"})
+
+    async def read(self, receive: Any, headers: dict[str, str]) -> bytes:
+        """The request body, within the size and time limits."""
+        declared = headers.get("content-length")
+        too_large = InvalidInput(
+            f"the body is larger than {self.limit} bytes",
+            fields=[{"field": "body", "error": f"at most {self.limit} bytes"}],
+        )
+        if declared is not None and not (
+            declared.isascii() and declared.isdigit() and int(declared) <= self.limit
+        ):
+            raise too_large
+        chunks, size, more = [], 0, True
+        try:
+            async with asyncio.timeout(self.body_timeout_s):
+                while more:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        return b""
+                    chunk = message.get("body", b"")
+                    size += len(chunk)
+                    if size > self.limit:
+                        raise too_large
+                    chunks.append(chunk)
+                    more = message.get("more_body", False)
+        except TimeoutError:
+            raise _Refused(408, f"the body did not arrive within {self.body_timeout_s:g} s") from None
+        return b"".join(chunks)
+
+
+class _Refused(Exception):
+    """An HTTP-level refusal that is no prodml error (405, 401, 408)."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.headers = status, message, headers or {}
+
+
+async def _const(reply: Reply) -> Reply:
+    return Reply(reply.status, reply.body, dict(reply.headers), reply.media_type)
+
+
+def bearer(authorization: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header as RFC 6750 (§2.1) defines it: the scheme
+    is case-insensitive, then one or more spaces, then a token68; None for anything else."""
+    found = re.fullmatch(r"(?i:bearer) +([A-Za-z0-9\-._~+/]+=*) *", authorization or "")
+    return found.group(1) if found else None
+
+
+def short_path(path: str) -> str:
+    return path if len(path) <= 60 else path[:60] + "…"
+
+
+def openapi(routes: Sequence[Route], title: str) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of a route table."""
+    paths: dict[str, Any] = {}
+    for r in routes:
+        op: dict[str, Any] = {
+            "tags": [r.tag],
+            "summary": r.summary,
+            "operationId": f"{r.method.lower()}_{re.sub(r'[^a-z0-9]+', '_', r.path.lower()).strip('_')}",
+            "parameters": [
+                {"name": n, "in": "path", "required": True, "schema": {"type": "string"}}
+                for n in re.findall(r"\{(\w+)\}", r.path)
+            ],
+            "responses": {"200": {"description": "OK"}, "400": {"description": "bad request"}},
         }
-    }
-
-
-OIP_EXAMPLE = {
-    "inputs": [
-        {"name": "age", "shape": [1], "datatype": "FP32", "data": [42]},
-        {"name": "plan", "shape": [1], "datatype": "BYTES", "data": ["pro"]},
-    ]
-}
-
-
-def inference_app(state: ServerState) -> Any:
-    """The public ASGI app: the inference routes on the lean path, the rest (health, metadata, metrics,
-    OpenAPI) on FastAPI."""
-    plane = state.plane
-    handlers = Handlers(state)
-    app = FastAPI(
-        title="prodml inference server",
-        version=__version__,
-        description="Open Inference Protocol v2, KServe v1, MLflow scoring and /predict over one "
-        "ONNX Runtime data plane.",
-        telemetry=NO_TELEMETRY,
-    )
-
-    @app.exception_handler(ProdmlError)
-    async def _prodml_error(_: Request, exc: ProdmlError) -> Response:
-        plane.metrics.errors.labels(type(exc).__name__).inc()
-        return _error(exc.http_status, exc.message, getattr(exc, "fields", None))
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_: Request, exc: StarletteHTTPException) -> Response:
-        return _error(exc.status_code, str(exc.detail))
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation_error(_: Request, exc: RequestValidationError) -> Response:
-        fields = [{"field": ".".join(map(str, e["loc"])), "error": e["msg"]} for e in exc.errors()]
-        return _error(400, "invalid request", fields)
-
-    @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> Response:
-        plane.metrics.errors.labels("internal").inc()
-        logger.exception("unexpected error")
-        return _error(500, "internal error")
-
-    def headers(request: Request) -> dict[str, str]:
-        return {k.lower(): v for k, v in request.headers.items()}
-
-    async def via(request: Request, call: Callable[[bytes], Awaitable[Reply]]) -> Response:
-        """The documented POST routes, when reached here rather than on the FastPath."""
-        raw = await read_body(request.receive, state.max_body_bytes)
-        return _response(too_large_reply(state.max_body_bytes) if raw is None else await call(raw))
-
-    # --- Open Inference Protocol v2 -----------------------------------------------------------------
-
-    @app.get("/v2", tags=["v2"])
-    async def server_metadata() -> Response:
-        return _json({"name": "prodml", "version": __version__, "extensions": ["binary_tensor_data"]})
-
-    @app.get("/v2/health/live", tags=["v2"])
-    async def live() -> Response:
-        return _json({"live": True})
-
-    @app.get("/v2/health/ready", tags=["v2"])
-    async def ready() -> Response:
-        ok = plane.manager.current is not None and not state.draining
-        return _json({"ready": ok}, 200 if ok else 503)
-
-    def metadata(name: str, version: str | None) -> Response:
-        model = plane.model(name, version)
-        inputs, outputs = tensor_metadata(model.package.schema)
-        return _json(
-            {
-                "name": model.name,
-                "versions": [model.version],
-                "platform": "onnxruntime_onnx",
-                "inputs": inputs,
-                "outputs": outputs,
-                "parameters": {"task": model.runtime.task, "classes": model.runtime.classes},
+        if r.example is not None:
+            op["requestBody"] = {
+                "required": True,
+                "content": {JSON: {"schema": {"type": "object"}, "example": r.example}},
             }
-        )
-
-    @app.get("/v2/models/{name}", tags=["v2"])
-    async def model_metadata(name: str) -> Response:
-        return metadata(name, None)
-
-    @app.get("/v2/models/{name}/versions/{version}", tags=["v2"])
-    async def model_version_metadata(name: str, version: str) -> Response:
-        return metadata(name, version)
-
-    def model_ready(name: str, version: str | None) -> Response:
-        try:
-            plane.model(name, version)
-        except ProdmlError as exc:
-            return _json({"name": name, "ready": False}, 404 if exc.http_status == 404 else 503)
-        return _json({"name": name, "ready": not state.draining}, 503 if state.draining else 200)
-
-    @app.get("/v2/models/{name}/ready", tags=["v2"])
-    async def model_is_ready(name: str) -> Response:
-        return model_ready(name, None)
-
-    @app.get("/v2/models/{name}/versions/{version}/ready", tags=["v2"])
-    async def model_version_is_ready(name: str, version: str) -> Response:
-        return model_ready(name, version)
-
-    oip = _schema_body(OIP_EXAMPLE, "OIP v2 request (JSON, or the binary tensor data extension)")
-
-    @app.post("/v2/models/{name}/infer", tags=["v2"], openapi_extra=oip)
-    async def infer(name: str, request: Request) -> Response:
-        return await via(request, lambda raw: handlers.v2_infer(name, None, headers(request), raw))
-
-    @app.post("/v2/models/{name}/versions/{version}/infer", tags=["v2"], openapi_extra=oip)
-    async def infer_version(name: str, version: str, request: Request) -> Response:
-        return await via(request, lambda raw: handlers.v2_infer(name, version, headers(request), raw))
-
-    @app.post(
-        "/v2/models/{name}/feedback",
-        tags=["v2"],
-        openapi_extra=_schema_body({"request_id": "abc", "label": 1}, "a label for a logged request"),
-    )
-    async def feedback(name: str, request: Request) -> Response:
-        return await via(request, lambda raw: handlers.feedback(name, raw))
-
-    # --- KServe v1 -----------------------------------------------------------------------------------
-
-    @app.post(
-        "/v1/models/{name}:predict",
-        tags=["v1"],
-        openapi_extra=_schema_body({"instances": [{"age": 42, "plan": "pro"}]}, "KServe v1 request"),
-    )
-    async def v1_predict(name: str, request: Request) -> Response:
-        return await via(request, lambda raw: handlers.v1_predict(name, headers(request), raw))
-
-    @app.post(
-        "/v1/models/{name}:explain",
-        tags=["v1"],
-        openapi_extra=_schema_body({"instances": [{"age": 42, "plan": "pro"}]}, "rows to explain (≤ 10)"),
-    )
-    async def v1_explain(name: str, request: Request) -> Response:
-        return await via(request, lambda raw: handlers.v1_explain(name, headers(request), raw))
-
-    # --- MLflow scoring protocol ---------------------------------------------------------------------
-
-    @app.get("/ping", tags=["mlflow"])
-    async def ping() -> Response:
-        ok = plane.manager.current is not None and not state.draining
-        return Response(b"\n", status_code=200 if ok else 503, media_type=JSON)
-
-    @app.get("/health", tags=["mlflow"])
-    async def health() -> Response:
-        return await ping()
-
-    @app.get("/version", tags=["mlflow"])
-    async def version() -> Response:
-        return Response(__version__.encode(), media_type="text/plain")
-
-    @app.post(
-        "/invocations",
-        tags=["mlflow"],
-        openapi_extra=_schema_body(
-            {"dataframe_split": {"columns": ["age", "plan"], "data": [[42, "pro"]]}}, "MLflow scoring request"
-        ),
-    )
-    async def invocations(request: Request) -> Response:
-        return await via(request, lambda raw: handlers.invocations(headers(request), raw))
-
-    # --- prodml's plain JSON -------------------------------------------------------------------------
-
-    @app.post(
-        "/predict",
-        tags=["prodml"],
-        openapi_extra=_schema_body({"records": [{"age": 42, "plan": "pro"}]}, "records to score"),
-    )
-    async def predict(request: Request) -> Response:
-        return await via(request, lambda raw: handlers.predict(headers(request), raw))
-
-    @app.get("/metrics", tags=["ops"])
-    async def metrics() -> Response:
-        return Response(plane.metrics.render(), media_type="text/plain; version=0.0.4")
-
-    return FastPath(handlers, app)
-
-
-def admin_app(state: ServerState, token: str | None) -> FastAPI:
-    """Reload, cache flush and status on a separate port; every call needs ``Authorization: Bearer``."""
-    app = FastAPI(
-        title="prodml admin", openapi_url=None, docs_url=None, redoc_url=None, telemetry=NO_TELEMETRY
-    )
-    plane = state.plane
-
-    def check(request: Request) -> Response | None:
-        if not token:
-            return _error(403, "admin endpoints are disabled: set PRODML_ADMIN_TOKEN")
-        given = request.headers.get("authorization", "").removeprefix("Bearer ").encode()
-        if not hmac.compare_digest(given, token.encode()):
-            return _error(401, "a valid admin token is required")
-        return None
-
-    @app.post("/admin/reload")
-    async def reload(request: Request) -> Response:
-        if (denied := check(request)) is not None:
-            return denied
-        try:
-            version = await plane.manager.reload()
-        except ProdmlError as exc:
-            return _error(exc.http_status, exc.message)
-        return _json({"version": version})
-
-    @app.post("/admin/cache/flush")
-    async def flush(request: Request) -> Response:
-        if (denied := check(request)) is not None:
-            return denied
-        n = await plane.cache.clear() if plane.cache is not None else 0
-        return _json({"flushed": n})
-
-    @app.get("/admin/status")
-    async def status(request: Request) -> Response:
-        if (denied := check(request)) is not None:
-            return denied
-        model = plane.manager.current
-        return _json(
-            {
-                "model": model.name if model else None,
-                "version": model.version if model else None,
-                "draining": state.draining,
-                "last_registry_error": plane.manager.last_error,
-                "last_registry_check": plane.manager.last_check,
-                "uptime_s": time.time() - state.started_at,
-            }
-        )
-
-    return app
+        paths.setdefault(r.path, {})[r.method.lower()] = op
+    return {"openapi": "3.1.0", "info": {"title": title, "version": __version__}, "paths": paths}

@@ -1,117 +1,87 @@
 """Prometheus metrics of the server: one registry, names prefixed ``prodml_``.
 
-The per-request series (requests, latency, rows, batch sizes, in-flight requests) are plain numbers that
-the event loop adds to — a ``bisect`` and an increment, no lock, no label lookup — and that a collector
-turns into Prometheus families when ``/metrics`` is scraped; prometheus_client's own metric objects cost
-about 10 µs per request here, a tenth of a 1-row request. Rare events (errors, cache results, swaps, the
-loaded version) keep prometheus_client's objects.
-
-Every update happens on the server's event loop thread; a scrape from another thread reads numbers that
-may be one request apart from each other, as any Prometheus scrape of a live server may.
+With several worker processes, ``prodml serve`` sets ``PROMETHEUS_MULTIPROC_DIR`` before anything imports
+prometheus_client (its multiprocess mode): every worker writes its values there, and whichever worker a
+scrape reaches renders the sum of all of them — one consistent view. The ``process_*`` series are those
+of the worker that answers.
 """
 
 from __future__ import annotations
 
-from bisect import bisect_left
-from collections.abc import Iterator, Sequence
+import os
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    Metric,
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+    multiprocess,
 )
-from prometheus_client.registry import Collector
 
-__all__ = ["Histogram", "Metrics"]
+__all__ = ["Metrics"]
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 1024, 4096)
 
 
-class Histogram:
-    """Bucket counts (not cumulative; the last bucket is +Inf) and the sum of the observed values."""
-
-    __slots__ = ("bounds", "counts", "total")
-
-    def __init__(self, bounds: Sequence[float]) -> None:
-        self.bounds = tuple(bounds)
-        self.counts = [0] * (len(self.bounds) + 1)
-        self.total = 0.0
-
-    def observe(self, value: float) -> None:
-        self.counts[bisect_left(self.bounds, value)] += 1  # the first bound >= value: Prometheus' "le"
-        self.total += value
-
-    def cumulative(self) -> list[tuple[str, float]]:
-        out: list[tuple[str, float]] = []
-        running = 0
-        for bound, count in zip((*map(_le, self.bounds), "+Inf"), self.counts, strict=True):
-            running += count
-            out.append((bound, running))
-        return out
-
-
-def _le(bound: float) -> str:
-    return repr(float(bound))
-
-
-class Metrics(Collector):
-    """What the data plane counts; ``render()`` is the /metrics body."""
+class Metrics:
+    """What the data plane counts; ``render()`` is the /metrics body. Others may add collectors to
+    ``registry`` (drift gauges, the stream worker's series)."""
 
     def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        r = self.registry
-        self.requests: dict[tuple[str, int | str], int] = {}  # (protocol, status or gRPC code) → count
-        self.latency: dict[str, Histogram] = {}  # protocol → seconds
-        self.rows = 0
-        self.batch_rows = Histogram(ROW_BUCKETS)
-        self.inflight = 0
-        self.request_log: Any = None  # the request log, whose dropped (and lost) counts are exposed
-        self.cache = Counter("prodml_cache", "Cache lookups", ["result"], registry=r)
-        self.errors = Counter("prodml_errors", "Errors by kind", ["kind"], registry=r)
-        self.model = Gauge(
-            "prodml_model_info", "The loaded model version (1 = serving)", ["model", "version"], registry=r
+        self.registry = r = CollectorRegistry()
+        own: CollectorRegistry | None = r
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            multiprocess.MultiProcessCollector(r)  # type: ignore[no-untyped-call]  # every worker, summed
+            own = None
+        ProcessCollector(registry=r)
+        self.requests = Counter("prodml_requests", "Inference requests", ["protocol", "code"], registry=own)
+        self.latency = Histogram(
+            "prodml_request_seconds", "Request latency", ["protocol"], buckets=LATENCY_BUCKETS, registry=own
         )
-        self.swaps = Counter("prodml_model_swaps", "Model versions swapped in", registry=r)
-        r.register(self)
+        self.rows = Counter("prodml_rows", "Rows scored", registry=own)
+        self.batch_rows = Histogram(
+            "prodml_batch_rows", "Rows per runtime call", buckets=ROW_BUCKETS, registry=own
+        )
+        self.inflight = Gauge(
+            "prodml_inflight_requests", "Requests being served", registry=own, multiprocess_mode="livesum"
+        )
+        self.cache = Counter("prodml_cache", "Cache lookups", ["result"], registry=own)
+        self.errors = Counter("prodml_errors", "Errors by kind", ["kind"], registry=own)
+        self.model = Gauge(
+            "prodml_model_info",
+            "The loaded model version (1 = serving)",
+            ["model", "version"],
+            registry=own,
+            multiprocess_mode="livemax",
+        )
+        self.swaps = Counter("prodml_model_swaps", "Model versions swapped in", registry=own)
+        self.log_dropped = Counter(
+            "prodml_request_log_dropped_rows", "Rows the request log dropped (full)", registry=own
+        )
+        self.log_lost = Counter(
+            "prodml_request_log_lost_requests", "Logged requests the broker never acknowledged", registry=own
+        )
+        self.request_log: Any = None  # the request log, whose dropped (and lost) counts are exposed
+        self._synced = (0, 0)
 
     def done(self, protocol: str, status: int | str, seconds: float) -> None:
         """One answered request."""
-        key = (protocol, status)
-        self.requests[key] = self.requests.get(key, 0) + 1
-        histogram = self.latency.get(protocol)
-        if histogram is None:
-            histogram = self.latency[protocol] = Histogram(LATENCY_BUCKETS)
-        histogram.observe(seconds)
+        self.requests.labels(protocol, str(status)).inc()
+        self.latency.labels(protocol).observe(seconds)
 
-    def collect(self) -> Iterator[Metric]:
-        requests = CounterMetricFamily("prodml_requests", "Inference requests", labels=["protocol", "code"])
-        for (protocol, status), n in list(self.requests.items()):
-            requests.add_metric([protocol, str(status)], n)
-        yield requests
-        latency = HistogramMetricFamily("prodml_request_seconds", "Request latency", labels=["protocol"])
-        for protocol, h in list(self.latency.items()):
-            latency.add_metric([protocol], h.cumulative(), h.total)
-        yield latency
-        yield CounterMetricFamily("prodml_rows", "Rows scored", value=self.rows)
-        batch = HistogramMetricFamily("prodml_batch_rows", "Rows per runtime call")
-        batch.add_metric([], self.batch_rows.cumulative(), self.batch_rows.total)
-        yield batch
-        yield GaugeMetricFamily("prodml_inflight_requests", "Requests being served", value=self.inflight)
+    def sync_log(self) -> None:
+        """Bring the request log's dropped and lost counts into the metrics (housekeeping calls it)."""
         log = self.request_log
         if log is not None:
-            yield CounterMetricFamily(
-                "prodml_request_log_dropped_rows", "Rows the request log dropped (full)", value=log.dropped
-            )
-            if hasattr(log, "lost"):
-                yield CounterMetricFamily(
-                    "prodml_request_log_lost_requests",
-                    "Logged requests the broker never acknowledged",
-                    value=log.lost,
-                )
+            now = (log.dropped, getattr(log, "lost", 0))
+            self.log_dropped.inc(now[0] - self._synced[0])
+            self.log_lost.inc(now[1] - self._synced[1])
+            self._synced = now
 
     def render(self) -> bytes:
+        self.sync_log()
         return generate_latest(self.registry)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from prodml.core.errors import NotFound, ProdmlError, Unavailable
+from prodml.core.errors import ConfigError, NotFound, ProdmlError, Unavailable
 from prodml.core.project import Serve
 from prodml.export.cache import PackageCache
 from prodml.export.package import ModelPackage, load_package
@@ -92,6 +92,10 @@ class ModelManager:
         metrics: Metrics,
         poll_s: float = 30.0,
     ) -> None:
+        if ref is not None:  # a reference that can never resolve stops the server at start (exit 2)
+            name, alias, _ = parse_ref(ref)
+            if not name or alias == "" or "/" in name:
+                raise ConfigError(f"model reference {ref!r} is not NAME@alias, NAME/VERSION or NAME")
         self.ref = ref
         self.package_dir = package_dir
         self.cache_dir = cache_dir
@@ -195,11 +199,19 @@ class ModelManager:
             from prodml.registry.mlflow import Registry
 
             assert self.tracking_uri is not None
+            store = Path(self.tracking_uri.removeprefix("sqlite:///"))
+            if self.tracking_uri.startswith("sqlite:///") and not store.is_file():  # never create one
+                raise Unavailable(
+                    f"the registry database {store} does not exist", hint="check PRODML_TRACKING_URI"
+                )
             self._registry = Registry(self.tracking_uri)
         assert self.ref is not None
         mv = self._registry.resolve(self.ref)
-        if self.current is not None and self.current.version == mv.version:
+        current = self.current
+        if current is not None and (current.version, current.package.digests) == (mv.version, mv.digests):
             return mv.version, None, mv.digests
+        # a new version, or a cached one whose files are not what the registry recorded: load (verified
+        # against the registry's digests, downloaded again when the cache does not match them)
         return mv.version, self._registry.load(mv, self.cache_dir), mv.digests
 
     async def _check(self) -> None:

@@ -1,199 +1,136 @@
 """Wire formats → columns, and outputs → wire formats, for every protocol the server speaks.
 
-- Open Inference Protocol v2 (KServe v2 / Triton): one input tensor per column, BYTES for strings,
-  including the binary tensor data extension (``Inference-Header-Content-Length``).
+- Open Inference Protocol v2 (KServe v2 / Triton): one input tensor per column. REST JSON, the binary
+  tensor data extension and gRPC (typed or raw contents) each build :class:`Tensor` values, and one
+  function, :func:`oip_columns`, checks and decodes them all, so every transport accepts and refuses
+  the same requests.
 - KServe v1: ``{"instances": [...]}`` → ``{"predictions": [...]}``.
 - MLflow scoring: ``dataframe_split``, ``dataframe_records``, ``instances``, ``inputs`` (JSON) and CSV.
 - prodml's ``/predict``: a list of records.
 
-Parsing errors raise :class:`RequestError` naming the offending field.
+Parsing errors raise :class:`~prodml.core.errors.InvalidInput` naming the offending field; they quote at
+most a short prefix of what the client sent.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import re
 import struct
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
 
-from prodml.serve.validation import Rows, bad_field
+from prodml.core.errors import InvalidInput
+from prodml.serve.validation import bad_field, short
 
 __all__ = [
+    "Tensor",
     "columns_from_csv",
+    "columns_from_kserve_v1",
     "columns_from_mlflow",
-    "decode_binary",
+    "columns_from_records",
     "encode_oip",
+    "oip_columns",
+    "oip_request",
     "oip_tensor",
-    "parse_oip",
     "predictions",
-    "rows_from_kserve_v1",
-    "rows_from_records",
     "tensor_metadata",
 ]
 
-OIP_NUMERIC = {
-    "BOOL": np.bool_,
-    "UINT8": np.uint8,
-    "UINT16": np.uint16,
-    "UINT32": np.uint32,
-    "UINT64": np.uint64,
-    "INT8": np.int8,
-    "INT16": np.int16,
-    "INT32": np.int32,
-    "INT64": np.int64,
-    "FP16": np.float16,
-    "FP32": np.float32,
-    "FP64": np.float64,
-}
+_NAMES = [
+    "BOOL",
+    "UINT8",
+    "UINT16",
+    "UINT32",
+    "UINT64",
+    "INT8",
+    "INT16",
+    "INT32",
+    "INT64",
+    "FP16",
+    "FP32",
+    "FP64",
+]
+OIP_NUMERIC = dict(
+    zip(_NAMES, ["?", "u1", "u2", "u4", "u8", "i1", "i2", "i4", "i8", "f2", "f4", "f8"], strict=True)
+)  # → numpy dtype
+_NUMBER = frozenset({int, float, type(None)})
+_ALLOWED = {"BYTES": frozenset({str, type(None)}), "BOOL": frozenset({bool})}
+_NUMBER_CSV = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?|[+-]?(nan|inf|infinity)", re.IGNORECASE)
 
 
-_DICT = frozenset({dict})
-_LIST = frozenset({list})
-_STR = frozenset({str})
+@dataclass(frozen=True, slots=True)
+class Tensor:
+    """One OIP input tensor as a transport received it: JSON or typed ``data``, or ``raw`` bytes."""
+
+    name: Any
+    datatype: Any
+    shape: Any
+    data: Any = None
+    raw: bytes | None = None
 
 
-def rows_from_records(records: Any, field: str = "records", *, body: bytes | None = None) -> Rows:
-    """``[{"a": 1, "b": "x"}, …]`` → :class:`Rows` of records (their keys are compared only if the lean
-    path cannot take them, see ``Rows.columns``)."""
-    if not isinstance(records, list) or not records:
-        raise bad_field(field, "expected a non-empty list of records (objects)")
-    if not set(map(type, records)) <= _DICT:
-        raise bad_field(field, "every record must be an object of column: value")
-    return Rows(records, None, field, body)
+def oip_columns(tensors: Sequence[Tensor]) -> dict[str, Any]:
+    """OIP input tensors (REST JSON, binary extension, gRPC) → columns (name → one value per row).
 
-
-def _rows_from_lists(data: Any, names: Sequence[str], field: str, error: str, body: bytes | None) -> Rows:
-    """Rows given as lists ordered like ``names``; each must hold ``len(names)`` values."""
-    if not isinstance(data, list):
-        raise bad_field(field, error)
-    if not (set(map(type, data)) <= _LIST and set(map(len, data)) <= {len(names)}):
-        for i, row in enumerate(data):
-            if not isinstance(row, list) or len(row) != len(names):
-                raise bad_field(f"{field}[{i}]", error)
-    return Rows(data, tuple(names), field, body)
-
-
-def _rows_from_split(split: Any, field: str, body: bytes | None) -> Rows:
-    if (
-        not isinstance(split, dict)
-        or not isinstance(split.get("columns"), list)
-        or not isinstance(split.get("data"), list)
-    ):
-        raise bad_field(field, "expected {'columns': [...], 'data': [[...], ...]}")
-    columns = split["columns"]
-    if not set(map(type, columns)) <= _STR:  # one C-level pass; a str subclass cannot come from JSON
-        raise bad_field(f"{field}.columns", "column names must be strings")
-    return _rows_from_lists(
-        split["data"], columns, f"{field}.data", f"expected a list of {len(columns)} values", body
-    )
-
-
-def columns_from_mlflow(
-    body: Any, *, raw: bytes | None = None
-) -> tuple[dict[str, Any] | Rows, dict[str, Any]]:
-    """MLflow's scoring JSON → (columns or rows, params). ``raw``: the body's bytes, see :class:`Rows`."""
-    if not isinstance(body, dict):
-        raise bad_field(
-            "body", "expected a JSON object with dataframe_split, dataframe_records, instances or inputs"
-        )
-    params = body.get("params") or {}
-    if not isinstance(params, dict):
-        raise bad_field("params", "expected an object")
-    keys = [k for k in ("dataframe_split", "dataframe_records", "instances", "inputs") if k in body]
-    if len(keys) != 1:
-        raise bad_field("body", "give exactly one of dataframe_split, dataframe_records, instances, inputs")
-    key = keys[0]
-    value = body[key]
-    if key == "dataframe_split":
-        return _rows_from_split(value, key, raw), params
-    if isinstance(value, dict):  # {"col": [values]} (tensor-style column dict)
-        cols = {k: v if isinstance(v, list) else [v] for k, v in value.items()}
-        return cols, params
-    return rows_from_records(value, key, body=raw), params
-
-
-def columns_from_csv(text: str) -> dict[str, list[Any]]:
-    """CSV with a header row → columns; numbers become floats, empty cells None."""
-    reader = csv.reader(io.StringIO(text))
-    try:
-        header = next(reader)
-    except StopIteration:
-        raise bad_field("body", "empty CSV") from None
-    rows = list(reader)
-    out: dict[str, list[Any]] = {h: [] for h in header}
-    for i, row in enumerate(rows):
-        if len(row) != len(header):
-            raise bad_field(f"row {i + 1}", f"has {len(row)} cells, the header has {len(header)}")
-        for h, cell in zip(header, row, strict=True):
-            out[h].append(_csv_value(cell))
-    return out
-
-
-def _csv_value(cell: str) -> Any:
-    if cell == "":
-        return None
-    try:
-        return float(cell)
-    except ValueError:
-        return cell
-
-
-def parse_oip(body: Any, binary: bytes = b"") -> tuple[dict[str, Any], dict[str, Any]]:
-    """An OIP v2 inference request → (columns, request header). ``binary`` holds the appended tensor data."""
-    if not isinstance(body, dict) or not isinstance(body.get("inputs"), list) or not body["inputs"]:
+    Each input is one column: shape ``[N]`` or ``[N, 1]``; ``data`` may be flat or nested as the shape
+    says, never deeper; its values must be of the declared ``datatype``.
+    """
+    if not tensors:
         raise bad_field("inputs", "expected a non-empty list of input tensors")
     columns: dict[str, Any] = {}
-    offset = 0
-    for i, tensor in enumerate(body["inputs"]):
-        where = f"inputs[{i}]"
-        if not isinstance(tensor, dict):
-            raise bad_field(where, "expected an object with name, shape, datatype, data")
-        name, shape, datatype = tensor.get("name"), tensor.get("shape"), tensor.get("datatype")
-        if not isinstance(name, str):
-            raise bad_field(f"{where}.name", "expected a string")
-        where = f"inputs[{i}] ({name})"
-        if not isinstance(shape, list) or not shape or not all(isinstance(d, int) and d >= 0 for d in shape):
-            raise bad_field(f"{where}.shape", "expected a list of non-negative integers")
-        if datatype != "BYTES" and datatype not in OIP_NUMERIC:
-            raise bad_field(f"{where}.datatype", f"unsupported datatype {datatype!r}")
-        count = int(np.prod(shape))
-        if len(shape) > 2 or (len(shape) == 2 and shape[1] != 1):
-            raise bad_field(f"{where}.shape", "each input is one column: shape [N] or [N, 1]")
-        params = tensor.get("parameters") or {}
-        size = params.get("binary_data_size") if isinstance(params, dict) else None
-        if size is not None:
-            if not isinstance(size, int) or size < 0 or offset + size > len(binary):
-                raise bad_field(f"{where}.parameters.binary_data_size", "does not fit the binary body")
-            chunk = binary[offset : offset + size]
-            offset += size
-            values: Any = decode_binary(chunk, datatype, count, where)
-        else:
-            values = _flatten(tensor.get("data"), where)
+    for i, t in enumerate(tensors):
+        if not isinstance(t.name, str) or not t.name:
+            raise bad_field(f"inputs[{i}].name", "expected a string")
+        where = f"inputs[{i}] ({short(t.name)})"
+        shape = t.shape
+        if not (
+            isinstance(shape, list)
+            and len(shape) in (1, 2)
+            and all(type(d) is int and d >= 0 for d in shape)
+            and shape[1:] in ([], [1])
+        ):
+            raise bad_field(f"{where}.shape", "each input is one column: shape [N] or [N, 1], N >= 0")
+        if t.datatype != "BYTES" and t.datatype not in OIP_NUMERIC:
+            raise bad_field(f"{where}.datatype", f"unsupported datatype {short(str(t.datatype))!r}")
+        if t.name in columns:
+            raise bad_field(where, "this input is given twice")
+        count = shape[0]
+        values = _raw(t.raw, t.datatype, count, where) if t.raw is not None else _data(t, where)
         if len(values) != count:
             raise bad_field(where, f"shape {shape} needs {count} values, got {len(values)}")
-        columns[name] = values
-    if offset != len(binary):
-        raise bad_field("body", f"{len(binary) - offset} binary bytes are not claimed by any input")
-    return columns, body
+        columns[t.name] = values
+    return columns
 
 
-def _flatten(data: Any, where: str) -> list[Any]:
+def _data(t: Tensor, where: str) -> Any:
+    """JSON or typed values, flattened as deep as the shape allows and checked against the datatype."""
+    data = t.data
     if not isinstance(data, list):
         raise bad_field(f"{where}.data", "expected a list")
-    if data and isinstance(data[0], list):
-        flat: list[Any] = []
-        for row in data:
-            if not isinstance(row, list):
-                raise bad_field(f"{where}.data", "mixed nested and flat values")
-            flat.extend(row)
-        return flat
-    return data
+    if len(t.shape) == 2 and data and type(data[0]) is list:
+        if not all(type(row) is list and len(row) == 1 for row in data):
+            raise bad_field(f"{where}.data", "rows of shape [N, 1] hold one value each")
+        data = [row[0] for row in data]
+    allowed = _ALLOWED.get(t.datatype, _NUMBER)
+    if not set(map(type, data)) <= allowed:
+        wrong = next(v for v in data if type(v) not in allowed)
+        nested = " (nested deeper than the shape)" if isinstance(wrong, list | dict) else ""
+        raise bad_field(f"{where}.data", f"datatype {t.datatype} does not match {short(repr(wrong))}{nested}")
+    if t.datatype == "BYTES":
+        return data
+    try:
+        return np.array(data, dtype=bool if t.datatype == "BOOL" else np.float64)
+    except OverflowError:
+        raise bad_field(f"{where}.data", "a number is out of range") from None
 
 
-def decode_binary(chunk: bytes, datatype: str, count: int, where: str) -> Any:
+def _raw(chunk: bytes, datatype: str, count: int, where: str) -> Any:
     """One tensor's raw little-endian bytes (OIP binary extension, gRPC raw contents) → its values."""
     if datatype == "BYTES":
         out, pos = [], 0
@@ -213,7 +150,140 @@ def decode_binary(chunk: bytes, datatype: str, count: int, where: str) -> Any:
             where, f"binary data has {len(chunk)} bytes, {count} x {datatype} needs {count * dtype.itemsize}"
         )
     arr = np.frombuffer(chunk, dtype=dtype)
-    return arr.astype(np.float64) if arr.dtype.kind in "iuf" else arr
+    return arr if datatype == "BOOL" else arr.astype(np.float64)
+
+
+def oip_request(body: Any, binary: bytes = b"") -> tuple[list[Tensor], dict[str, Any]]:
+    """A REST OIP v2 request body (and its binary tail) → its tensors and the request (``id``,
+    ``parameters``, ``outputs``), checked."""
+    if not isinstance(body, dict) or not isinstance(body.get("inputs"), list):
+        raise bad_field("inputs", "expected a non-empty list of input tensors")
+    outputs = body.get("outputs", [])
+    if not isinstance(outputs, list) or not all(isinstance(o, dict) for o in outputs):
+        raise bad_field("outputs", "expected a list of objects")
+    tensors, offset = [], 0
+    for i, t in enumerate(body["inputs"]):
+        if not isinstance(t, dict):
+            raise bad_field(f"inputs[{i}]", "expected an object with name, shape, datatype, data")
+        params = t.get("parameters")
+        size = params.get("binary_data_size") if isinstance(params, dict) else None
+        raw = None
+        if size is not None:
+            if type(size) is not int or size < 0 or offset + size > len(binary):
+                raise bad_field(f"inputs[{i}].parameters.binary_data_size", "does not fit the binary body")
+            raw, offset = binary[offset : offset + size], offset + size
+        tensors.append(Tensor(t.get("name"), t.get("datatype"), t.get("shape"), t.get("data"), raw))
+    if offset != len(binary):
+        raise bad_field("body", f"{len(binary) - offset} binary bytes are not claimed by any input")
+    return tensors, body
+
+
+def wants_binary(request: Mapping[str, Any]) -> bool:
+    """Whether an OIP request asks for binary outputs (any ``binary_data`` output parameter)."""
+    params = request.get("parameters")
+    if isinstance(params, dict) and params.get("binary_data_output"):
+        return True
+    return any(
+        isinstance(o.get("parameters"), dict) and o["parameters"].get("binary_data")
+        for o in request.get("outputs", [])
+    )
+
+
+def columns_from_records(records: Any, field: str = "records") -> dict[str, Any]:
+    """``[{"a": 1, "b": "x"}, …]`` → columns; every record must have the same keys."""
+    if not isinstance(records, list) or not records:
+        raise bad_field(field, "expected a non-empty list of records (objects)")
+    if not all(type(r) is dict for r in records):
+        raise bad_field(field, "every record must be an object of column: value")
+    keys = records[0].keys()
+    for i, r in enumerate(records):
+        if r.keys() != keys:
+            missing, extra = sorted(map(short, keys - r.keys())), sorted(map(short, r.keys() - keys))
+            raise bad_field(
+                f"{field}[{i}]", f"has other columns than record 0 (missing {missing}, extra {extra})"
+            )
+    names = list(keys)
+    if len(names) == 1:
+        return {names[0]: [r[names[0]] for r in records]}
+    return dict(zip(names, zip(*map(itemgetter(*names), records), strict=True), strict=True))
+
+
+def _columns_from_lists(data: Any, names: Sequence[Any], field: str, names_field: str) -> dict[str, Any]:
+    """Rows given as lists ordered like ``names`` (strings, no duplicates) → columns."""
+    if not all(type(n) is str for n in names):
+        raise bad_field(names_field, "column names must be strings")
+    if len(set(names)) != len(names):
+        dup = next(n for n in names if names.count(n) > 1)
+        raise bad_field(names_field, f"column {short(dup)!r} is given twice")
+    if not isinstance(data, list) or not data:
+        raise bad_field(field, "expected a non-empty list of rows")
+    for i, row in enumerate(data):
+        if type(row) is not list or len(row) != len(names):
+            raise bad_field(f"{field}[{i}]", f"expected a list of {len(names)} values")
+    return dict(zip(names, zip(*data, strict=True), strict=True))
+
+
+def columns_from_mlflow(body: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """MLflow's scoring JSON → (columns, params)."""
+    if not isinstance(body, dict):
+        raise bad_field(
+            "body", "expected a JSON object with dataframe_split, dataframe_records, instances or inputs"
+        )
+    params = body.get("params") or {}
+    if not isinstance(params, dict):
+        raise bad_field("params", "expected an object")
+    keys = [k for k in ("dataframe_split", "dataframe_records", "instances", "inputs") if k in body]
+    if len(keys) != 1:
+        raise bad_field("body", "give exactly one of dataframe_split, dataframe_records, instances, inputs")
+    key, value = keys[0], body[keys[0]]
+    if key == "dataframe_split":
+        if not isinstance(value, dict) or not isinstance(value.get("columns"), list):
+            raise bad_field(key, "expected {'columns': [...], 'data': [[...], ...]}")
+        return _columns_from_lists(
+            value.get("data"), value["columns"], f"{key}.data", f"{key}.columns"
+        ), params
+    if isinstance(value, dict):  # {"col": [values]} (tensor-style column dict)
+        return {k: v if isinstance(v, list) else [v] for k, v in value.items()}, params
+    return columns_from_records(value, key), params
+
+
+def columns_from_csv(text: str, max_rows: int) -> dict[str, list[Any]]:
+    """CSV with a header row → columns: plain decimal numbers become floats, empty cells None, the rest
+    text (which a numeric column refuses). At most ``max_rows`` rows are read."""
+    reader = csv.reader(io.StringIO(text), strict=True)  # lines split at LF only: a bare CR is refused
+    try:
+        header = next(reader, None)
+        if header is None:
+            raise bad_field("body", "empty CSV")
+        if len(set(header)) != len(header):
+            raise bad_field("header", "a column name is given twice")
+        out: dict[str, list[Any]] = {h: [] for h in header}
+        columns = list(out.values())
+        for i, row in enumerate(reader):
+            if i == max_rows:
+                raise InvalidInput(
+                    f"the CSV has more than {max_rows} rows",
+                    fields=[{"field": "body", "error": f"at most {max_rows} rows"}],
+                )
+            if len(row) != len(header):
+                raise bad_field(f"row {i + 1}", f"has {len(row)} cells, the header has {len(header)}")
+            for column, cell in zip(columns, row, strict=True):
+                column.append(None if cell == "" else float(cell) if _NUMBER_CSV.fullmatch(cell) else cell)
+    except csv.Error as exc:
+        raise bad_field(f"CSV line {reader.line_num}", str(exc)) from None
+    return out
+
+
+def columns_from_kserve_v1(body: Any, names: Sequence[str]) -> dict[str, Any]:
+    """KServe v1 ``instances``: records, or lists ordered like the model's inputs."""
+    if not isinstance(body, Mapping) or not isinstance(body.get("instances"), list) or not body["instances"]:
+        raise bad_field("instances", "expected a non-empty list")
+    instances = body["instances"]
+    if all(type(r) is dict for r in instances):
+        return columns_from_records(instances, "instances")
+    if all(type(r) is list for r in instances):
+        return _columns_from_lists(instances, names, "instances", "the model's inputs")
+    raise bad_field("instances", "expected all records (objects) or all lists")
 
 
 def tensor_metadata(schema: Mapping[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -247,7 +317,7 @@ def encode_oip(
     model: str,
     version: str,
     request_id: str,
-    binary: bool = False,
+    binary: bool,
 ) -> tuple[dict[str, Any], bytes]:
     """Outputs → an OIP v2 response body (and the binary tail when ``binary``)."""
     tensors, tail = [], b""
@@ -288,22 +358,3 @@ def predictions(
         {"label": lab, "probabilities": dict(zip(names, map(float, p), strict=True))}
         for lab, p in zip(labels, proba, strict=True)
     ]
-
-
-def rows_from_kserve_v1(body: Any, names: Sequence[str], *, raw: bytes | None = None) -> Rows:
-    """KServe v1 ``instances``: records, or lists ordered like the model's inputs."""
-    if not isinstance(body, Mapping) or not isinstance(body.get("instances"), list) or not body["instances"]:
-        raise bad_field("instances", "expected a non-empty list")
-    instances = body["instances"]
-    kinds = set(map(type, instances))
-    if kinds <= _DICT:
-        return rows_from_records(instances, "instances", body=raw)
-    if kinds <= _LIST:
-        return _rows_from_lists(
-            instances,
-            names,
-            "instances",
-            f"expected {len(names)} values in input order: {', '.join(names)}",
-            raw,
-        )
-    raise bad_field("instances", "expected all records (objects) or all lists")

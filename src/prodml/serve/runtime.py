@@ -1,10 +1,5 @@
-"""The model runtime: an ONNX Runtime session over a verified package, warmed up at load, and an
-adaptive micro-batcher that merges concurrent requests into one ``session.run``.
-
-Batching is adaptive: a request alone in the server runs at once on the event loop (no added latency at
-low load); small requests that arrive together run as one call on the loop once it has read them all;
-large ones queue for a runtime thread that runs everything queued as one batch while the loop goes on
-parsing (see :class:`MicroBatcher`).
+"""The model runtime: an ONNX Runtime session over a verified package, warmed up at load, and the
+micro-batcher, prodml's one batching policy (see :class:`MicroBatcher`).
 """
 
 from __future__ import annotations
@@ -25,9 +20,7 @@ from prodml.serve.validation import NUMBERS, STRINGS
 
 __all__ = ["MicroBatcher", "Runtime", "front_loaded"]
 
-INLINE_ROWS = 256  # batches up to this size run on the event loop; larger ones in a thread
-WIDE_ROWS = 64  # a lone request from this size runs on the wide session (ORT parallelises from ~50 rows)
-GATHER_ROWS = 64  # concurrent requests below this size are batched on the loop, larger ones on the thread
+QUEUE_ROWS = 64  # requests from this size go to the runtime thread (ORT parallelises trees from ~50 rows)
 
 
 def front_loaded(graph: bytes, schema: dict[str, Any]) -> bytes:
@@ -139,32 +132,20 @@ class Runtime:
 class _Pending:
     feeds: dict[str, np.ndarray]
     rows: int
-    lone: bool  # alone in the server when queued (a large request: more rows than run inline)
+    lone: bool  # alone in the server when queued: the wide session may take every core
     future: asyncio.Future[list[np.ndarray]]  # answered on its own loop (future.get_loop())
 
 
 class MicroBatcher:
-    """Runs requests on the model, merging concurrent ones into batches, on the loop or a runtime thread.
+    """Runs requests on the model; the one batching policy, with two paths.
 
-    A request that is alone — no other request waiting in the server (``alone``), none on the runtime
-    thread — runs at once on the event loop: no hand-off, no added latency.
-
-    Under concurrency, requests of fewer than ``GATHER_ROWS`` rows are gathered: they wait for one call
-    on the event loop, made once the loop has stepped every request of its turn (up to ``max_rows`` rows,
-    and never more than ``INLINE_ROWS``: a larger call would hold the loop's I/O too long). Their ONNX
-    Runtime time is small beside their parsing (8 one-row requests: 18 µs in one call), and a hand-off to
-    a thread costs more than that: a wake-up and two GIL hand-offs per batch, while the loop holds the GIL
-    parsing. Measured on this VM against handing every concurrent request to the thread (round-robin, 3
-    rounds): under a paced 1-row load at ~3k requests/s the client's p50 fell from 1.60 to 1.07 ms and its
-    p99 from 5.9 to 4.1 ms; 1-row requests/s rose by 24% at 8 connections and 17% at 32; 100-row requests
-    (which still go to the thread) did not change. With ``max_wait_s`` set, small requests go to the
-    runtime thread instead, which alone waits for company.
-
-    Larger requests go to one runtime thread, which takes everything queued (up to ``max_rows`` rows) as one
-    batch: ONNX Runtime releases the GIL, so the loop parses and validates the next requests on the other
-    core while a batch runs. While the thread has work, small requests queue there too (behind it, they
-    join its next batch). The thread pulls batches itself; the loop only hands requests over and takes
-    answers back, once per batch.
+    1. **Run now**, on the event loop: a request of fewer than ``QUEUE_ROWS`` rows when it is the only
+       request in flight (``alone``, the data plane's count) and the runtime thread is idle. ONNX Runtime
+       takes ~11 µs for one row here: less than a hand-off to a thread and back.
+    2. **Batch with what is queued**: every other request goes to one runtime thread, which runs everything
+       queued (up to ``max_rows`` rows, waiting up to ``max_wait_s`` for company once a batch has some) as
+       one ``session.run``. ONNX Runtime releases the GIL, so the loop parses the next requests while a
+       batch runs; a large request alone in the server runs on the wide session (every core).
 
     Args:
         run: the runtime's ``run``.
@@ -188,80 +169,26 @@ class MicroBatcher:
         self._inbox: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._handed = 0  # requests on the runtime thread, not yet answered
-        self._retired = False  # a swapped-out model's batcher: no new thread, requests run inline
-        self._carry: _Pending | None = None  # taken from the queue, waits for the next batch (thread only)
-        self._gathered: list[_Pending] = []  # small requests of this loop turn, for one call on the loop
-        self._gathered_rows = 0
+        self._retired = False  # a swapped-out model's batcher: no new thread, requests run now
+        self._carry: _Pending | None = None  # taken from the queue, first of the next batch (thread only)
 
     async def submit(
         self, feeds: dict[str, np.ndarray], rows: int, *, alone: bool = True
     ) -> list[np.ndarray]:
-        """Run ``feeds`` (``rows`` rows), alone or as part of a batch; return this request's outputs.
-
-        ``alone``: no other request is waiting in the server (the transport knows).
-        """
-        if rows <= INLINE_ROWS and (self._retired or (alone and self._handed == 0)):
+        """Run ``feeds`` (``rows`` rows), now or in a batch; return this request's outputs."""
+        if self._retired or (alone and rows < QUEUE_ROWS and self._handed == 0):
             self._on_batch(rows)
-            return self._run(feeds, lone=alone and rows >= WIDE_ROWS)
-        if self._retired:  # a large late request to a swapped-out model: off the loop, no new thread
-            self._on_batch(rows)
-            return await asyncio.to_thread(self._run, feeds, lone=alone)
-        if (
-            rows < GATHER_ROWS
-            and self._handed == 0
-            and self.max_wait_s == 0  # a wait for company is the runtime thread's (see _take)
-            and self._gathered_rows + rows <= min(self.max_rows, INLINE_ROWS)
-        ):
-            return await self._gather(feeds, rows)
-        other = self._put(feeds, rows, lone=alone and self._handed == 0)
-        try:
-            return await other
-        finally:
-            self._handed -= 1
-
-    def _gather(self, feeds: dict[str, np.ndarray], rows: int) -> asyncio.Future[list[np.ndarray]]:
-        """Queue ``feeds`` for one call on the loop, made once the requests of this loop turn are in
-        (a callback scheduled by the first: the loop runs it after the turn's other requests)."""
-        loop = asyncio.get_running_loop()
-        if not self._gathered:
-            loop.call_soon(self._run_gathered)
-        future: asyncio.Future[list[np.ndarray]] = loop.create_future()
-        self._gathered.append(_Pending(feeds, rows, False, future))
-        self._gathered_rows += rows
-        return future
-
-    def _run_gathered(self) -> None:
-        batch, rows = self._gathered, self._gathered_rows
-        self._gathered, self._gathered_rows = [], 0
-        self._answer(batch, rows, *self._batch(batch))
-
-    def _batch(self, batch: list[_Pending]) -> tuple[list[list[np.ndarray]], None] | tuple[None, Exception]:
-        """One call for ``batch``: each request's outputs, or the error that every request of it gets."""
-        try:
-            if len(batch) == 1:
-                return [self._run(batch[0].feeds, lone=batch[0].lone)], None
-            names = batch[0].feeds.keys()
-            outputs = self._run({n: np.concatenate([p.feeds[n] for p in batch]) for n in names})
-            results, start = [], 0
-            for p in batch:  # slices (views): np.split costs ~18 µs for 4 requests, slicing ~2
-                end = start + p.rows
-                results.append([o[start:end] for o in outputs])
-                start = end
-            return results, None
-        except Exception as exc:
-            return None, exc
-
-    def _put(
-        self, feeds: dict[str, np.ndarray], rows: int, *, lone: bool
-    ) -> asyncio.Future[list[np.ndarray]]:
-        """Queue ``feeds`` for the runtime thread (counted in ``_handed`` until the caller is answered)."""
+            return self._run(feeds)
         if self._thread is None:
             self._thread = threading.Thread(target=self._work, name="prodml-runtime", daemon=True)
             self._thread.start()
         future: asyncio.Future[list[np.ndarray]] = asyncio.get_running_loop().create_future()
+        self._inbox.put(_Pending(feeds, rows, alone and self._handed == 0, future))
         self._handed += 1
-        self._inbox.put(_Pending(feeds, rows, lone, future))
-        return future
+        try:
+            return await future
+        finally:
+            self._handed -= 1
 
     def _take(self) -> tuple[list[_Pending], int] | None:
         """The next batch: what is queued now, up to ``max_rows`` (on the runtime thread). A request that
@@ -283,7 +210,7 @@ class MicroBatcher:
                 self._inbox.put(None)  # close after this batch
                 break
             if rows + item.rows > self.max_rows:
-                self._carry = item  # the first of the next batch
+                self._carry = item
                 break
             batch.append(item)
             rows += item.rows
@@ -292,7 +219,19 @@ class MicroBatcher:
     def _work(self) -> None:
         while (taken := self._take()) is not None:
             batch, rows = taken
-            results, error = self._batch(batch)
+            try:
+                if len(batch) == 1:
+                    results: list[list[np.ndarray]] | None = [self._run(batch[0].feeds, lone=batch[0].lone)]
+                else:
+                    names = batch[0].feeds.keys()
+                    outputs = self._run({n: np.concatenate([p.feeds[n] for p in batch]) for n in names})
+                    ends = np.cumsum([p.rows for p in batch]).tolist()
+                    results = [
+                        [o[end - p.rows : end] for o in outputs] for p, end in zip(batch, ends, strict=True)
+                    ]
+                error = None
+            except Exception as exc:
+                results, error = None, exc
             with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
                 batch[0].future.get_loop().call_soon_threadsafe(self._answer, batch, rows, results, error)
 
@@ -301,7 +240,7 @@ class MicroBatcher:
         batch: list[_Pending],
         rows: int,
         results: list[list[np.ndarray]] | None,
-        error: BaseException | None,
+        error: Exception | None,
     ) -> None:
         for i, p in enumerate(batch):
             if p.future.done():  # cancelled: its client went away, or shutdown gave up on it
@@ -313,7 +252,7 @@ class MicroBatcher:
         self._on_batch(rows)  # after every request has its answer: metrics cannot strand one
 
     def retire(self) -> None:
-        """No more batches: the runtime thread ends after what is queued; later requests run inline."""
+        """No more batches: the runtime thread ends after what is queued; later requests run now."""
         self._retired = True
         if self._thread is not None:
             self._inbox.put(None)

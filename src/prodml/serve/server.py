@@ -4,23 +4,24 @@ SIGTERM (or SIGINT): readiness turns 503 at once, new requests are still served 
 (so a load balancer that polls readiness stops sending), then the listeners close and requests in flight
 finish (up to ``drain_timeout_s``); the request log is flushed and the process exits 0.
 
-With ``workers > 1`` the parent starts N worker processes that share the port (``SO_REUSEPORT``), and
-forwards SIGTERM to them. The admin port belongs to worker 0.
+With ``workers > 1`` the parent starts N worker processes that share the port (``SO_REUSEPORT``),
+restarts any that dies and forwards SIGTERM to them. The admin port belongs to worker 0.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import multiprocessing
 import os
 import signal
 import socket
 import sys
+import time
 from collections.abc import Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any
 
@@ -28,18 +29,18 @@ from prodml.core.errors import ProdmlError
 from prodml.core.project import Serve
 from prodml.serve.cache import Cache, LRUCache, RedisCache
 from prodml.serve.dataplane import DataPlane
-from prodml.serve.handlers import FastPath
-from prodml.serve.http import ServerState, admin_app, inference_app
-from prodml.serve.lean import lean_protocol
+from prodml.serve.guard import guarded
+from prodml.serve.handlers import admin_routes, inference_routes
+from prodml.serve.http import HttpApp
 from prodml.serve.metrics import Metrics
 from prodml.serve.model import ModelManager
 from prodml.serve.poll import BusyPoll
 from prodml.serve.reqlog import Recorder, RequestLog
-from prodml.serve.validation import warm_arrow
 
 __all__ = ["ServeOptions", "run"]
 
 logger = logging.getLogger(__name__)
+MIN_TOKEN = 16  # characters of PRODML_ADMIN_TOKEN
 
 
 @dataclass
@@ -56,18 +57,18 @@ class ServeOptions:
     poll_s: float = 30.0
     drain_delay_s: float = 0.5
     drain_timeout_s: float = 10.0
+    read_timeout_s: float = 10.0  # for a request's head, and again for its body
+    max_connections: int = 1000  # per worker process
+    api_key: str | None = None
+    cors_origins: tuple[str, ...] = ()
+    tls: tuple[Path, Path] | None = None  # (certificate, key), PEM: HTTPS and gRPC over TLS
 
 
 class _Server:
-    """A uvicorn server whose signals are ours (uvicorn would exit at once on SIGTERM)."""
+    """A stock uvicorn server whose signals are ours (uvicorn would exit at once on SIGTERM)."""
 
-    def __init__(
-        self, app: Any, sock: socket.socket, drain_timeout_s: float, poll: BusyPoll | None = None
-    ) -> None:
+    def __init__(self, app: Any, sock: socket.socket, options: ServeOptions) -> None:
         import uvicorn
-
-        # the inference app's POST routes are answered by the protocol itself (see prodml.serve.lean)
-        self.protocol = lean_protocol(app, poll) if isinstance(app, FastPath) else None
 
         class Quiet(uvicorn.Server):
             @contextlib.contextmanager
@@ -76,25 +77,24 @@ class _Server:
 
         config = uvicorn.Config(
             app,
+            http=guarded(
+                max_connections=options.max_connections,
+                max_head_bytes=64 << 10,
+                head_timeout_s=options.read_timeout_s,
+            ),
+            ws="none",
             lifespan="off",
             access_log=False,
             log_config=None,
-            timeout_graceful_shutdown=int(drain_timeout_s),
+            timeout_graceful_shutdown=int(options.drain_timeout_s),
             timeout_keep_alive=5,
             server_header=False,  # do not advertise the server software
             proxy_headers=False,  # nothing reads the client address; spares a middleware per request
-            http=self.protocol or "auto",
+            ssl_certfile=options.tls[0] if options.tls else None,
+            ssl_keyfile=options.tls[1] if options.tls else None,
         )
         self.server = Quiet(config)
         self.sock = sock
-
-    def backlog(self) -> int:
-        """HTTP requests this server holds (started, not yet answered): those of this loop turn that the
-        lean protocol has not stepped yet, and uvicorn's task set (0 if a uvicorn release renames it:
-        requests then run inline, which is correct, only slower)."""
-        state = getattr(self.server, "server_state", None)
-        held = len(getattr(state, "tasks", ()))
-        return held + self.protocol.turn.active if self.protocol is not None else held
 
     async def serve(self) -> None:
         await self.server.serve(sockets=[self.sock])
@@ -136,7 +136,6 @@ def _request_log(options: ServeOptions) -> Recorder | None:
 
 
 async def _main(options: ServeOptions, sock: socket.socket, admin_sock: socket.socket | None) -> None:
-    warm_arrow()  # not in the first request (with the request log off, nothing else pays it)
     metrics = Metrics()
     manager = ModelManager(
         ref=options.ref,
@@ -150,52 +149,62 @@ async def _main(options: ServeOptions, sock: socket.socket, admin_sock: socket.s
     log = _request_log(options)
     metrics.request_log = log
     plane = DataPlane(manager, metrics=metrics, cache=_cache(options.serve), log=log)
-    state = ServerState(plane, max_body_bytes=options.serve.max_body_bytes)
-    grpc_server = None
+    loop = asyncio.get_running_loop()
     pending: set[asyncio.Task[None]] = set()
+
+    def spawn(coro: Any) -> None:
+        task = loop.create_task(coro)
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+
+    grpc_server = None
     if options.serve.grpc_port:
         from prodml.serve.grpc import GrpcServer
 
-        grpc = GrpcServer(
-            plane,
-            host=options.serve.host,
-            port=options.serve.grpc_port,
-            max_message_bytes=options.serve.max_body_bytes,
-            draining=lambda: state.draining,
+        serve = options.serve
+        max_bytes = serve.max_body_bytes
+        grpc_server = GrpcServer(
+            plane, host=serve.host, port=serve.grpc_port, max_message_bytes=max_bytes, tls=options.tls
         )
-        await grpc.start()
-
-        def health_follows(_: object) -> None:
-            # SERVING the moment a model is swapped in (the only way one arrives)
-            task = asyncio.get_running_loop().create_task(grpc.set_serving(not state.draining))
-            pending.add(task)
-            task.add_done_callback(pending.discard)
-
-        manager.on_swap.append(health_follows)
-        grpc_server = grpc
+        await grpc_server.start()
+        # health follows the model: SERVING the moment one is swapped in (the only way one arrives)
+        manager.on_swap.append(lambda _: spawn(grpc_server.set_serving(plane.ready())))
     await manager.start()
-    _tune_gc()
-    poll = BusyPoll(asyncio.get_running_loop(), options.serve.busy_poll_us / 1e6)
-    servers = [_Server(inference_app(state), sock, options.drain_timeout_s, poll)]
-    http, grpc_servicer = servers[0], grpc_server.servicer if grpc_server is not None else None
-    plane.backlog = lambda: http.backlog() + (grpc_servicer.active if grpc_servicer is not None else 0)
-    if admin_sock is not None:
-        servers.append(_Server(admin_app(state, options.admin_token), admin_sock, options.drain_timeout_s))
-    loop = asyncio.get_running_loop()
+    app = HttpApp(
+        inference_routes(plane),
+        title="prodml inference server",
+        max_body_bytes=options.serve.max_body_bytes,
+        body_timeout_s=options.read_timeout_s,
+        draining=lambda: plane.draining,
+        api_key=options.api_key,
+        cors_origins=options.cors_origins,
+    )
+    servers = [_Server(_polled(app, options.serve.busy_poll_us / 1e6), sock, options)]
+    if admin_sock is not None and options.admin_token:  # (run checked its length and host)
+        admin = HttpApp(
+            admin_routes(plane, options.admin_token, time.time()),
+            title=None,
+            max_body_bytes=1 << 16,
+            body_timeout_s=options.read_timeout_s,
+            draining=lambda: plane.draining,
+        )
+        servers.append(_Server(admin, admin_sock, options))
 
     def drain() -> None:
-        if state.draining:
+        if plane.draining:
             return
-        state.draining = True
+        plane.draining = True
         if grpc_server is not None:
-            task = loop.create_task(grpc_server.set_serving(False))
-            pending.add(task)
-            task.add_done_callback(pending.discard)
+            spawn(grpc_server.set_serving(False))
         logger.info("draining: readiness is 503; closing listeners in %.1f s", options.drain_delay_s)
 
         def stop_all() -> None:
+            # no new connections; requests already on an accepted one are read and answered (each with
+            # Connection: close) before uvicorn closes the idle ones
+            for server in (srv for s in servers for srv in s.server.servers):
+                server.close()
             for s in servers:
-                s.stop()
+                loop.call_later(0.2, s.stop)
 
         loop.call_later(options.drain_delay_s, stop_all)
 
@@ -210,6 +219,7 @@ async def _main(options: ServeOptions, sock: socket.socket, admin_sock: socket.s
             await asyncio.sleep(0.1)
             tick += 1
             await log.absorb_async()  # what the sink takes in batches (Kafka), 64 requests at a time
+            metrics.sync_log()
             # a part every 10 s, or sooner once 10k rows wait (at 100-row requests rows come fast: the
             # log holds 50k at most and drops, counted, beyond)
             if tick % 100 == 0 or log.pending >= 10_000:
@@ -233,21 +243,22 @@ async def _main(options: ServeOptions, sock: socket.socket, admin_sock: socket.s
             log.flush()
 
 
-def _tune_gc() -> None:
-    """Keep the interpreter's housekeeping off the request path.
+def _polled(app: HttpApp, window_s: float) -> Any:
+    """``app`` with busy polling armed on each request and answer (``serve.busy_poll_us``; 0: off)."""
+    if window_s <= 0:
+        return app
+    poll = BusyPoll(asyncio.get_running_loop(), window_s)
 
-    What start-up loaded (modules, the model, FastAPI's routes) is frozen out of every future collection,
-    and young collections run every 50k net allocations instead of 700 — requests free what they
-    allocate, so few objects survive. Threads (the runtime's, the log writer's) hand the GIL back to the
-    event loop within 1 ms instead of Python's default 5 ms, which would otherwise show up in p99.
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 100)
-    sys.setswitchinterval(0.001)
+    async def polled(scope: Any, receive: Any, send: Any) -> None:
+        poll.arm()
+        await app(scope, receive, send)
+        poll.arm()
+
+    return polled
 
 
 def _worker(options: ServeOptions, fd: int, admin_fd: int | None) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the parent's handlers are not this process's
     sock = socket.socket(fileno=fd)
     admin_sock = socket.socket(fileno=admin_fd) if admin_fd is not None else None
     try:
@@ -258,21 +269,26 @@ def _worker(options: ServeOptions, fd: int, admin_fd: int | None) -> None:
 
 
 def _run_loop(options: ServeOptions, sock: socket.socket, admin_sock: socket.socket | None) -> None:
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard]
-        asyncio.run(_main(options, sock, admin_sock))
-    else:
-        uvloop.run(_main(options, sock, admin_sock))
+    import uvloop
+
+    uvloop.run(_main(options, sock, admin_sock))
 
 
 def run(options: ServeOptions) -> None:
     """Serve until SIGTERM/SIGINT, then drain and return.
 
-    With several workers, a worker that cannot start says why on stderr and the process exits with its
-    code once the others have stopped.
+    With several workers the parent supervises them: a worker that dies (killed, crashed) is started
+    again and logged; SIGTERM is passed to every worker and the parent exits 0 once all have drained. A
+    worker that cannot start says why on stderr, and the process exits with its code.
     """
     serve = options.serve
+    if options.admin_token and len(options.admin_token) < MIN_TOKEN:
+        logger.warning("admin port disabled: PRODML_ADMIN_TOKEN needs at least %d characters", MIN_TOKEN)
+        options = replace(options, admin_token=None)
+    if options.admin_token and serve.admin_host not in ("127.0.0.1", "::1", "localhost"):
+        logger.warning(
+            "the admin port is bound to %s, beyond loopback: keep it off public networks", serve.admin_host
+        )
     sock = _socket(serve.host, serve.port, reuse_port=serve.workers > 1)
     admin_sock = (
         _socket(serve.admin_host, serve.admin_port, reuse_port=False) if options.admin_token else None
@@ -282,23 +298,44 @@ def run(options: ServeOptions) -> None:
         return
     # fork, not spawn: the children inherit the listening sockets; nothing is loaded in the parent yet.
     ctx = multiprocessing.get_context("fork")
-    procs = []
-    for i in range(serve.workers):
+
+    def start(i: int) -> Any:
         admin_fd = admin_sock.fileno() if (admin_sock is not None and i == 0) else None
         proc = ctx.Process(target=_worker, args=(options, sock.fileno(), admin_fd), daemon=False)
         proc.start()
-        procs.append(proc)
+        return proc
+
+    procs = {i: start(i) for i in range(serve.workers)}
+    stopping, failed = False, 0
 
     def forward(sig: int, _: object) -> None:
-        for proc in procs:
-            if proc.pid is not None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(proc.pid, sig)
+        nonlocal stopping
+        stopping = True
+        for proc in procs.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, sig)
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
-    for proc in procs:
-        proc.join()
-    failed = [proc.exitcode for proc in procs if proc.exitcode]
-    if failed:  # a worker that could not start (it said why), or one killed by a signal (negative)
-        sys.exit(max(failed) if max(failed) > 0 else 1)
+    while procs:
+        wait([p.sentinel for p in procs.values()])
+        for i, proc in list(procs.items()):
+            if proc.is_alive():
+                continue
+            del procs[i]
+            if proc.exitcode == 0 or stopping:
+                continue
+            if proc.exitcode > 0:  # it could not start (it said why): stop the others
+                failed = max(failed, proc.exitcode)
+                forward(signal.SIGTERM, None)
+                continue
+            if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+                from prometheus_client import multiprocess
+
+                multiprocess.mark_process_dead(proc.pid)  # type: ignore[no-untyped-call]
+            logger.warning(
+                "worker %d (pid %d) died of signal %d; starting it again", i, proc.pid, -proc.exitcode
+            )
+            procs[i] = start(i)
+    if failed:
+        sys.exit(failed)
