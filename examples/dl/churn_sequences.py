@@ -63,8 +63,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parity = check_torch_parity(module, graph, holdout, task="binary")
     schema = tensor_schema(
         [
-            tensor_input("events", "float32", list(data.events.shape)),
-            tensor_input("lengths", "int64", [len(data.lengths)]),
+            tensor_input("events", "float32", list(data.events.shape), dynamic=(1,)),
+            tensor_input("lengths", "int64", [len(data.lengths)], minimum=1, maximum=args.max_len),
         ],
         task="binary",
         classes=[0, 1],

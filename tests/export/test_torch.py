@@ -12,10 +12,12 @@ import torch
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
+from prodml.core.errors import InvalidInput
 from prodml.dl.modules import build_module
 from prodml.dl.params import parse_params
 from prodml.export.onnx import ExportError, onnx_inputs, to_onnx
 from prodml.export.torch import (
+    check_tensors,
     check_torch_parity,
     compose,
     export_module,
@@ -138,3 +140,50 @@ def test_torchscript_for_users_who_want_it() -> None:
     label, proba = loaded(x)
     torch.testing.assert_close(proba, module(x).softmax(-1))
     torch.testing.assert_close(label, proba.argmax(-1))
+
+
+IMAGE = tensor_input("image", "float32", [7, 1, 8, 8])
+SEQUENCE = [
+    tensor_input("events", "float32", [7, 12, 3], dynamic=(1,)),
+    tensor_input("lengths", "int64", [7], minimum=1, maximum=12),
+]
+
+
+def test_tensors_that_fit_become_feeds() -> None:
+    feeds, rows = check_tensors([IMAGE], {"image": np.zeros((3, 1, 8, 8)).tolist()})
+    assert rows == 3
+    assert feeds["image"].dtype == np.float32
+    assert feeds["image"].shape == (3, 1, 8, 8)
+    feeds, rows = check_tensors(SEQUENCE, {"events": np.zeros((2, 5, 3)), "lengths": [5.0, 1]})
+    assert rows == 2
+    assert feeds["lengths"].dtype == np.int64
+    assert SEQUENCE[0]["shape"] == [-1, -1, 3]
+
+
+@pytest.mark.parametrize(
+    ("feeds", "field", "says"),
+    [
+        ({"image": np.zeros((2, 64))}, "image", "shape [2, 64] does not fit; expected float [-1, 1, 8, 8]"),
+        ({"image": np.zeros((2, 1, 8, 9))}, "image", "[-1, 1, 8, 8]"),
+        ({}, "image", "required input is missing"),
+        ({"image": [["a"]]}, "image", "values are not float"),
+        ({"image": np.full((1, 1, 8, 8), np.nan)}, "image", "finite"),
+        ({"image": np.zeros((1, 1, 8, 8)), "extra": [1]}, "extra", "unknown input"),
+    ],
+)
+def test_a_wrongly_shaped_tensor_is_refused_naming_input_and_shape(
+    feeds: dict[str, object], field: str, says: str
+) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        check_tensors([IMAGE], feeds)
+    assert caught.value.http_status == 400
+    assert any(f["field"] == field and says in f["error"] for f in caught.value.fields), caught.value.fields
+
+
+def test_sequence_lengths_and_batch_sizes_are_checked() -> None:
+    with pytest.raises(InvalidInput, match=r"lengths: values must lie in \[1, 12\]"):
+        check_tensors(SEQUENCE, {"events": np.zeros((2, 5, 3)), "lengths": [0, 3]})
+    with pytest.raises(InvalidInput, match="lengths: values are not int64"):
+        check_tensors(SEQUENCE, {"events": np.zeros((1, 5, 3)), "lengths": [2.5]})
+    with pytest.raises(InvalidInput, match="disagree on the batch size"):
+        check_tensors(SEQUENCE, {"events": np.zeros((2, 5, 3)), "lengths": [3]})
