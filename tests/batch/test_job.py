@@ -217,3 +217,9 @@ def test_demo_step_scores_the_latest_customers(trained: Trained) -> None:
     frame = pq.read_table(trained.root / ".prodml/features/training.parquet")
     assert result.rows == len(set(frame.column("customer_id").to_pylist())) == result.scored
     assert (trained.root / ".prodml/batch/latest/_SUCCESS").is_file()
+
+
+def test_public_api() -> None:
+    import prodml.batch
+
+    assert prodml.batch.__all__ == ["BatchResult", "score"]
