@@ -6,7 +6,7 @@ One redis-server on 127.0.0.1 holds the same 100k entities × 20 features (16 fl
 categories) three times: as plain hashes (a text field per feature), as prodml's hashes (what
 ``prodml features materialize`` writes: the numbers packed in one field) and in Feast 0.67's Redis
 layout (``feast apply`` + ``write_to_online_store`` from the same table). For 1 and for 100 random
-entities per call it times, in alternating rounds so that noise hits all alike:
+entities per call it times, call by call with every case in turn so that noise hits all alike:
 
 - **floor**: a redis-py pipeline of ``HMGET`` of the 20 fields of the plain hashes, nothing decoded;
   and the same over prodml's hashes (5 fields), nothing decoded;
@@ -239,15 +239,17 @@ def main() -> int:
         for r in range(args.rounds):
             for n in (1, 100):
                 calls = args.calls if n == 1 else max(args.calls // 4, 50)
-                for name, fn in cases.items():
-                    batches = [[int(k) for k in rng.integers(1, args.entities + 1, n)] for _ in range(calls)]
+                batches = [[int(k) for k in rng.integers(1, args.entities + 1, n)] for _ in range(calls)]
+                for fn in cases.values():
                     for _ in range(20):
                         fn(batches[0])  # warm
-                    out = samples[(name, n)]
-                    for keys in batches:
+                # call by call, every case in turn: a burst of load on this shared machine hits all alike
+                for i, keys in enumerate(batches):
+                    order = list(cases.items())
+                    for name, fn in order[i % len(order) :] + order[: i % len(order)]:
                         t0 = time.perf_counter()
                         fn(keys)
-                        out.append(time.perf_counter() - t0)
+                        samples[(name, n)].append(time.perf_counter() - t0)
             print(f"  round {r + 1}/{args.rounds} done", flush=True)
         store.close()
 
