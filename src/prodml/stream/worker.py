@@ -199,8 +199,13 @@ class Worker:
         left = client.flush(self.options.drain_timeout_s)
         if left:
             logger.warning("%d results were not acknowledged before the rebalance; they are read again", left)
-        self._commit(client, sync=True)
-        self.pending.drop(partitions)
+        if self.pending.failed is None:
+            ready = self.pending.ready()
+            if ready:
+                client.commit(ready, sync=True)
+            self.pending.drop(partitions)
+        else:  # no rewind inside librdkafka's callback: the new owners read from the last commit
+            self.pending = Pending()
         logger.info("partitions revoked: %s", sorted(p for _, p in partitions))
 
     def _assigned(self, partitions: list[tuple[str, int]]) -> None:
