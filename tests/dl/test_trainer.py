@@ -102,3 +102,26 @@ def test_checkpoint_of_another_architecture_is_refused(digits: Digits, tmp_path:
     assert load_weights(tmp_path, other, strict=False) == ["head.bias"]  # the one tensor of equal shape
     with pytest.raises(ConfigError, match="does not exist"):
         load_weights(tmp_path / "nowhere", other)
+
+
+def test_resume_restores_the_best_epoch_from_before_the_checkpoint(digits: Digits, tmp_path: Path) -> None:
+    Xtr, Xte, ytr, yte = digits
+    settings = {"epochs": 3, "lr": 0.5, "optimizer": "sgd", "momentum": 0.0, "patience": 50}
+    first, params = _mlp(settings)
+    history = Trainer(first, params, checkpoint_dir=tmp_path).fit(tensors(Xtr, ytr), tensors(Xte, yte))
+    best_epoch = history.best_epoch
+    resumed, params = _mlp(settings | {"epochs": 5})
+    more = Trainer(resumed, params).fit(tensors(Xtr, ytr), tensors(Xte, yte), resume=tmp_path)
+    losses = more.curve("val_loss")
+    assert more.best_epoch == int(np.argmin(losses)) + 1
+    assert more.best_epoch >= best_epoch
+    final = Trainer(resumed, params).evaluate(tensors(Xte, yte))["val_loss"]
+    assert final == pytest.approx(min(losses), rel=1e-5)  # the best weights, wherever they came from
+
+
+def test_fit_leaves_the_determinism_setting_as_it_found_it(digits: Digits) -> None:
+    Xtr, _, ytr, _ = digits
+    module, params = _mlp({"epochs": 1})
+    assert not torch.are_deterministic_algorithms_enabled()
+    Trainer(module, params).fit(tensors(Xtr[:64], ytr[:64]))
+    assert not torch.are_deterministic_algorithms_enabled()

@@ -41,9 +41,8 @@ Batch = tuple[torch.Tensor, ...]
 
 
 def seed_everything(seed: int) -> None:
-    """Seed torch's generators and ask for deterministic kernels."""
+    """Seed torch's generators (deterministic kernels are asked for during :meth:`Trainer.fit` only)."""
     torch.manual_seed(seed)
-    torch.use_deterministic_algorithms(True, warn_only=True)
 
 
 @dataclass
@@ -160,6 +159,15 @@ class Trainer:
         self, train: Dataset[Batch], val: Dataset[Batch] | None = None, *, resume: Path | None = None
     ) -> History:
         """Train for ``params.epochs`` (fewer when stopping early); ``resume`` continues a checkpoint."""
+        deterministic = torch.are_deterministic_algorithms_enabled()
+        warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        try:
+            return self._fit(train, val, resume)
+        finally:  # the process's setting is the caller's
+            torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+
+    def _fit(self, train: Dataset[Batch], val: Dataset[Batch] | None, resume: Path | None) -> History:
         p = self.params
         seed_everything(p.seed)
         sampler: DistributedSampler[Batch] = DistributedSampler(
@@ -190,7 +198,7 @@ class Trainer:
             ]
             start, best, stale = int(state["epoch"]), float(state["best"]), int(state["stale"])
             history.best_epoch = int(state["best_epoch"])
-            best_state = copy.deepcopy(self.module.state_dict())
+            best_state = state["best_weights"]
         sign = -1.0 if p.monitor == "val_accuracy" else 1.0
         for epoch in range(start, p.epochs):
             sampler.set_epoch(epoch)
@@ -239,7 +247,7 @@ class Trainer:
             if self.on_epoch is not None:
                 self.on_epoch(record)
             if self.checkpoint_dir is not None and self.rank == 0:
-                self._save(epoch + 1, optimizer, scheduler, history, best, stale)
+                self._save(epoch + 1, optimizer, scheduler, history, (best, best_state), stale)
             if p.patience is not None and stale >= p.patience:
                 history.stopped_early = True
                 break
@@ -254,7 +262,7 @@ class Trainer:
         optimizer: torch.optim.Optimizer,
         scheduler: Any,
         history: History,
-        best: float,
+        best: tuple[float, dict[str, torch.Tensor]],
         stale: int,
     ) -> None:
         assert self.checkpoint_dir is not None
@@ -268,7 +276,8 @@ class Trainer:
             "history": torch.tensor(
                 [[e.get(k, math.nan) for k in keys] for e in history.epochs], dtype=torch.float64
             ),
-            "best": best,
+            "best": best[0],
+            "best_weights": best[1],
             "stale": stale,
             "best_epoch": history.best_epoch,
         }
