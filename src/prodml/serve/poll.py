@@ -36,13 +36,14 @@ class BusyPoll:
     ``window_s`` 0 turns it off (``arm`` does nothing).
     """
 
-    __slots__ = ("_loop", "_on", "_until", "window_s")
+    __slots__ = ("_loop", "_on", "_until", "passes", "window_s")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, window_s: float) -> None:
         self._loop = loop
         self.window_s = window_s
         self._until = 0.0
         self._on = False
+        self.passes = 0  # rounds of the loop spent polling
 
     @property
     def polling(self) -> bool:
@@ -58,6 +59,7 @@ class BusyPoll:
             self._on = True
 
     def _poll(self) -> None:
+        self.passes += 1
         _sched_yield()  # a thread or process waiting for this core runs first
         if time.perf_counter() < self._until:
             self._loop.call_soon(self._poll)
