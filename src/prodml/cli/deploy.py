@@ -69,7 +69,7 @@ def render(
         if settings.model_bytes is not None
         else "model size unknown here (not baked in, not in the local cache): --memory not checked against it"
     )
-    console.print(f"[green]✓[/] {len(written)} files for {target} in {out} ({size})")
+    console.print(f"[green]✓[/] {len(written)} files for {target} in {out} ({size})", soft_wrap=True)
 
 
 @app.command()
@@ -84,9 +84,9 @@ def validate(
         raise ConfigError(f"{out} is not a directory", hint="run 'prodml deploy render --out DIR' first")
     problems, checked = validate_dir(out)
     for line in checked:
-        console.print(f"  checked {line}")
+        console.print(f"  checked {line}", soft_wrap=True)
     if problems:
         for where, message in problems:
             console.print(f"[red]✗[/] {where}: {message}", soft_wrap=True)
         raise ConfigError(f"{len(problems)} problem(s) in {out}", hint="fix the settings and render again")
-    console.print(f"[green]✓[/] {out}: no problems")
+    console.print(f"[green]✓[/] {out}: no problems", soft_wrap=True)
