@@ -193,6 +193,26 @@ def _rule_test(settings: DeploySettings) -> dict[str, Any]:
                     _series("up", job, "b:8080", "0x20"),
                     _series("up", job, "c:8080", "1x20"),  # up, but no model loaded
                     _series("prodml_model_info", job, "a:8080", "1x20", model="churn", version="3"),
+                    # every request of instance a takes between 250 and 500 ms
+                    _series(
+                        "prodml_request_seconds_bucket", job, "a:8080", "0x20", protocol="predict", le="0.25"
+                    ),
+                    _series(
+                        "prodml_request_seconds_bucket",
+                        job,
+                        "a:8080",
+                        "0+60x20",
+                        protocol="predict",
+                        le="0.5",
+                    ),
+                    _series(
+                        "prodml_request_seconds_bucket",
+                        job,
+                        "a:8080",
+                        "0+60x20",
+                        protocol="predict",
+                        le="+Inf",
+                    ),
                 ],
                 "alert_rule_test": [
                     {
@@ -231,7 +251,20 @@ def _rule_test(settings: DeploySettings) -> dict[str, Any]:
                             }
                         ],
                     },
-                    {"eval_time": "15m", "alertname": "ProdmlHighLatency", "exp_alerts": []},
+                    {"eval_time": "5m", "alertname": "ProdmlHighLatency", "exp_alerts": []},  # not yet 10 min
+                    {
+                        "eval_time": "15m",
+                        "alertname": "ProdmlHighLatency",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {"job": job, "severity": "ticket"},
+                                "exp_annotations": {
+                                    "summary": f"{job}: p99 latency 497.5ms",
+                                    "description": "p99 above 250 ms (rollout.max_p99_ms) for 10 minutes.",
+                                },
+                            }
+                        ],
+                    },
                 ],
             }
         ],
@@ -239,7 +272,8 @@ def _rule_test(settings: DeploySettings) -> dict[str, Any]:
 
 
 def test_the_alerts_fire_on_what_they_watch(settings: DeploySettings, tmp_path: Path) -> None:
-    """promtool's unit tests: errors above rollout.max_error_rate page; a down target pages; a target that
+    """promtool's unit tests: errors above rollout.max_error_rate page; p99 above the latency bound for 10
+    minutes opens a ticket (not before); a down target pages; a target that
     is up but serves no model raises the no-model alert, one that serves a model does not."""
     import yaml
 
