@@ -408,3 +408,49 @@ def test_passwords_in_the_project_file_are_never_rendered(churn_dir: Path, tmp_p
     } in env
     image_project = (tmp_path / "k8s/prodml.yaml").read_text()
     assert "postgresql+psycopg://mlflow@db:5432/mlflow" in image_project  # the user kept, the password cut
+
+
+@pytest.mark.parametrize("target", ["k8s", "kserve", "helm"])
+def test_every_reference_resolves(settings: DeploySettings, tmp_path: Path, target: str) -> None:
+    """ConfigMaps the pods read are rendered with them; the Secret they read is the one Terraform writes;
+    the Service, HPA, PDB and ServiceMonitor select the server's pods."""
+    render(settings, target, tmp_path)
+    if target == "helm":
+        objs = template(tmp_path / "helm/churn")
+    else:
+        objs = [
+            d
+            for p in sorted(tmp_path.rglob("*.yaml"))
+            if "kube" in str(p) or "kserve" in str(p)
+            for d in yaml.safe_load_all(p.read_text())
+            if d
+        ]
+    config_maps = {o["metadata"]["name"] for o in objs if o["kind"] == "ConfigMap"}
+    containers = [
+        c
+        for o in objs
+        for c in (
+            o["spec"]["template"]["spec"]["containers"] if o["kind"] == "Deployment"
+            else o["spec"]["predictor"]["containers"] if o["kind"] == "InferenceService"
+            else []
+        )
+    ]  # fmt: skip
+    assert containers
+    terraform = (tmp_path / "terraform/main.tf").read_text()
+    for container in containers:
+        for source in container["envFrom"]:
+            assert source["configMapRef"]["name"] in config_maps
+        for env in container["env"]:
+            assert f'name      = "{env["valueFrom"]["secretKeyRef"]["name"]}"' in terraform
+    if target != "kserve":
+        pods = [o["spec"]["template"]["metadata"]["labels"] for o in objs if o["kind"] == "Deployment"]
+
+        def selects(selector: dict[str, str]) -> int:
+            return sum(all(labels.get(k) == v for k, v in selector.items()) for labels in pods)
+
+        assert selects(_kind(objs, "Service")["spec"]["selector"]) == 2  # stable and canary
+        assert selects(_kind(objs, "PodDisruptionBudget")["spec"]["selector"]["matchLabels"]) == 1
+        service_labels = _kind(objs, "Service")["metadata"]["labels"]
+        monitor = _kind(objs, "ServiceMonitor")["spec"]["selector"]["matchLabels"]
+        assert all(service_labels.get(k) == v for k, v in monitor.items())
+        assert _kind(objs, "HorizontalPodAutoscaler")["spec"]["scaleTargetRef"]["name"] == "churn"

@@ -27,7 +27,9 @@ __all__ = [
     "COMPONENTS",
     "SECRET_KEYS",
     "config_data",
+    "config_map",
     "manifests",
+    "namespace",
     "secret_name",
     "server_container",
 ]
@@ -185,16 +187,29 @@ def _deployment(settings: DeploySettings, name: str, track: str, replicas: int, 
     }
 
 
+def config_map(settings: DeploySettings) -> Obj:
+    """``NAME-serve``: the server's settings, read by every pod that runs prodml (envFrom)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _meta(settings, f"{settings.name}-serve", "server"),
+        "data": config_data(settings),
+    }
+
+
+def namespace(settings: DeploySettings) -> Obj:
+    return {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": settings.namespace, "labels": {"app.kubernetes.io/part-of": "prodml"}},
+    }
+
+
 def server(settings: DeploySettings) -> list[Obj]:
     """The inference server: config, workload, network, scaling, disruption budget and scraping."""
     name, serve = settings.name, settings.serve
     return [
-        {
-            "apiVersion": "v1",
-            "kind": "ConfigMap",
-            "metadata": _meta(settings, f"{name}-serve", "server"),
-            "data": config_data(settings),
-        },
+        config_map(settings),
         _deployment(settings, name, "stable", settings.replicas, server_args(settings)),
         {
             "apiVersion": "v1",
@@ -338,9 +353,4 @@ COMPONENTS: list[Component] = [server, alerts, canary, stream_worker]
 
 def manifests(settings: DeploySettings) -> list[Obj]:
     """Every component's objects, in order; the Namespace first."""
-    namespace: Obj = {
-        "apiVersion": "v1",
-        "kind": "Namespace",
-        "metadata": {"name": settings.namespace, "labels": {"app.kubernetes.io/part-of": "prodml"}},
-    }
-    return [namespace] + [obj for component in COMPONENTS for obj in component(settings)]
+    return [namespace(settings)] + [obj for component in COMPONENTS for obj in component(settings)]

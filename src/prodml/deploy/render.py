@@ -17,7 +17,7 @@ from prodml.deploy.files import Files, to_yaml, write_files
 from prodml.deploy.helm import chart_files
 from prodml.deploy.image import image_files, package_files
 from prodml.deploy.kserve import inference_services
-from prodml.deploy.kubernetes import manifests
+from prodml.deploy.kubernetes import config_map, manifests, namespace
 from prodml.deploy.observability import monitoring_files
 from prodml.deploy.settings import DeploySettings
 from prodml.deploy.terraform import terraform_files
@@ -37,6 +37,8 @@ def _kubernetes(settings: DeploySettings) -> Files:
 
 def _kserve(settings: DeploySettings) -> Files:
     return {
+        # the predictors read the server's settings from the same ConfigMap as the Deployment
+        "kserve/config.yaml": to_yaml(namespace(settings), config_map(settings), header=_HEADER),
         "kserve/inferenceservice.yaml": to_yaml(*inference_services(settings, "serverless"), header=_HEADER),
         "kserve/raw/inferenceservice.yaml": to_yaml(*inference_services(settings, "raw"), header=_HEADER),
     }
