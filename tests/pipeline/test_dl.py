@@ -204,3 +204,16 @@ MLP_PARAMS = {
     "batch_size": 128,
     "patience": 5,
 }
+
+
+def test_the_torchrun_entry_reports_errors_without_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from prodml.pipeline.dl import main
+
+    root = digits_project(tmp_path / "digits")
+    edit_project(root, model__params={"optimizer": "rmsprop"})
+    assert main(["--project", str(root)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: model.params.optimizer:")
+    assert "Traceback" not in err

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from prodml.core.errors import ContractViolation, ProdmlError
+from prodml.core.errors import ContractViolation, MissingDependency, ProdmlError
 from prodml.core.files import atomic_write_text
 from prodml.core.project import Project, load_project
 from prodml.data.sources import Catalog
@@ -128,7 +128,10 @@ def run_torch_training(
         ContractViolation: the data breaks its contract.
         ExportError: the ONNX graph disagrees with preprocessing + torch eager.
     """
-    import torch
+    try:
+        import torch
+    except ImportError as exc:  # pragma: no cover - depends on the installed extras
+        raise MissingDependency("torch", "torch") from exc
 
     from prodml.dl.checkpoint import load_weights
     from prodml.dl.distributed import init_from_env, shutdown
