@@ -145,6 +145,37 @@ def run_evidently(ref: pd.DataFrame, cur: pd.DataFrame) -> dict[str, np.ndarray]
     return {"wasserstein_normed": score, "flagged": score >= threshold}
 
 
+def sketch_cost(numeric: int = 30, strings: int = 3, requests: int = 50_000) -> None:
+    """What the live sketch adds per request on a server: ``observe`` for each request plus its share of
+    ``fold`` (binning) and of scoring each window, for 1-row and 100-row requests."""
+    from prodml.export.drift import LiveSketch
+    from prodml.export.profile import reference_profile
+
+    rng = np.random.default_rng(0)
+    cats = np.array(["basic", "pro", "enterprise"], dtype=object)
+    train = pd.DataFrame({f"n{i}": rng.normal(size=20_000) for i in range(numeric)})
+    for j in range(strings):
+        train[f"s{j}"] = cats[rng.integers(0, 3, 20_000)]
+    layout = ([f"n{i}" for i in range(numeric)], [f"s{j}" for j in range(strings)])
+    profile = reference_profile(train, layout[1], rng.random(20_000))
+    print(f"\nlive sketch, {numeric} numeric + {strings} string inputs, windows of 10,000 rows:")
+    for rows in (1, 100):
+        sketch = LiveSketch(profile, layout, window_rows=10_000)
+        numbers = rng.normal(size=(rows, numeric)).astype(np.float32)
+        texts = cats[rng.integers(0, 3, (rows, strings))]
+        p = rng.random(rows).astype(np.float32)
+        outputs = np.stack([1 - p, p], axis=1)
+        n = requests if rows == 1 else requests // 20
+        t0 = time.perf_counter()
+        for i in range(n):
+            sketch.observe(numbers, texts, outputs)
+            if i % 1000 == 999:  # the server's 0.1 s housekeeping tick, at ~10k requests/s
+                sketch.fold()
+        sketch.fold()
+        per = (time.perf_counter() - t0) / n * 1e6
+        print(f"  {rows:>3}-row requests: {per:.1f} µs per request ({n:,}, {sketch.windows} windows scored)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -153,7 +184,11 @@ def main() -> None:
     parser.add_argument("--columns", type=int, default=100)
     parser.add_argument("--evidently-max-rows", type=int, default=100_000)
     parser.add_argument("--scipy-max-rows", type=int, default=1_000_000)
+    parser.add_argument("--sketch-only", action="store_true", help="Only the live sketch's cost per request.")
     args = parser.parse_args()
+    if args.sketch_only:
+        sketch_cost()
+        return
 
     from prodml.export.profile import reference_profile
 
@@ -240,6 +275,8 @@ def main() -> None:
             f"  {r['rows']:,} rows: "
             + ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in extras.items())
         )
+
+    sketch_cost()
 
 
 if __name__ == "__main__":

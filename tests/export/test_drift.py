@@ -265,6 +265,8 @@ def test_a_failing_sketch_never_raises_and_stops() -> None:
     sketch = LiveSketch(_profile(), LAYOUT, window_rows=1_000)
     numbers, strings, outputs = _requests(rng, 10)
     sketch.observe(numbers[:, :3], strings, outputs)  # wrong width: a broken caller
+    sketch.observe(numbers, strings, outputs)
+    sketch.fold(force=True)
     assert sketch.failed and sketch.errors == 1
     sketch.observe(numbers, strings, outputs)  # ignored from now on, still no exception
     sketch.fold()
