@@ -217,3 +217,24 @@ def test_the_torchrun_entry_reports_errors_without_a_traceback(
     err = capsys.readouterr().err
     assert err.startswith("error: model.params.optimizer:")
     assert "Traceback" not in err
+
+
+@pytest.mark.integration
+def test_a_run_resumed_from_its_checkpoint_continues_the_curve(tmp_path: Path) -> None:
+    from prodml.pipeline.dl import main
+
+    root = digits_project(tmp_path / "digits")
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    params = {"epochs": 2, "batch_size": 64, "image_shape": [1, 8, 8]}
+    edit_project(root, name="digits_resume", model__params=params)
+    assert main(["--project", str(root), "--tracking-uri", tracking]) == 0
+    edit_project(root, model__params=params | {"epochs": 3})
+    checkpoint = root / ".prodml" / "checkpoints" / "digits_resume"
+    assert main(["--project", str(root), "--tracking-uri", tracking, "--resume", str(checkpoint)]) == 0
+    first, second = (
+        json.loads((Path(v.source.removeprefix("file://")) / "metrics.json").read_text())["history"]
+        for v in sorted(Registry(tracking).versions("digits_resume"), key=lambda v: int(v.version))
+    )
+    assert [e["epoch"] for e in second] == [1.0, 2.0, 3.0]
+    assert [e["train_loss"] for e in second[:2]] == [e["train_loss"] for e in first]
+    assert second[2]["train_loss"] < second[1]["train_loss"]
