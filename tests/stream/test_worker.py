@@ -135,6 +135,17 @@ def test_every_request_gets_exactly_one_result_equal_to_the_servers_answer(
     ):
         assert name in scraped
     assert 'prodml_requests_total{code="200",protocol="kafka"}' in scraped  # the server's own counters
+    assert committed_total(broker, "g", inp, 4) == 202, "SIGTERM committed everything it answered"
+
+
+def committed_total(brokers: str, group: str, topic: str, partitions: int) -> int:
+    """The group's committed offsets on ``topic``, summed: the messages it has finished."""
+    consumer = Consumer({"bootstrap.servers": brokers, "group.id": group})
+    try:
+        committed = consumer.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
+    finally:
+        consumer.close()
+    return sum(max(tp.offset, 0) for tp in committed)
 
 
 def test_a_worker_killed_mid_stream_loses_nothing_and_repeats_at_most_one_batch(
@@ -302,10 +313,5 @@ def test_exactly_once_mode_commits_results_and_offsets_in_one_transaction(
         assert worker.stop() == 0, worker.output()
     assert sorted(ids_of(got), key=lambda r: int(r[1:])) == [f"r{i}" for i in range(150)]
     assert dead[0].key() == b"bad"
-    consumer = Consumer({"bootstrap.servers": broker, "group.id": group})
-    try:
-        committed = consumer.committed([TopicPartition(inp, p) for p in range(2)], timeout=10)
-    finally:
-        consumer.close()
     # the next offset to read, per partition: together every one of the 151 input messages
-    assert sum(tp.offset for tp in committed) == 151, "the transactions committed the input offsets"
+    assert committed_total(broker, group, inp, 2) == 151, "the transactions committed the input offsets"
