@@ -260,6 +260,26 @@ def test_sketch_exports_prometheus_gauges() -> None:
     assert "prodml_drift_sketch_errors_total 0.0" in text
 
 
+def test_collector_follows_the_current_sketch_and_survives_errors() -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from prodml.export.drift import drift_collector
+
+    current: list[LiveSketch | None] = [None]
+    registry = CollectorRegistry()
+    registry.register(drift_collector(lambda: current[0]))
+    assert b"prodml_drift" not in generate_latest(registry)  # no model yet: no series
+    current[0] = LiveSketch(_profile(), LAYOUT, window_rows=1_000)
+    assert b"prodml_drift_windows_total 0.0" in generate_latest(registry)
+
+    def broken() -> LiveSketch:
+        raise RuntimeError("boom")
+
+    registry = CollectorRegistry()
+    registry.register(drift_collector(broken))
+    assert b"prodml_drift" not in generate_latest(registry)  # the scrape itself still answers
+
+
 def test_a_failing_sketch_never_raises_and_stops() -> None:
     rng = np.random.default_rng(12)
     sketch = LiveSketch(_profile(), LAYOUT, window_rows=1_000)
@@ -311,3 +331,13 @@ def test_grid_lookup_equals_searchsorted(kind: str) -> None:
     )
     assert (grid.index(x) == np.searchsorted(bounds, x, side="right")).all()
     assert grid.index(np.array([np.nan], np.float32)).shape == (1,)  # NaN: any bin, overwritten by count
+
+
+def test_sample_every_keeps_one_request_in_k() -> None:
+    rng = np.random.default_rng(15)
+    sketch = LiveSketch(_profile(), LAYOUT, window_rows=1_000, sample_every=3)
+    numbers, strings, outputs = _requests(rng, 9)
+    for i in range(9):
+        sketch.observe(numbers[i : i + 1], strings[i : i + 1], outputs[i : i + 1])
+    sketch.fold(force=True)
+    assert sketch.window.rows == 3

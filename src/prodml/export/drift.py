@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -45,6 +45,7 @@ __all__ = [
     "chi_square",
     "compare",
     "count",
+    "drift_collector",
     "js",
     "ks",
     "ks_pvalue",
@@ -682,12 +683,14 @@ class LiveSketch:
 
     Wiring into a server (every call from the event loop thread; ``collector`` read by scrapes)::
 
-        sketch = LiveSketch(package.profile, validator.layout, window_rows=project.monitor.window_rows)
-        metrics.registry.register(sketch.collector())
-        ...  # per request, after the model ran:
-        sketch.observe(feeds.get(NUMBERS), feeds.get(STRINGS), outputs[-1])
-        ...  # in the 0.1 s housekeeping tick:
-        sketch.fold()
+        # at model load: one sketch per loaded version, held next to it
+        model.sketch = LiveSketch(package.profile, validator.layout, window_rows=monitor.window_rows)
+        # once, at start: the gauges of whichever version is primary now
+        metrics.registry.register(drift_collector(lambda: primary_model().sketch))
+        # per request, after the model ran
+        model.sketch.observe(feeds.get(NUMBERS), feeds.get(STRINGS), outputs[-1])
+        # in the 0.1 s housekeeping tick
+        model.sketch.fold()
 
     Nothing here raises into the caller: the first failure is logged, counted in
     ``prodml_drift_sketch_errors_total`` and the sketch stops observing, so serving is never affected.
@@ -857,25 +860,30 @@ class LiveSketch:
         )
 
     def collector(self) -> Any:
-        """A prometheus_client collector of :meth:`families` (imports prometheus_client)."""
-        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-        from prometheus_client.registry import Collector
+        """A prometheus_client collector of this sketch's :meth:`families`."""
+        return drift_collector(lambda: self)
 
-        sketch = self
 
-        class DriftCollector(Collector):
-            def collect(self) -> Iterator[Any]:
-                try:
-                    families = list(sketch.families())
-                except Exception:  # a scrape never fails because of drift
-                    logger.exception("drift gauges could not be computed")
-                    return
-                for name, kind, help_, samples in families:
-                    labels = sorted(samples[0][0]) if samples else []
-                    cls = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
-                    family = cls(name, help_, labels=labels)
-                    for values, value in samples:
-                        family.add_metric([values[k] for k in labels], value)
-                    yield family
+def drift_collector(current: Callable[[], LiveSketch | None]) -> Any:
+    """A prometheus_client collector of whichever sketch ``current()`` returns (None: no series), so a
+    server registers it once and swaps sketches with its model versions. Imports prometheus_client."""
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+    from prometheus_client.registry import Collector
 
-        return DriftCollector()
+    class DriftCollector(Collector):
+        def collect(self) -> Iterator[Any]:
+            try:
+                sketch = current()
+                families = [] if sketch is None else list(sketch.families())
+            except Exception:  # a scrape never fails because of drift
+                logger.exception("drift gauges could not be computed")
+                return
+            for name, kind, help_, samples in families:
+                labels = sorted(samples[0][0]) if samples else []
+                cls = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
+                family = cls(name, help_, labels=labels)
+                for values, value in samples:
+                    family.add_metric([values[k] for k in labels], value)
+                yield family
+
+    return DriftCollector()
