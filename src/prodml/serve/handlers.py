@@ -223,7 +223,7 @@ def admin_routes(plane: DataPlane, token: str, started_at: float) -> list[Route]
     def guarded(work: Callable[[], Awaitable[Reply]]) -> Callable[[Call], Awaitable[Reply]]:
         async def endpoint(call: Call) -> Reply:
             given = bearer(call.headers.get("authorization"))
-            if given is None or not _same(given, token):
+            if given is None or not hmac.compare_digest(given.encode(), token.encode()):
                 failures[0] += 1
                 logger.warning(
                     "admin call refused: %s", "no bearer token" if given is None else "wrong token"
@@ -261,7 +261,3 @@ def admin_routes(plane: DataPlane, token: str, started_at: float) -> list[Route]
         Route("POST", "/admin/cache/flush", guarded(flush)),
         Route("GET", "/admin/status", guarded(status)),
     ]
-
-
-def _same(given: str, token: str) -> bool:
-    return hmac.compare_digest(given.encode(), token.encode())

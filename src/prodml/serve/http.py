@@ -23,6 +23,7 @@ import orjson
 
 from prodml import __version__
 from prodml.core.errors import InvalidInput, NotFound, ProdmlError
+from prodml.serve.validation import short
 
 __all__ = ["Call", "HttpApp", "Reply", "Route", "json_reply"]
 
@@ -153,7 +154,7 @@ class HttpApp:
                 allowed = True
         if allowed:
             raise _Refused(405, "method not allowed")
-        raise NotFound(f"no route {short_path(path)!r}", hint="see /openapi.json")
+        raise NotFound(f"no route {short(path, 60)!r}", hint="see /openapi.json")
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -246,10 +247,6 @@ def bearer(authorization: str | None) -> str | None:
     is case-insensitive, then one or more spaces, then a token68; None for anything else."""
     found = re.fullmatch(r"(?i:bearer) +([A-Za-z0-9\-._~+/]+=*) *", authorization or "")
     return found.group(1) if found else None
-
-
-def short_path(path: str) -> str:
-    return path if len(path) <= 60 else path[:60] + "…"
 
 
 def openapi(routes: Sequence[Route], title: str) -> dict[str, Any]:

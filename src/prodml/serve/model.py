@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -51,6 +52,28 @@ class LoadedModel:
     @property
     def package(self) -> ModelPackage:
         return self.runtime.package
+
+
+async def _daemon(call: Callable[[], Any]) -> Any:
+    """``call()`` in a daemon thread: a registry that hangs (or an mlflow import that takes its time)
+    must not hold the process's exit the way ``asyncio.to_thread``'s executor threads do."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Any] = loop.create_future()
+
+    def settle(outcome: Any, failed: bool) -> None:
+        if not future.done():
+            (future.set_exception if failed else future.set_result)(outcome)
+
+    def run() -> None:
+        try:
+            outcome, failed = call(), False
+        except BaseException as exc:
+            outcome, failed = exc, True
+        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits
+            loop.call_soon_threadsafe(settle, outcome, failed)
+
+    threading.Thread(target=run, name="prodml-registry", daemon=True).start()
+    return await future
 
 
 def usable_cpus(cgroup: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
@@ -217,7 +240,7 @@ class ModelManager:
     async def _check(self) -> None:
         async with self._lock:
             try:
-                version, package, digests = await asyncio.to_thread(self._resolve_and_fetch)
+                version, package, digests = await _daemon(self._resolve_and_fetch)
             except (ProdmlError, OSError) as exc:
                 self.last_error = str(exc).splitlines()[0]
                 raise

@@ -325,9 +325,8 @@ def run(options: ServeOptions) -> None:
             del procs[i]
             if proc.exitcode == 0 or stopping:
                 continue
-            if proc.exitcode > 0:  # it could not start (it said why): stop the others
+            if proc.exitcode > 0:  # it could not start (it said why): not started again
                 failed = max(failed, proc.exitcode)
-                forward(signal.SIGTERM, None)
                 continue
             if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
                 from prometheus_client import multiprocess
