@@ -17,9 +17,10 @@ Contenders, each in its own process:
 Max rate: each contender drains a backlog of ``--messages`` requests (the naive loop a tenth); the rate is
 taken from its results' timestamps (set by its producer) between the 10th percentile and the last one, so
 start-up and group join do not count. Contenders take turns for ``--rounds`` rounds (medians and ranges
-reported), so a drift in this shared machine's speed touches all of them; the load average is printed. Latency: a producer in this process sends requests at half that
-contender's max rate for ``--paced-s`` seconds, and each result's end-to-end time is its timestamp minus
-the moment its request was sent (p50/p99, 1 ms resolution). Results go to one output topic per contender.
+reported), so a drift in this shared machine's speed touches all of them; the load average is printed.
+Latency: a producer in this process sends requests at half that contender's median max rate for
+``--paced-s`` seconds, and each result's end-to-end time is its timestamp minus the moment its request was
+sent (p50/p99, 1 ms resolution). Results go to one output topic per contender.
 """
 
 from __future__ import annotations
