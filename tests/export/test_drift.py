@@ -341,3 +341,19 @@ def test_sample_every_keeps_one_request_in_k() -> None:
         sketch.observe(numbers[i : i + 1], strings[i : i + 1], outputs[i : i + 1])
     sketch.fold(force=True)
     assert sketch.window.rows == 3
+
+
+def test_small_and_large_windows_bin_alike(reference: Reference, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server's small folds bin all columns at once, large windows column by column: same counts."""
+    import prodml.export.drift as drift
+
+    rng = np.random.default_rng(16)
+    frame = _world(rng, 3_000, shift=0.3)
+    frame.loc[:9, "x1"] = np.nan
+    frame.loc[10:19, "x2"] = np.inf
+    numbers = {c: frame[c].to_numpy() for c in frame if c.startswith("x")} | {PREDICTION: rng.random(3_000)}
+    small = count(reference, numbers, {})
+    monkeypatch.setattr(drift, "SMALL_ROWS", 0)
+    large = count(reference, numbers, {})
+    assert (small.counts == large.counts).all() and (small.nulls == large.nulls).all()
+    assert np.allclose(small.sums, large.sums, rtol=1e-6, equal_nan=True)

@@ -465,7 +465,7 @@ class Lookup:
         return idx
 
 
-CHUNK_CELLS = 4_000_000  # columns × rows binned per step (bounds the temporary arrays to ~100 MB)
+SMALL_ROWS = 16_384  # up to this many rows, all columns are binned at once (Lookup); beyond, one by one
 _NULLS = frozenset({"", "None", "nan", "NaN", "null"})
 
 
@@ -484,29 +484,40 @@ def count(
     present = [i for i, name in enumerate(ref.numeric) if name in numbers]
     rows = max((len(numbers[ref.numeric[i]]) for i in present), default=0)
     width = ref.width
-    gridded = [i for i in present if ref.grids[i] is not None]
-    plain = [i for i in present if ref.grids[i] is None]
-    step = max(1, CHUNK_CELLS // max(len(present), 1))
-    for start in range(0, rows, step):
-        part = slice(start, start + step)
+    if rows > SMALL_ROWS:
+        # large windows column by column: each column's values meet one small table, cache-resident
+        for i in present:
+            x = np.asarray(numbers[ref.numeric[i]], np.float32)
+            grid = ref.grids[i]
+            idx = grid.index(x) if grid is not None else np.searchsorted(ref.bounds[i], x, side="right")
+            null = np.isnan(x)
+            if null.any():
+                idx[null] = width  # the null slot, one past the layout
+            out.counts[i] = np.bincount(idx, minlength=width + 1)[:width]
+            out.sums[i] = np.bincount(idx, weights=x, minlength=width + 1)[:width]
+            out.nulls[i] = null.sum()
+    elif present:
+        # small windows (a server's fold) all columns at once: ~20 numpy calls instead of ~15 per column
+        gridded = [i for i in present if ref.grids[i] is not None]
+        plain = [i for i in present if ref.grids[i] is None]
         for group in (gridded, plain):
             if not group:
                 continue
-            x = np.stack([np.asarray(numbers[ref.numeric[i]][part], np.float32) for i in group])
+            x = np.stack([np.asarray(numbers[ref.numeric[i]], np.float32) for i in group])
             if group is gridded:
                 idx = ref.lookup.index(np.array(group), x)
             else:
                 idx = np.stack(
                     [np.searchsorted(ref.bounds[i], x[r], side="right") for r, i in enumerate(group)]
                 )
-            idx[np.isnan(x)] = width  # the null slot, one past the layout
+            idx[np.isnan(x)] = width
             flat = (idx + (np.arange(len(group)) * (width + 1))[:, None]).ravel()
             size = len(group) * (width + 1)
             counts = np.bincount(flat, minlength=size).reshape(len(group), width + 1)
             sums = np.bincount(flat, weights=x.ravel(), minlength=size).reshape(len(group), width + 1)
-            out.counts[group] += counts[:, :width]
-            out.sums[group] += sums[:, :width]
-            out.nulls[group] += counts[:, width]
+            out.counts[group] = counts[:, :width]
+            out.sums[group] = sums[:, :width]
+            out.nulls[group] = counts[:, width]
     k = ref.cat_counts.shape[1] - 1
     for i, name in enumerate(ref.categorical):
         column = strings.get(name)
