@@ -159,8 +159,8 @@ def sketch_cost(numeric: int = 30, strings: int = 3, requests: int = 50_000) -> 
     layout = ([f"n{i}" for i in range(numeric)], [f"s{j}" for j in range(strings)])
     profile = reference_profile(train, layout[1], rng.random(20_000))
     print(f"\nlive sketch, {numeric} numeric + {strings} string inputs, windows of 10,000 rows:")
-    for rows in (1, 100):
-        sketch = LiveSketch(profile, layout, window_rows=10_000)
+    for rows, cap in ((1, None), (100, None), (100, 10)):
+        sketch = LiveSketch(profile, layout, window_rows=10_000, rows_per_request=cap)
         numbers = rng.normal(size=(rows, numeric)).astype(np.float32)
         texts = cats[rng.integers(0, 3, (rows, strings))]
         p = rng.random(rows).astype(np.float32)

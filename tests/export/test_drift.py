@@ -341,6 +341,11 @@ def test_sample_every_keeps_one_request_in_k() -> None:
         sketch.observe(numbers[i : i + 1], strings[i : i + 1], outputs[i : i + 1])
     sketch.fold(force=True)
     assert sketch.window.rows == 3
+    capped = LiveSketch(_profile(), LAYOUT, window_rows=1_000, rows_per_request=10)
+    numbers, strings, outputs = _requests(rng, 95)
+    capped.observe(numbers, strings, outputs)
+    capped.fold(force=True)
+    assert capped.window.rows == 10  # every 10th of 95 rows
 
 
 def test_small_and_large_windows_bin_alike(reference: Reference, monkeypatch: pytest.MonkeyPatch) -> None:
