@@ -172,7 +172,11 @@ def test_request_time_features_win_over_the_store(store: OnlineStore) -> None:
     columns, _ = _online(store).join({"customer_id": [1], "plan": ["enterprise"]})
     assert columns["plan"] == ["enterprise"]
     assert columns["visits_7d"].tolist() == [3.0]
-    assert not _online(store).wants({"customer_id": [1], "plan": ["a"], "visits_7d": [1], "spend_30d": [1]})
+    complete = {"customer_id": [1], "plan": ["a"], "visits_7d": [1], "spend_30d": [1]}
+    assert not _online(store).wants(complete)
+    absent = SQLiteStore(Path("/nonexistent/online.sqlite"))  # a request that lacks nothing never reads it
+    got, _ = _online(absent, unavailable="reject").join(complete)
+    assert got == {"plan": ["a"], "visits_7d": [1], "spend_30d": [1]}
 
 
 @pytest.mark.integration

@@ -760,8 +760,8 @@ class OnlineFeatures:
 
     def join(self, columns: Mapping[str, Sequence[Any] | np.ndarray]) -> tuple[dict[str, Any], Fetched]:
         """``columns`` with the model inputs it lacks read from the store (one round trip for all its
-        rows); inputs the request carries (request-time features) win. The entity column is dropped
-        unless the model takes it.
+        rows; none when it lacks none); inputs the request carries (request-time features) win. The
+        entity column is dropped unless the model takes it.
 
         Raises:
             InvalidInput: an entity key is null or the key column is not a list.
@@ -785,6 +785,8 @@ class OnlineFeatures:
         strings = [s for s in self.strings if s not in columns]
         n = len(keys)
         fetched = Fetched(rows=n)
+        if not numbers and not strings:  # the request carries every input: only the key goes
+            return {c: v for c, v in columns.items() if c != self.entity or c in self.inputs}, fetched
         try:
             lookup = self.store.read(list(keys) if isinstance(keys, np.ndarray) else keys, numbers, strings)
         except StoreUnavailable as exc:
