@@ -168,6 +168,8 @@ def run(options: RunOptions) -> None:
                 )
                 time.sleep(backoff[i])
                 backoff[i] = min(backoff[i] * 2, MAX_RESTART_BACKOFF_S)
+                if stopping:  # SIGTERM came during the backoff: a new worker would never hear it
+                    break
                 start(i)
     for proc in procs.values():
         proc.join()
