@@ -155,3 +155,16 @@ def test_clients_that_vanish_mid_request_do_not_hurt_the_server(server: ServePro
         sock.sendall(raw_post("/predict", row, rid="after"))
         [(status, headers, _)] = read_responses(sock, 1)
     assert (status, headers["x-request-id"]) == (200, "after")
+
+
+@pytest.mark.integration
+def test_an_upgrade_request_is_answered_and_hurts_nobody(server: ServeProcess, served: Served) -> None:
+    with connect(server.port) as sock:
+        sock.sendall(
+            b"GET /v2/health/live HTTP/1.1\r\nhost: x\r\nconnection: upgrade\r\nupgrade: h2c\r\n\r\n"
+        )
+        [(status, _, _)] = read_responses(sock, 1)
+    assert status in (200, 400)  # served as plain HTTP/1.1, or refused: never a dropped connection
+    with connect(server.port) as sock:
+        sock.sendall(raw_post("/predict", orjson.dumps([served.rows[0]]), rid="next"))
+        assert read_responses(sock, 1)[0][0] == 200

@@ -57,7 +57,7 @@ def guarded(*, max_connections: int, max_head_bytes: int, head_timeout_s: float)
             if self.parser is not None:
                 try:
                     self.parser.feed_data(data)
-                except httptools.HttpParserError:  # uvicorn's parser meets the same error and answers 400
+                except (httptools.HttpParserError, httptools.HttpParserUpgrade):  # uvicorn's parser answers
                     self.parser = None
                 if self.timer is not None:  # still in a request's head (httptools reports a header
                     self.head += len(data)  # only once it is whole: count what arrives meanwhile)
