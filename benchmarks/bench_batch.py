@@ -139,16 +139,25 @@ def main() -> None:
 
     from prodml.batch import score
 
-    seconds = timed(
-        lambda: score(str(source), str(work / "out-local"), package=package, id_column="customer_id")
+    def run(name: str, fn: Any) -> None:
+        """Time one run; a failing baseline is reported and the others still run."""
+        try:
+            results[name] = fn()
+            print(f"{name}: {results[name]:.2f} s", flush=True)
+        except Exception as exc:
+            print(f"{name}: FAILED {type(exc).__name__}: {str(exc)[:300]}", flush=True)
+
+    run(
+        "prodml local",
+        lambda: timed(
+            lambda: score(str(source), str(work / "out-local"), package=package, id_column="customer_id")
+        ),
     )
-    results["prodml local"] = seconds
-    print(f"prodml local: {seconds:.2f} s", flush=True)
-    results["pandas + scikit-learn loop"] = timed(
-        lambda: pandas_loop(pipeline, source, features, work / "out-pandas.parquet")
+    run(
+        "pandas + scikit-learn loop",
+        lambda: timed(lambda: pandas_loop(pipeline, source, features, work / "o.pq")),
     )
-    print(f"pandas loop: {results['pandas + scikit-learn loop']:.2f} s", flush=True)
-    results["ceiling: ONNX graph alone"] = ceiling(package, source, cores)
+    run("ceiling: ONNX graph alone", lambda: ceiling(package, source, cores))
     spark_start = None
     if not args.skip_spark:
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -157,25 +166,34 @@ def main() -> None:
 
         spark_start = timed(lambda: spark_session("local[2]").range(1).count())
         spark = spark_session("local[2]")
-        results["prodml spark local[2]"] = timed(
-            lambda: score(
-                str(source), str(work / "out-spark"), package=package, engine="spark", id_column="customer_id"
-            )
+        spark.sparkContext.setLogLevel("ERROR")
+        run(
+            "prodml spark local[2]",
+            lambda: timed(
+                lambda: score(
+                    str(source),
+                    str(work / "out-spark"),
+                    package=package,
+                    engine="spark",
+                    id_column="customer_id",
+                )
+            ),
         )
-        print(f"prodml spark: {results['prodml spark local[2]']:.2f} s", flush=True)
-        results["mlflow.pyfunc.spark_udf"] = spark_udf(
-            spark, pipeline, source, features, work / "out-udf", work
+        run(
+            "mlflow.pyfunc.spark_udf",
+            lambda: spark_udf(spark, pipeline, source, features, work / "udf", work),
         )
         spark.stop()
 
     udf = results.get("mlflow.pyfunc.spark_udf")
-    top = results["ceiling: ONNX graph alone"]
+    top = results.get("ceiling: ONNX graph alone")
     print(f"\n{args.rows:,} rows, Parquet in → Parquet out, {cores} cores")
     print("| run | seconds | rows/s | × spark_udf | share of ceiling |")
     print("|---|---:|---:|---:|---:|")
     for name, s in results.items():
         ratio = f"{udf / s:.1f}×" if udf else "-"
-        print(f"| {name} | {s:.2f} | {args.rows / s:,.0f} | {ratio} | {top / s:.0%} |")
+        share = f"{top / s:.0%}" if top else "-"
+        print(f"| {name} | {s:.2f} | {args.rows / s:,.0f} | {ratio} | {share} |")
     if spark_start is not None:
         print(f"\nSpark session start (not in the rows above): {spark_start:.1f} s")
 
