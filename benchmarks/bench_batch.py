@@ -162,6 +162,9 @@ def main() -> None:
     if not args.skip_spark:
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+        # spark_udf unpickles the pipeline we just logged (benchmark only); prodml's registry turned that
+        # off for this process, and Spark's Python workers inherit the environment the session starts with
+        os.environ["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = "true"
         from prodml.batch.spark import spark_session
 
         spark_start = timed(lambda: spark_session("local[2]").range(1).count())
