@@ -117,7 +117,10 @@ def spark_udf(spark: Any, pipeline: Any, source: Path, features: list[str], out:
 
     def run() -> None:
         frame = spark.read.parquet(str(source))
-        scored = frame.select("customer_id", udf(F.struct(*features)).getItem(1).alias("probability_1"))
+        # integer columns with nulls reach pandas as nullable Int64, which the pipeline refuses: as doubles
+        numeric = {f.name for f in frame.schema.fields if f.dataType.typeName() in ("long", "integer")}
+        args = [F.col(c).cast("double").alias(c) if c in numeric else F.col(c) for c in features]
+        scored = frame.select("customer_id", udf(F.struct(*args)).getItem(1).alias("probability_1"))
         scored.write.mode("overwrite").parquet(str(out))
 
     return timed(run)
