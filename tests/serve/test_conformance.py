@@ -17,9 +17,9 @@ import httpx
 import numpy as np
 import orjson
 import pytest
+from tritonclient.grpc import service_pb2 as pb  # OIP v2's messages as a standard client ships them
+from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
-from prodml.serve.proto import inference_pb2 as pb
-from prodml.serve.proto import inference_pb2_grpc as pb_grpc
 from tests.serve.conftest import Served
 from tests.servers import ServeProcess
 

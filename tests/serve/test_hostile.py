@@ -280,7 +280,7 @@ def test_a_killed_worker_is_restarted_and_metrics_are_one_view(served: Served) -
             assert "process_cpu_seconds_total" in samples
         assert counts == {20.0}
         assert server.stop() == 0
-    assert "died of signal 9; starting it again" in server.output()
+        assert "died of signal 9; starting it again" in server.output()
 
 
 # --- the registry, and the model reference ------------------------------------------------------------
@@ -378,9 +378,8 @@ def test_api_key_cors_and_no_docs(served: Served) -> None:
 
 def test_tls_for_http_and_grpc(served: Served, tmp_path: Path) -> None:
     import grpc
-
-    from prodml.serve.proto import inference_pb2 as pb
-    from prodml.serve.proto import inference_pb2_grpc as pb_grpc
+    from tritonclient.grpc import service_pb2 as pb  # the same OIP protocol, as Triton's client ships it
+    from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(

@@ -169,7 +169,7 @@ def test_registry_down_at_start(project_copy: Served) -> None:
             assert r.status_code == 200
             assert r.headers["x-model-version"] == "1"
             # it was asked meanwhile, in the background, and its failure changes nothing
-            wait_for(lambda: registry()["last_registry_error"] is not None, 30, "the hung registry check")
+            wait_for(lambda: registry()["last_registry_error"] is not None, 120, "the hung registry check")
             assert httpx.post(f"{server.url}/predict", json=served.rows[:1]).status_code == 200
     down = {**served.env, "PRODML_TRACKING_URI": f"http://127.0.0.1:{free_port()}"}
     shutil.rmtree(served.root / ".prodml/models")
