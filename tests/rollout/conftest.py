@@ -167,3 +167,53 @@ def wait_for_version(
             return
         time.sleep(0.2)
     raise AssertionError(f"the replicas do not all serve version {version} after {timeout} s")
+
+
+@pytest.fixture(scope="session")
+def erroring(versions: Versions) -> str:
+    """Version 3: version 2's package with a graph that fails on real rows (its warm-up row passes), so
+    every request it answers is a server error. Registered with its own digests."""
+    import json
+    import shutil
+
+    import onnx
+    from onnx import TensorProto, helper
+
+    from prodml.export.package import load_package
+    from prodml.registry.mlflow import Registry
+
+    source = versions.root / ".prodml/models" / versions.name / "2"
+    target = versions.root / "erroring-package"
+    shutil.copytree(source, target)
+    schema = json.loads((target / "schema.json").read_text())
+    age_min = next(c for c in schema["inputs"] if c["name"] == "age").get("min") or 0.0
+    model = onnx.load(target / "model.onnx")
+    g = model.graph
+    for node in g.node:  # the probabilities now come out reshaped by a width that real rows break
+        node.output[:] = ["raw_probabilities" if o == "probabilities" else o for o in node.output]
+    g.initializer.extend(
+        [
+            helper.make_tensor("limit", TensorProto.FLOAT, [], [float(age_min) + 0.5]),
+            helper.make_tensor("minus_one", TensorProto.INT64, [1], [-1]),
+            helper.make_tensor("two", TensorProto.INT64, [1], [2]),
+        ]
+    )
+    g.node.extend(
+        [
+            helper.make_node("ReduceMax", ["age"], ["age_max"], keepdims=0),
+            helper.make_node("Greater", ["age_max", "limit"], ["real"]),
+            helper.make_node("Cast", ["real"], ["real_int"], to=TensorProto.INT64),
+            helper.make_node("Unsqueeze", ["real_int", "zero_axis"], ["real_1"]),
+            helper.make_node("Add", ["two", "real_1"], ["width"]),
+            helper.make_node("Concat", ["minus_one", "width"], ["shape"], axis=0),
+            helper.make_node("Reshape", ["raw_probabilities", "shape"], ["probabilities"]),
+        ]
+    )
+    g.initializer.append(helper.make_tensor("zero_axis", TensorProto.INT64, [1], [0]))
+    onnx.save(model, target / "model.onnx")
+    digests = load_package(target, None).digests
+    registry = Registry(versions.tracking)
+    with registry.start_run("erroring") as run:
+        mv = registry.register(versions.name, run, target, digests, {"prodml.note": "fails on real rows"})
+    registry.load(mv, versions.root / ".prodml/models")
+    return mv.version

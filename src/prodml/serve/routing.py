@@ -18,6 +18,7 @@ import asyncio
 import contextvars
 import hashlib
 import logging
+import math
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -111,10 +112,7 @@ class Router:
     def _key(table: Table, columns: Mapping[str, Sequence[Any] | np.ndarray]) -> str | None:
         if table.field is not None:
             values = columns.get(table.field)
-            if values is not None and len(values) > 0:
-                first = values[0]
-                return None if first is None else str(first)
-            return None
+            return _text(values[0]) if values is not None and len(values) > 0 else None
         if table.header is not None:
             headers = HEADERS.get()
             return None if headers is None else headers.get(table.header)
@@ -243,3 +241,17 @@ class Router:
         for model in old.models if old else ():
             if id(model) not in keep:
                 model.batcher.retire()
+
+
+def _text(value: Any) -> str | None:
+    """A key's text, the same whichever protocol carried it: ``42``, ``42.0`` and float32 42 are "42"."""
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
+        number = float(value)
+        if math.isnan(number):
+            return None
+        return str(int(number)) if number.is_integer() else repr(number)
+    return str(value)
