@@ -262,3 +262,66 @@ def rollback(why: Why = "rolled back by hand") -> None:
     console.print(
         f"rolled back: version {spec.primary.version} takes every request (revision {spec.revision})"
     )
+
+
+@app.command()
+@handle_errors
+def shadow(
+    version: Annotated[Optional[str], typer.Argument(help="The version to mirror requests to.")] = None,  # noqa: UP045
+    sample: Annotated[str, typer.Option(help="The share of requests mirrored, e.g. 100% or 10%.")] = "100%",
+    stop: Annotated[bool, typer.Option(help="Stop shadowing.")] = False,
+    admin: Annotated[
+        Optional[list[str]],  # noqa: UP045
+        typer.Option(help="A replica's admin base URL, told to reload (repeatable)."),
+    ] = None,
+    why: Why = "shadow",
+) -> None:
+    """Mirror requests to VERSION off the response path (or --stop); clients only ever see the primary."""
+    from prodml.rollout.controller import set_shadow
+
+    project, store = _store()
+    if (version is None) != stop:
+        raise ConfigError(
+            "give a VERSION to shadow, or --stop", hint="e.g. prodml rollout shadow 4 --sample 10%"
+        )
+    share = parse_rate(sample, "--sample") * 100
+    if version is not None and share <= 0:
+        raise ConfigError(f"--sample {sample!r}: mirror more than 0%", hint="e.g. --sample 10%")
+    spec = set_shadow(store, version, sample=share, why=why, admin_urls=admin or project.rollout.admin_urls)
+    console.print(_spec_table(spec, f"{store.name} — revision {spec.revision}"))
+
+
+@app.command("shadow-report")
+@handle_errors
+def shadow_report(
+    replica: Annotated[
+        Optional[list[str]],  # noqa: UP045
+        typer.Option(help="A replica's base URL (repeatable; default: rollout.replicas, else serve's)."),
+    ] = None,
+) -> None:
+    """The shadow against the primary, over all replicas: agreement, prediction shift, errors, latency,
+    drops."""
+    from prodml.rollout.analysis import scrape
+    from prodml.rollout.analysis import shadow_report as report_of
+
+    project, store = _store()
+    spec = store.current()
+    mirrored = spec.role("shadow")
+    if mirrored is None:
+        raise ConfigError(f"'{store.name}' has no shadow", hint="start one: prodml rollout shadow VERSION")
+    urls = replica or project.rollout.replicas or [f"http://{project.serve.host}:{project.serve.port}"]
+    report = report_of(scrape(urls), shadow=mirrored.version, primary=spec.primary.version)
+    table = Table(title=f"{store.name} — shadow v{mirrored.version} vs primary v{spec.primary.version}")
+    for col in ("", "requests", "server errors", "p99 ms"):
+        table.add_column(col)
+    for role in ("primary", "shadow"):
+        r = report[role]
+        table.add_row(
+            f"{role} v{r['version']}", str(r["requests"]), str(r["server_errors"]), str(r["p99_ms"])
+        )
+    console.print(table)
+    console.print(
+        f"agreement {report['agreement']}, PSI {report.get('prediction_psi')}, "
+        f"KS {report.get('prediction_ks')}, dropped {report['dropped']}"
+        + (f"; unreachable: {', '.join(report['missing'])}" if report["missing"] else "")
+    )

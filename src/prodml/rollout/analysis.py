@@ -20,7 +20,7 @@ import numpy as np
 
 from prodml.export.drift import ks, psi
 
-__all__ = ["Checks", "Snapshot", "Verdict", "analyse", "scrape"]
+__all__ = ["Checks", "Snapshot", "Verdict", "analyse", "scrape", "shadow_report"]
 
 SERVER_ERRORS = {"INTERNAL", "UNAVAILABLE", "UNKNOWN", "DATA_LOSS", "DEADLINE_EXCEEDED", "UNIMPLEMENTED"}
 BINS = 20
@@ -44,6 +44,8 @@ class Snapshot:
     buckets: dict[str, dict[float, float]] = field(default_factory=lambda: defaultdict(dict))
     scores: dict[str, np.ndarray] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)  # replicas that could not be read
+    agreement: dict[str, dict[str, float]] = field(default_factory=lambda: defaultdict(dict))
+    dropped: dict[str, float] = field(default_factory=dict)
 
     def add(self, text: str) -> None:
         from prometheus_client.parser import text_string_to_metric_families
@@ -59,6 +61,11 @@ class Snapshot:
                 elif s.name == "prodml_variant_request_seconds_bucket":
                     le = float(s.labels["le"])
                     self.buckets[version][le] = self.buckets[version].get(le, 0.0) + s.value
+                elif s.name == "prodml_shadow_agreement_total":
+                    got = self.agreement[version]
+                    got[s.labels["result"]] = got.get(s.labels["result"], 0.0) + s.value
+                elif s.name == "prodml_shadow_dropped_total":
+                    self.dropped[version] = self.dropped.get(version, 0.0) + s.value
                 elif s.name == "prodml_variant_prediction_scores_total":
                     bins = self.scores.setdefault(version, np.zeros(BINS))
                     bins[int(s.labels["bin"])] += s.value
@@ -165,3 +172,27 @@ def analyse(window: Snapshot, *, canary: str, primary: str, checks: Checks) -> V
                     f"{checks.max_prediction_shift:g}"
                 )
     return Verdict(not reasons, reasons, evidence)
+
+
+def shadow_report(snapshot: Snapshot, *, shadow: str, primary: str) -> dict[str, Any]:
+    """How the shadow compares with the primary over everything the replicas counted: requests, server
+    errors, p99, agreement of the predicted labels, prediction shift (PSI, KS) and requests dropped."""
+    report: dict[str, Any] = {}
+    for role, version in (("shadow", shadow), ("primary", primary)):
+        total, bad = _errors(snapshot.requests.get(version, {}))
+        report[role] = {
+            "version": version,
+            "requests": int(total),
+            "server_errors": int(bad),
+            "p99_ms": _p99_ms(snapshot.buckets.get(version, {})),
+        }
+    agree = snapshot.agreement.get(shadow, {})
+    rows = agree.get("agree", 0.0) + agree.get("disagree", 0.0)
+    report["agreement"] = round(agree.get("agree", 0.0) / rows, 6) if rows else None
+    report["dropped"] = int(snapshot.dropped.get(shadow, 0.0))
+    ref, cur = snapshot.scores.get(primary), snapshot.scores.get(shadow)
+    if ref is not None and cur is not None and ref.sum() > 0 and cur.sum() > 0:
+        report["prediction_psi"] = round(float(psi(ref[None, :], cur[None, :])[0]), 6)
+        report["prediction_ks"] = round(float(ks(ref[None, :], cur[None, :])[0]), 6)
+    report["missing"] = snapshot.missing
+    return report

@@ -20,7 +20,16 @@ from prodml.core.errors import ConfigError
 from prodml.registry.deployment import Deployment, DeploymentStore, Variant
 from prodml.rollout.analysis import Checks, Snapshot, Verdict, analyse, scrape
 
-__all__ = ["CanaryPlan", "Controller", "abort", "promote", "rollback", "set_paused", "start_canary"]
+__all__ = [
+    "CanaryPlan",
+    "Controller",
+    "abort",
+    "promote",
+    "rollback",
+    "set_paused",
+    "set_shadow",
+    "start_canary",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -313,3 +322,32 @@ class Controller:
             evidence=evidence,
             expect_revision=spec.revision,
         )
+
+
+def set_shadow(
+    store: DeploymentStore,
+    version: str | None,
+    *,
+    sample: float = 100.0,
+    why: str,
+    admin_urls: Sequence[str] = (),
+) -> Deployment:
+    """Mirror ``sample`` percent of requests to ``version`` (None: stop shadowing). A shadow answers no
+    request, so it may run beside a canary.
+
+    Raises:
+        ConfigError: the version is unknown or already serving, or the sample is out of range.
+    """
+    spec = store.current()
+    if version is not None and any(v.version == version for v in spec.serving):
+        raise ConfigError(f"version {version} already answers requests here", hint="shadow another version")
+    kept = tuple(v for v in spec.variants if v.role != "shadow")
+    variants = kept if version is None else (*kept, Variant("shadow", version, 0.0, "shadow", sample))
+    stored = store.write(
+        replace(spec, variants=variants),
+        action="shadow stopped" if version is None else f"shadow of version {version} at {sample:g}%",
+        why=why,
+        expect_revision=None if store.read() is None else spec.revision,
+    )
+    notify(admin_urls)
+    return stored

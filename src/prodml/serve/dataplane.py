@@ -186,6 +186,7 @@ class DataPlane:
             self.inflight -= 1
         self.metrics.rows.inc(rows)
         self.router.observe(variant, model, outputs)
+        self.router.mirror_request(columns, outputs)  # a shadow, if any: queued, never awaited
         if self.log is not None:
             try:
                 self.log.record(

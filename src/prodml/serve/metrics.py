@@ -70,6 +70,18 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=own,
         )
+        self.shadow_dropped = Counter(
+            "prodml_shadow_dropped",
+            "Requests not mirrored: the shadow queue was full",
+            ["version"],
+            registry=own,
+        )
+        self.shadow_agreement = Counter(
+            "prodml_shadow_agreement",
+            "Shadow rows by agreement with the primary",
+            ["version", "result"],
+            registry=own,
+        )
         self.variant_scores = Counter(
             "prodml_variant_prediction_scores",
             "Predicted scores by variant, in 20 bins of [0, 1]",

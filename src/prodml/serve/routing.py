@@ -28,6 +28,7 @@ import numpy as np
 
 from prodml.core.errors import NotFound, ProdmlError
 from prodml.export.drift import prediction_score
+from prodml.serve.shadow import Mirror
 
 if TYPE_CHECKING:
     from prodml.registry.deployment import Deployment
@@ -62,6 +63,7 @@ class Table:
     bounds: tuple[int, ...]
     field: str | None
     header: str | None
+    shadow: tuple[str, LoadedModel, int] | None = None  # (variant, model, sample in basis points)
 
     def choose(self, key: str | None) -> int:
         point = bucket(key) if key is not None else random.randrange(SCALE)  # noqa: S311 - a traffic split, not a secret
@@ -79,6 +81,7 @@ class Router:
         self.metrics = metrics
         self.table: Table | None = None
         self.last_error: str | None = None
+        self.mirror = Mirror(metrics, self.observe)
 
     # --- the request path ----------------------------------------------------------------------------
 
@@ -128,6 +131,18 @@ class Router:
         for b in np.flatnonzero(bins):
             counter.labels(variant, model.version, str(int(b))).inc(int(bins[b]))
 
+    def mirror_request(
+        self, columns: Mapping[str, Sequence[Any] | np.ndarray], outputs: list[np.ndarray]
+    ) -> None:
+        """Offer the request to the shadow when the spec has one and the sample takes it (off the
+        response path: see :mod:`prodml.serve.shadow`)."""
+        table = self.table
+        if table is None or table.shadow is None:
+            return
+        variant, model, sample = table.shadow
+        if sample >= SCALE or random.randrange(SCALE) < sample:  # noqa: S311 - a sample, not a secret
+            self.mirror.offer(variant, model, columns, outputs)
+
     def done(self, status: int | str, seconds: float) -> None:
         """Count one answered request under its variant (when one was chosen)."""
         chosen = CHOSEN.get()
@@ -169,7 +184,7 @@ class Router:
         if (old is None) != (table is None) or (
             old is not None
             and table is not None
-            and (old.revision, old.models) != (table.revision, table.models)
+            and (old.revision, old.models, old.shadow) != (table.revision, table.models, table.shadow)
         ):
             self.table = table
             if table is None:
@@ -182,7 +197,10 @@ class Router:
             self._retire(old, table)
 
     def _loaded(self) -> dict[str, LoadedModel]:
-        found = {m.version: m for m in (self.table.models if self.table else ())}
+        table = self.table
+        found = {m.version: m for m in (table.models if table else ())}
+        if table is not None and table.shadow is not None:
+            found[table.shadow[1].version] = table.shadow[1]
         current = self.manager.current
         if current is not None:
             found[current.version] = current
@@ -200,7 +218,7 @@ class Router:
             return None, {}
         have = self._loaded()
         loaded: dict[str, Any] = {}
-        for variant in spec.serving:
+        for variant in spec.variants:
             mv = registry.get(self.manager._name(), variant.version)
             model = have.get(variant.version)
             if model is not None and model.package.digests == mv.digests:
@@ -224,6 +242,15 @@ class Router:
             names.append(variant.name)
             models.append(model)
             bounds.append(total)
+        shadow = next((v for v in spec.variants if v.role == "shadow"), None)
+        if shadow is not None:
+            got = loaded[shadow.version]
+            model = (
+                got
+                if isinstance(got, LoadedModel)
+                else self.manager._build(got, name=self.manager._name(), version=shadow.version)
+            )
+            shadowed = (shadow.name, model, round(shadow.sample * SCALE / 100))
         return Table(
             spec.revision,
             tuple(names),
@@ -231,14 +258,17 @@ class Router:
             tuple(bounds),
             spec.stickiness.field,
             spec.stickiness.header,
+            shadowed if shadow is not None else None,
         )
 
     def _retire(self, old: Table | None, new: Table | None) -> None:
         """Stop the runtime threads of models no longer served (requests holding them still finish)."""
         keep = {id(m) for m in (new.models if new else ())}
+        if new is not None and new.shadow is not None:
+            keep.add(id(new.shadow[1]))
         if self.manager.current is not None:
             keep.add(id(self.manager.current))
-        for model in old.models if old else ():
+        for model in (*old.models, *([old.shadow[1]] if old.shadow else [])) if old else ():
             if id(model) not in keep:
                 model.batcher.retire()
 
