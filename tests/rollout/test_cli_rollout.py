@@ -27,7 +27,7 @@ def unchanged(versions: Versions, before: Deployment | None) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["canary", "7", "--no-wait"], "version 7 is not registered (have: 1, 2)"),
+        (["canary", "7", "--no-wait"], "version 7 is not registered (have: 1, 2"),
         (["canary", "1", "--no-wait"], "already the primary"),
         (["canary", "2", "--steps", "50,20", "--no-wait"], "increasing percents"),
         (["canary", "2", "--steps", "ten", "--no-wait"], "not a list of percents"),
