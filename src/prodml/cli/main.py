@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from prodml import __version__
-from prodml.cli import batch, data, features, models
+from prodml.cli import batch, data, features, models, rollout
 from prodml.cli._common import State, set_state
 from prodml.cli.demo import demo
 from prodml.cli.deploy import app as deploy_app
@@ -34,6 +34,7 @@ app.add_typer(monitor_app, name="monitor")
 app.add_typer(deploy_app, name="deploy")
 app.add_typer(stream_app, name="stream")
 app.add_typer(batch.app, name="batch")
+app.add_typer(rollout.app, name="rollout")
 app.command()(init)
 app.command()(train)
 app.command()(serve)

@@ -368,6 +368,14 @@ class Rollout(_Strict):
     max_error_rate: float = Field(default=0.01, ge=0, le=1)
     max_p99_ms: float | None = None
     failure_threshold: int = Field(default=3, ge=1)
+    max_prediction_shift: float | None = Field(default=None, gt=0)
+    """The most PSI between the canary's and the primary's prediction scores over one window."""
+    min_requests: int = Field(default=200, ge=1)
+    """Canary requests one window needs before it can pass (fewer never pass)."""
+    replicas: list[str] = Field(default_factory=list)
+    """Base URLs of every server replica (``/metrics`` is read from each); default: ``serve``'s address."""
+    admin_urls: list[str] = Field(default_factory=list)
+    """Admin base URLs of the replicas, told to reload after each change (PRODML_ADMIN_TOKEN)."""
 
 
 class Monitor(_Strict):

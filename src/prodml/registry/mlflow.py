@@ -298,6 +298,15 @@ class Registry:
         PackageCache(cache).remember(mv.name, ref.removeprefix("models:/"), mv.version, mv.digests)
         return mv
 
+    def model_tags(self, name: str) -> dict[str, str]:
+        """The tags of registered model ``name`` (where the deployment spec and its events live)."""
+        with _translate(f"model '{name}'"):
+            return dict(self.client.get_registered_model(name).tags or {})
+
+    def set_model_tag(self, name: str, key: str, value: str) -> None:
+        with _translate(f"tagging model '{name}'"):
+            self.client.set_registered_model_tag(name, key, value)
+
     def set_version_tags(self, name: str, version: str, tags: dict[str, Any]) -> None:
         with _translate(f"tagging '{name}' version {version}"):
             for key, value in tags.items():

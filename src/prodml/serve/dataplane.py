@@ -30,6 +30,7 @@ from prodml.serve.cache import Cache, cache_key
 from prodml.serve.metrics import Metrics
 from prodml.serve.model import LoadedModel, ModelManager
 from prodml.serve.reqlog import Recorder
+from prodml.serve.routing import CHOSEN, Router
 from prodml.serve.validation import bad_field
 
 __all__ = ["DataPlane", "Prediction"]
@@ -59,6 +60,7 @@ class Prediction:
     outputs: list[np.ndarray]
     model: LoadedModel
     request_id: str
+    variant: str = "primary"  # the deployment's variant that answered
 
     @property
     def version(self) -> str:
@@ -87,6 +89,9 @@ class DataPlane:
         self.draining = False  # set on SIGTERM: readiness answers 503 from then on
         self.inflight = 0  # requests inside infer: the batching policy's one count
         self._log_failed = False  # said once
+        self.router = Router(manager, metrics)  # the deployment spec's variants (see routing)
+        if hasattr(manager, "on_check"):  # a registry-backed manager: follow the spec after each check
+            manager.on_check.append(self.router.refresh)
 
     # --- what every transport asks ----------------------------------------------------------------
 
@@ -119,6 +124,7 @@ class DataPlane:
         start = time.perf_counter()
         status: int | str = ok
         self.metrics.inflight.inc()
+        CHOSEN.set(None)
         try:
             return await work()
         except ProdmlError as exc:
@@ -142,6 +148,7 @@ class DataPlane:
         finally:
             self.metrics.inflight.dec()
             self.metrics.done(protocol, status, time.perf_counter() - start)
+            self.router.done(status, time.perf_counter() - start)
 
     # --- inference --------------------------------------------------------------------------------
 
@@ -161,7 +168,8 @@ class DataPlane:
             Unavailable: no model is loaded yet.
         """
         request_id = request_id or f"{_PREFIX}{next(_IDS):010x}"
-        model = self.manager.get(name, version)  # held for the whole request: a swap cannot pull it away
+        # held for the whole request: a swap cannot pull it away
+        variant, model = self.router.pick(columns, name, version)
         feeds, rows = model.validator.feeds(columns)
         # online features would join here, keyed by the entity column of the request
         self.inflight += 1
@@ -177,6 +185,8 @@ class DataPlane:
         finally:
             self.inflight -= 1
         self.metrics.rows.inc(rows)
+        self.router.observe(variant, model, outputs)
+        self.router.mirror_request(columns, outputs)  # a shadow, if any: queued, never awaited
         if self.log is not None:
             try:
                 self.log.record(
@@ -187,7 +197,7 @@ class DataPlane:
                 if not self._log_failed:
                     self._log_failed = True
                     logger.exception("the request log cannot record %s; its requests are dropped", model.name)
-        return Prediction(outputs, model, request_id)
+        return Prediction(outputs, model, request_id, variant)
 
     async def explain(
         self, columns: Mapping[str, Sequence[Any]], *, name: str | None = None

@@ -103,6 +103,7 @@ class _Servicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
             response = pb.ModelInferResponse(
                 model_name=pred.name, model_version=pred.version, id=pred.request_id
             )
+            response.parameters["variant"].string_param = pred.variant
             for name, output in zip(pred.model.runtime.output_names, pred.outputs, strict=True):
                 datatype, arr = oip_tensor(output)
                 response.outputs.add(name=name, datatype=datatype, shape=list(arr.shape))

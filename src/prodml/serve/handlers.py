@@ -19,6 +19,7 @@ from prodml.core.errors import ProdmlError
 from prodml.serve import protocols as p
 from prodml.serve.dataplane import DataPlane, Prediction
 from prodml.serve.http import JSON, Call, Reply, Route, bearer, json_reply
+from prodml.serve.routing import HEADERS
 from prodml.serve.validation import bad_field, short
 
 __all__ = ["admin_routes", "inference_routes"]
@@ -34,7 +35,12 @@ OIP_EXAMPLE = {
 
 
 def _headers(pred: Prediction) -> dict[str, str]:
-    return {"x-model-name": pred.name, "x-model-version": pred.version, "x-request-id": pred.request_id}
+    return {
+        "x-model-name": pred.name,
+        "x-model-version": pred.version,
+        "x-request-id": pred.request_id,
+        "x-prodml-variant": pred.variant,
+    }
 
 
 def inference_routes(plane: DataPlane) -> list[Route]:
@@ -42,6 +48,7 @@ def inference_routes(plane: DataPlane) -> list[Route]:
 
     def scored(protocol: str, work: Callable[[Call], Awaitable[Reply]]) -> Callable[[Call], Awaitable[Reply]]:
         async def endpoint(call: Call) -> Reply:
+            HEADERS.set(call.headers)  # a header stickiness key (routing)
             return await plane.serve(protocol, lambda: work(call), call.headers.get("x-request-id"))
 
         return endpoint
@@ -71,6 +78,7 @@ def inference_routes(plane: DataPlane) -> list[Route]:
             request_id=pred.request_id,
             binary=binary,
         )
+        out["parameters"] = {"variant": pred.variant}
         if not binary:
             return json_reply(out, headers=_headers(pred))
         head = orjson.dumps(out, option=orjson.OPT_SERIALIZE_NUMPY)
@@ -84,7 +92,8 @@ def inference_routes(plane: DataPlane) -> list[Route]:
             columns, request_id=call.headers.get("x-request-id"), name=call.params["name"]
         )
         preds = p.predictions(pred.outputs, pred.model.runtime.task, pred.model.runtime.classes)
-        return json_reply({"predictions": preds, "model_version": pred.version}, headers=_headers(pred))
+        body = {"predictions": preds, "model_version": pred.version, "variant": pred.variant}
+        return json_reply(body, headers=_headers(pred))
 
     async def v1_explain(call: Call) -> Reply:
         names = plane.model(call.params["name"]).validator.names
@@ -129,6 +138,7 @@ def inference_routes(plane: DataPlane) -> list[Route]:
             {
                 "model": pred.name,
                 "version": pred.version,
+                "variant": pred.variant,
                 "request_id": pred.request_id,
                 "predictions": preds,
             },
@@ -251,6 +261,7 @@ def admin_routes(plane: DataPlane, token: str, started_at: float) -> list[Route]
                 "version": model.version if model else None,
                 "draining": plane.draining,
                 "last_registry_error": plane.manager.last_error,
+                "deployment": plane.router.describe(),
                 "last_registry_check": plane.manager.last_check,
                 "uptime_s": time.time() - started_at,
             }

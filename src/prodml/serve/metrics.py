@@ -59,6 +59,35 @@ class Metrics:
             multiprocess_mode="livemax",
         )
         self.swaps = Counter("prodml_model_swaps", "Model versions swapped in", registry=own)
+        # per variant of the deployment spec (the rollout controller's analysis reads these)
+        self.variant_requests = Counter(
+            "prodml_variant_requests", "Requests by variant", ["variant", "version", "code"], registry=own
+        )
+        self.variant_latency = Histogram(
+            "prodml_variant_request_seconds",
+            "Request latency by variant",
+            ["variant", "version"],
+            buckets=LATENCY_BUCKETS,
+            registry=own,
+        )
+        self.shadow_dropped = Counter(
+            "prodml_shadow_dropped",
+            "Requests not mirrored: the shadow queue was full",
+            ["version"],
+            registry=own,
+        )
+        self.shadow_agreement = Counter(
+            "prodml_shadow_agreement",
+            "Shadow rows by agreement with the primary",
+            ["version", "result"],
+            registry=own,
+        )
+        self.variant_scores = Counter(
+            "prodml_variant_prediction_scores",
+            "Predicted scores by variant, in 20 bins of [0, 1]",
+            ["variant", "version", "bin"],
+            registry=own,
+        )
         self.log_dropped = Counter(
             "prodml_request_log_dropped_rows", "Rows the request log dropped (full)", registry=own
         )

@@ -16,7 +16,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -129,6 +129,7 @@ class ModelManager:
         self.cache = PackageCache(cache_dir)
         self.current: LoadedModel | None = None
         self.on_swap: list[Callable[[LoadedModel], None]] = []  # e.g. gRPC health follows the model
+        self.on_check: list[Callable[[], Awaitable[None]]] = []  # after each registry check (routing)
         self.last_error: str | None = None
         self.last_check: float | None = None  # when the registry last answered
         self._registry: Any = None
@@ -250,6 +251,8 @@ class ModelManager:
                 model = await asyncio.to_thread(self._build, package, name=self._name(), version=version)
                 self._swap(model)
                 self.cache.remember(self._name(), self._alias_key(), version, digests)
+            for hook in self.on_check:
+                await hook()
 
     async def _poll(self) -> None:
         backoff = 1.0

@@ -1,0 +1,327 @@
+"""``prodml rollout``: canary a new version, watch it, and promote or roll back."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from prodml.cli._common import console, handle_errors, project_of, tracking_uri
+from prodml.core.errors import ConfigError
+
+if TYPE_CHECKING:
+    from prodml.core.project import Project
+    from prodml.registry.deployment import Deployment, DeploymentStore
+    from prodml.rollout.analysis import Verdict
+
+app = typer.Typer(help="Canary, promote and roll back model versions on every replica.", no_args_is_help=True)
+
+Why = Annotated[str, typer.Option(help="Why: recorded with the event.")]
+
+
+def _store() -> tuple[Project, DeploymentStore]:
+    from prodml.registry.deployment import DeploymentStore
+    from prodml.registry.mlflow import Registry, tracking_uri_for
+
+    project = project_of()
+    registry = Registry(tracking_uri_for(project, override=tracking_uri()))
+    return project, DeploymentStore(registry, project.tracking.registered_model or project.name)
+
+
+def parse_seconds(text: str, option: str) -> float:
+    """``30s``, ``2m``, ``500ms`` or a plain number of seconds."""
+    found = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*", text)
+    if not found or float(found.group(1)) <= 0:
+        raise ConfigError(f"{option} {text!r} is not a duration", hint="write e.g. 30s, 2m, 500ms")
+    scale = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[found.group(2) or "s"]
+    return float(found.group(1)) * scale
+
+
+def parse_rate(text: str, option: str) -> float:
+    """``1%`` or ``0.01``: a share in [0, 1]."""
+    try:
+        value = float(text.strip().removesuffix("%")) / (100 if text.strip().endswith("%") else 1)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 1:
+        raise ConfigError(f"{option} {text!r} is not a share", hint="write e.g. 1% or 0.01")
+    return value
+
+
+def parse_steps(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise ConfigError(
+            f"--steps {text!r} is not a list of percents", hint="e.g. --steps 5,25,50,100"
+        ) from None
+
+
+def _spec_table(spec: Deployment, title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    for col in ("variant", "version", "role", "weight"):
+        table.add_column(col)
+    for v in spec.variants:
+        table.add_row(v.name, v.version, v.role, f"{v.weight:g}%")
+    return table
+
+
+@app.command()
+@handle_errors
+def status() -> None:
+    """The deployment in force: variants, weights, and the rollout in progress."""
+    _, store = _store()
+    spec = store.current()
+    stored = store.read() is not None
+    console.print(_spec_table(spec, f"{store.name} — revision {spec.revision if stored else '(implicit)'}"))
+    if spec.rollout:
+        r = spec.rollout
+        step = f" step {int(r['step']) + 1} of {len(spec.analysis.get('steps', []))}" if "step" in r else ""
+        console.print(
+            f"rollout: {r.get('kind')} of version {r.get('version')}: [bold]{r.get('status')}[/]{step}, "
+            f"{r.get('failures', 0)} failed check(s) in a row"
+        )
+    if spec.stickiness.field or spec.stickiness.header:
+        key = spec.stickiness.field or spec.stickiness.header
+        console.print(f"stickiness: {'field' if spec.stickiness.field else 'header'} {key}")
+
+
+@app.command()
+@handle_errors
+def history(limit: Annotated[int, typer.Option(help="Show the last N events.")] = 50) -> None:
+    """Every change of the deployment: when, who, what, why and the evidence."""
+    import json
+
+    _, store = _store()
+    table = Table(title=f"{store.name} — deployment history", title_justify="left")
+    for col in ("#", "when (UTC)", "who", "action", "why", "evidence"):
+        table.add_column(col, overflow="fold")
+    for e in store.events()[-limit:]:
+        when = datetime.fromtimestamp(e.at, UTC).strftime("%Y-%m-%d %H:%M:%S")
+        table.add_row(str(e.n), when, e.who, e.action, e.why, json.dumps(e.evidence)[:400])
+    console.print(table)
+
+
+def _print_window(spec: Deployment, verdict: Verdict) -> None:
+    c = verdict.evidence.get("canary", {})
+    p = verdict.evidence.get("primary", {})
+    mark = "[green]pass[/]" if verdict.passed else "[red]fail[/]"
+    console.print(
+        f"window: {mark} canary v{c.get('version')} {c.get('requests')} req, errors {c.get('error_rate')}, "
+        f"p99 {c.get('p99_ms')} ms | primary v{p.get('version')} {p.get('requests')} req"
+        + (f", PSI {verdict.evidence['prediction_psi']}" if "prediction_psi" in verdict.evidence else "")
+        + ("" if verdict.passed else " — " + "; ".join(verdict.reasons))
+    )
+
+
+def _run(store: DeploymentStore) -> None:
+    from prodml.rollout.controller import Controller
+
+    final = Controller(store, on_window=_print_window).run()
+    if final is None or final.rollout is None:
+        console.print("no rollout in progress")
+        return
+    outcome = final.rollout.get("status")
+    color = "green" if outcome == "promoted" else "yellow"
+    console.print(
+        f"[{color}]{outcome}[/]: version {final.primary.version} takes every request "
+        f"(revision {final.revision})"
+    )
+    if outcome != "promoted":
+        raise typer.Exit(12)
+
+
+@app.command()
+@handle_errors
+def canary(
+    version: Annotated[str, typer.Argument(help="The registered version to canary.")],
+    steps: Annotated[Optional[str], typer.Option(help="Canary weights in percent, e.g. 5,25,50,100.")] = None,  # noqa: UP045
+    interval: Annotated[Optional[str], typer.Option(help="Analysis window, e.g. 30s.")] = None,  # noqa: UP045
+    max_error_rate: Annotated[Optional[str], typer.Option(help="Most canary server errors, e.g. 1%.")] = None,  # noqa: UP045
+    max_p99_ms: Annotated[Optional[float], typer.Option(help="Most canary p99 latency (ms).")] = None,  # noqa: UP045
+    max_prediction_shift: Annotated[
+        Optional[float],  # noqa: UP045
+        typer.Option(help="Most PSI of canary vs primary prediction scores per window."),
+    ] = None,
+    min_requests: Annotated[
+        Optional[int],  # noqa: UP045
+        typer.Option(help="Canary requests a window needs to pass."),
+    ] = None,
+    failures: Annotated[Optional[int], typer.Option(help="Failed windows in a row that roll back.")] = None,  # noqa: UP045
+    replica: Annotated[
+        Optional[list[str]],  # noqa: UP045
+        typer.Option(help="A replica's base URL (repeatable; default: rollout.replicas, else serve's)."),
+    ] = None,
+    admin: Annotated[
+        Optional[list[str]],  # noqa: UP045
+        typer.Option(help="A replica's admin base URL, told to reload after each change (repeatable)."),
+    ] = None,
+    why: Why = "canary",
+    wait: Annotated[bool, typer.Option(help="Run the controller here until the rollout ends.")] = True,
+) -> None:
+    """Start a canary of VERSION and (with --wait, the default) run it to promotion or rollback.
+
+    Exit 0 when promoted, 12 when rolled back or aborted.
+    """
+    from prodml.rollout.analysis import Checks
+    from prodml.rollout.controller import CanaryPlan, start_canary
+
+    project, store = _store()
+    s = project.rollout
+    if min_requests is not None and min_requests < 1:
+        raise ConfigError(f"--min-requests {min_requests}: give at least 1", hint="too few never pass")
+    if failures is not None and failures < 1:
+        raise ConfigError(f"--failures {failures}: give at least 1", hint="e.g. --failures 3")
+    checks = Checks(
+        max_error_rate=parse_rate(max_error_rate, "--max-error-rate") if max_error_rate else s.max_error_rate,
+        max_p99_ms=max_p99_ms if max_p99_ms is not None else s.max_p99_ms,
+        max_prediction_shift=max_prediction_shift
+        if max_prediction_shift is not None
+        else s.max_prediction_shift,
+        min_requests=min_requests or s.min_requests,
+    )
+    plan = CanaryPlan(
+        steps=parse_steps(steps) if steps else tuple(float(x) for x in s.steps),
+        interval_s=parse_seconds(interval, "--interval") if interval else s.interval_s,
+        checks=checks,
+        failures=failures or s.failure_threshold,
+        replicas=tuple(replica or s.replicas or [f"http://{project.serve.host}:{project.serve.port}"]),
+        admin_urls=tuple(admin or s.admin_urls),
+    )
+    spec = start_canary(store, version, plan, why=why)
+    console.print(_spec_table(spec, f"{store.name} — canary of version {version} (revision {spec.revision})"))
+    if wait:
+        _run(store)
+
+
+@app.command()
+@handle_errors
+def run() -> None:
+    """Run the controller for the rollout in progress (resumes from the stored spec and its events)."""
+    _, store = _store()
+    _run(store)
+
+
+@app.command()
+@handle_errors
+def pause(why: Why = "paused by hand") -> None:
+    """Hold the rollout at its current weights; no step is taken until resume."""
+    from prodml.rollout.controller import set_paused
+
+    _, store = _store()
+    spec = set_paused(store, True, why=why)
+    console.print(f"paused at revision {spec.revision}")
+
+
+@app.command()
+@handle_errors
+def resume(why: Why = "resumed by hand") -> None:
+    """Continue a paused rollout (the controller, `prodml rollout run`, takes the next windows)."""
+    from prodml.rollout.controller import set_paused
+
+    _, store = _store()
+    spec = set_paused(store, False, why=why)
+    console.print(f"running at revision {spec.revision}")
+
+
+@app.command()
+@handle_errors
+def abort(why: Why = "aborted by hand") -> None:
+    """End the rollout in progress: the primary takes every request again."""
+    from prodml.rollout.controller import abort as run_abort
+
+    _, store = _store()
+    spec = run_abort(store, why=why)
+    console.print(f"aborted: version {spec.primary.version} takes every request (revision {spec.revision})")
+
+
+@app.command()
+@handle_errors
+def promote(why: Why = "promoted by hand") -> None:
+    """Promote the canary now: it becomes the primary and 'champion'; the old one 'previous'."""
+    from prodml.rollout.controller import promote as run_promote
+
+    _, store = _store()
+    spec = run_promote(store, why=why)
+    console.print(
+        f"[green]promoted[/]: version {spec.primary.version} is champion (revision {spec.revision})"
+    )
+
+
+@app.command()
+@handle_errors
+def rollback(why: Why = "rolled back by hand") -> None:
+    """Back to safety in one command: end the rollout in progress, or return to 'previous'."""
+    from prodml.rollout.controller import rollback as run_rollback
+
+    _, store = _store()
+    spec = run_rollback(store, why=why)
+    console.print(
+        f"rolled back: version {spec.primary.version} takes every request (revision {spec.revision})"
+    )
+
+
+@app.command()
+@handle_errors
+def shadow(
+    version: Annotated[Optional[str], typer.Argument(help="The version to mirror requests to.")] = None,  # noqa: UP045
+    sample: Annotated[str, typer.Option(help="The share of requests mirrored, e.g. 100% or 10%.")] = "100%",
+    stop: Annotated[bool, typer.Option(help="Stop shadowing.")] = False,
+    admin: Annotated[
+        Optional[list[str]],  # noqa: UP045
+        typer.Option(help="A replica's admin base URL, told to reload (repeatable)."),
+    ] = None,
+    why: Why = "shadow",
+) -> None:
+    """Mirror requests to VERSION off the response path (or --stop); clients only ever see the primary."""
+    from prodml.rollout.controller import set_shadow
+
+    project, store = _store()
+    if (version is None) != stop:
+        raise ConfigError(
+            "give a VERSION to shadow, or --stop", hint="e.g. prodml rollout shadow 4 --sample 10%"
+        )
+    share = parse_rate(sample, "--sample") * 100
+    if version is not None and share <= 0:
+        raise ConfigError(f"--sample {sample!r}: mirror more than 0%", hint="e.g. --sample 10%")
+    spec = set_shadow(store, version, sample=share, why=why, admin_urls=admin or project.rollout.admin_urls)
+    console.print(_spec_table(spec, f"{store.name} — revision {spec.revision}"))
+
+
+@app.command("shadow-report")
+@handle_errors
+def shadow_report(
+    replica: Annotated[
+        Optional[list[str]],  # noqa: UP045
+        typer.Option(help="A replica's base URL (repeatable; default: rollout.replicas, else serve's)."),
+    ] = None,
+) -> None:
+    """The shadow against the primary, over all replicas: agreement, prediction shift, errors, latency,
+    drops."""
+    from prodml.rollout.analysis import scrape
+    from prodml.rollout.analysis import shadow_report as report_of
+
+    project, store = _store()
+    spec = store.current()
+    mirrored = spec.role("shadow")
+    if mirrored is None:
+        raise ConfigError(f"'{store.name}' has no shadow", hint="start one: prodml rollout shadow VERSION")
+    urls = replica or project.rollout.replicas or [f"http://{project.serve.host}:{project.serve.port}"]
+    report = report_of(scrape(urls), shadow=mirrored.version, primary=spec.primary.version)
+    table = Table(title=f"{store.name} — shadow v{mirrored.version} vs primary v{spec.primary.version}")
+    for col in ("", "requests", "server errors", "p99 ms"):
+        table.add_column(col)
+    for role in ("primary", "shadow"):
+        r = report[role]
+        table.add_row(
+            f"{role} v{r['version']}", str(r["requests"]), str(r["server_errors"]), str(r["p99_ms"])
+        )
+    console.print(table)
+    console.print(
+        f"agreement {report['agreement']}, PSI {report.get('prediction_psi')}, "
+        f"KS {report.get('prediction_ks')}, dropped {report['dropped']}"
+        + (f"; unreachable: {', '.join(report['missing'])}" if report["missing"] else "")
+    )
