@@ -352,3 +352,90 @@ def test_a_package_mixing_columns_and_tensors_is_refused_at_load() -> None:
         validator.feeds({"image": np.zeros((3, 4))})
     with pytest.raises(InvalidInput, match="no rows"):
         validator.feeds({"image": np.zeros((0, 4))})
+
+
+# --- a CNN over images: fixed dimensions after the batch ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def image_package_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import pandas as pd
+    import torch
+
+    from prodml.dl.modules import build_module
+    from prodml.dl.params import parse_params
+    from prodml.export.package import write_package
+    from prodml.export.profile import reference_profile
+    from prodml.export.torch import export_module, tensor_input, tensor_schema
+
+    torch.manual_seed(0)  # untrained: serving is what is tested, ONNX Runtime in process is the oracle
+    module = build_module("torch_cnn", parse_params("torch_cnn", {}), inputs=64, outputs=10).eval()
+    graph = export_module(module, {"image": torch.rand(2, 1, 8, 8)}, task="multiclass")
+    schema = tensor_schema(
+        [tensor_input("image", "float32", [2, 1, 8, 8])],
+        task="multiclass",
+        classes=list(range(10)),
+        target="digit",
+    )
+    out = tmp_path_factory.mktemp("image") / "digits"
+    write_package(
+        out,
+        model=graph,
+        schema=schema,
+        profile=reference_profile(pd.DataFrame({"x": [0.0, 1.0]}), [], None),
+        metrics={},
+        lineage={},
+        card="# digits\n",
+    )
+    return out
+
+
+def test_a_cnn_over_images_over_rest_and_grpc(project: Path, image_package_dir: Path) -> None:
+    import tritonclient.grpc as tgrpc
+    from sklearn.datasets import load_digits
+
+    images = (load_digits().images[:6] / 16.0).astype(np.float32).reshape(6, 1, 8, 8)
+    session = load_package(image_package_dir, None).session()
+    want = np.asarray(session.run(None, {"image": images})[1])
+    with (
+        ServeProcess(project, ENV, "--package", str(image_package_dir)) as proc,
+        httpx.Client(base_url=proc.url, timeout=30) as client,
+    ):
+        proc.wait_ready()
+        grpc_client = tgrpc.InferenceServerClient(f"127.0.0.1:{proc.grpc_port}")
+        tensor = tgrpc.InferInput("image", [6, 1, 8, 8], "FP32")
+        tensor.set_data_from_numpy(images)
+        result = grpc_client.infer("digits", [tensor])
+        np.testing.assert_allclose(result.as_numpy("probabilities"), want, rtol=1e-5, atol=1e-6)
+        v1 = client.post("/v1/models/digits:predict", json={"instances": images.tolist()})  # bare rows
+        assert v1.status_code == 200, v1.text
+        np.testing.assert_allclose(v1.json()["predictions"], want, rtol=1e-5, atol=1e-6)
+
+        def one(i: int) -> np.ndarray:  # concurrent requests of one shape: merged along axis 0
+            body = {
+                "inputs": [
+                    {
+                        "name": "image",
+                        "shape": [1, 1, 8, 8],
+                        "datatype": "FP32",
+                        "data": images[i].ravel().tolist(),
+                    }
+                ]
+            }
+            out = client.post("/v2/models/digits/infer", json=body)
+            assert out.status_code == 200, out.text
+            return probabilities(out.json())[0]
+
+        with ThreadPoolExecutor(6) as pool:
+            np.testing.assert_allclose(np.stack(list(pool.map(one, range(6)))), want, rtol=1e-5, atol=1e-6)
+        flat = {"inputs": [{"name": "image", "shape": [1, 64], "datatype": "FP32", "data": [0.0] * 64}]}
+        refused = client.post("/v2/models/digits/infer", json=flat)
+        assert refused.status_code == 400
+        [field] = refused.json()["fields"]
+        assert field == {
+            "field": "image",
+            "error": "shape [1, 64] does not fit; expected float [-1, 1, 8, 8] (-1: any size)",
+        }
+        assert client.get("/v2/models/digits").json()["inputs"] == [
+            {"name": "image", "datatype": "FP32", "shape": [-1, 1, 8, 8]}
+        ]
