@@ -23,7 +23,7 @@ from prodml.export.package import ModelPackage, load_package
 from prodml.serve.protocols import Tensor, oip_columns
 from prodml.serve.runtime import MicroBatcher
 from prodml.serve.tensors import tensor_entries
-from prodml.serve.validation import Validator
+from prodml.serve.validation import NUMBERS, STRINGS, Validator
 from tests.servers import ServeProcess
 
 pytestmark = pytest.mark.integration
@@ -439,3 +439,19 @@ def test_a_cnn_over_images_over_rest_and_grpc(project: Path, image_package_dir: 
         assert client.get("/v2/models/digits").json()["inputs"] == [
             {"name": "image", "datatype": "FP32", "shape": [-1, 1, 8, 8]}
         ]
+
+
+def test_the_drift_sketch_follows_the_prediction_only(package: ModelPackage) -> None:
+    from prodml.export.drift import LiveSketch
+
+    validator = Validator(package.schema)
+    sketch = LiveSketch(package.profile, validator.layout, window_rows=6, buffer_rows=3)
+    events, lengths = sequences(3, 4, seed=2)
+    feeds, _ = validator.feeds({"events": events, "lengths": lengths})
+    outputs = package.session().run(None, feeds)
+    for _ in range(4):  # as the server calls it: the two matrices are absent for a tensor package
+        sketch.observe(feeds.get(NUMBERS), feeds.get(STRINGS), outputs[-1])
+        sketch.fold()
+    assert not sketch.failed
+    assert sketch.windows == 2
+    assert [score.feature for score in sketch.last] == ["__prediction__"]
