@@ -64,7 +64,14 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     schema = tensor_schema(
         [
             tensor_input("events", "float32", list(data.events.shape), dynamic=(1,)),
-            tensor_input("lengths", "int64", [len(data.lengths)], minimum=1, maximum=args.max_len),
+            tensor_input(
+                "lengths",
+                "int64",
+                [len(data.lengths)],
+                minimum=1,
+                maximum=args.max_len,
+                max_size_of=("events", 1),
+            ),
         ],
         task="binary",
         classes=[0, 1],

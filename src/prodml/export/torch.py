@@ -35,6 +35,7 @@ import numpy as np
 from prodml.core.errors import MissingDependency
 from prodml.core.types import Task
 from prodml.export.onnx import TARGET_OPSET, ExportError
+from prodml.export.tensors import check_tensors
 
 __all__ = [
     "check_tensors",
@@ -232,10 +233,14 @@ def tensor_input(
     dynamic: tuple[int, ...] = (),
     minimum: float | None = None,
     maximum: float | None = None,
+    max_size_of: tuple[str, int] | None = None,
 ) -> dict[str, Any]:
     """A ``schema.json`` input entry for a tensor: ``-1`` marks a dynamic axis (axis 0 and ``dynamic``).
 
-    ``minimum`` / ``maximum`` bound the values (e.g. a sequence's ``lengths`` in ``[1, steps]``).
+    ``minimum`` / ``maximum`` bound the values (e.g. a sequence's ``lengths`` in ``[1, steps]``);
+    ``max_size_of`` = (input, axis) bounds them by another input's size on that axis in the same request
+    (``lengths`` ≤ the steps of ``events``). A dynamic axis other than the batch is bounded by the size
+    given here (``max_shape``: the longest sequence seen in training, the positions a Transformer has).
     """
     if dtype not in _DTYPES:
         raise ExportError(f"tensor input '{name}' has dtype {dtype}; prodml exports {', '.join(_DTYPES)}")
@@ -245,69 +250,11 @@ def tensor_input(
         entry["min"] = minimum
     if maximum is not None:
         entry["max"] = maximum
+    if any(axis in dynamic for axis in range(1, len(shape))):
+        entry["max_shape"] = [-1 if axis == 0 else int(n) for axis, n in enumerate(shape)]
+    if max_size_of is not None:
+        entry["max_size_of"] = [max_size_of[0], int(max_size_of[1])]
     return entry
-
-
-def check_tensors(
-    inputs: list[dict[str, Any]], feeds: Mapping[str, Any]
-) -> tuple[dict[str, np.ndarray], int]:
-    """Check request tensors against ``schema.json``'s tensor entries; return the ONNX feeds and rows.
-
-    What a server does for a tensor-input package before it runs the graph: every input present and no
-    other, the shape as declared (``-1`` takes any size; axis 0, the batch, the same for all), numbers of
-    the declared dtype (float → float32, finite; int64 → whole numbers), values within ``min``/``max``.
-
-    Raises:
-        InvalidInput: naming each input, what was expected (dtype and shape) and what came.
-    """
-    from prodml.core.errors import InvalidInput
-
-    problems: list[dict[str, str]] = []
-    out: dict[str, np.ndarray] = {}
-    rows: set[int] = set()
-    declared = {e["name"] for e in inputs}
-    for extra in sorted(set(feeds) - declared):
-        problems.append(
-            {"field": extra, "error": f"unknown input; this model takes {', '.join(sorted(declared))}"}
-        )
-    for entry in inputs:
-        name, dims, dtype = entry["name"], entry["shape"], entry["dtype"]
-        expected = f"expected {dtype} {dims} (-1: any size)"
-        if name not in feeds:
-            problems.append({"field": name, "error": f"required input is missing; {expected}"})
-            continue
-        try:
-            array = np.asarray(feeds[name], dtype=np.float64 if dtype == "float" else None)
-            if dtype == "int64":
-                as_int = array.astype(np.int64)
-                if array.dtype.kind not in "iu" and not np.array_equal(as_int, array):
-                    raise ValueError("not whole numbers")
-                array = as_int
-        except (TypeError, ValueError) as exc:
-            problems.append({"field": name, "error": f"values are not {dtype} ({str(exc)[:40]}); {expected}"})
-            continue
-        if array.ndim != len(dims) or any(
-            d != -1 and d != n for d, n in zip(dims, array.shape, strict=False)
-        ):
-            problems.append({"field": name, "error": f"shape {list(array.shape)} does not fit; {expected}"})
-            continue
-        if dtype == "float" and not np.isfinite(array).all():
-            problems.append({"field": name, "error": "values must be finite (no NaN or infinity)"})
-            continue
-        low, high = entry.get("min"), entry.get("max")
-        if (low is not None and (array < low).any()) or (high is not None and (array > high).any()):
-            problems.append({"field": name, "error": f"values must lie in [{low}, {high}]"})
-            continue
-        rows.add(int(array.shape[0]))
-        out[name] = array.astype(np.float32) if dtype == "float" else array
-    if not problems and len(rows) > 1:
-        problems.append(
-            {"field": ", ".join(out), "error": f"inputs disagree on the batch size: {sorted(rows)}"}
-        )
-    if problems:
-        first = problems[0]
-        raise InvalidInput(f"{first['field']}: {first['error']}", fields=problems)
-    return out, rows.pop() if rows else 0
 
 
 def tensor_schema(

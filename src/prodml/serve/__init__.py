@@ -8,7 +8,8 @@ The life of one REST request, module by module:
    every transport go through one ``oip_columns``) and calls the data plane inside ``DataPlane.serve``,
    which counts and times the request for ``metrics``.
 4. ``dataplane``: ``DataPlane.infer`` takes the served model from ``model`` (``ModelManager``), checks the
-   columns with ``validation`` (two matrices out), looks in ``cache``, and hands the feeds to ``runtime``.
+   columns with ``validation`` (two matrices out; a package with tensor inputs is fed by name instead,
+   see ``tensors``), looks in ``cache``, and hands the feeds to ``runtime``.
 5. ``runtime``: ``MicroBatcher`` runs them now on the loop or batched on the runtime thread; ``Runtime``
    calls ONNX Runtime. ``reqlog`` (or ``kafka``) records inputs and outputs by request id.
 6. Back in ``handlers`` the outputs become the protocol's response; ``http`` maps any prodml error to its

@@ -28,6 +28,7 @@ def cache_key(version: str, feeds: dict[str, np.ndarray]) -> str:
     for name in sorted(feeds):
         arr = feeds[name]
         h.update(name.encode())
+        h.update(repr(arr.shape).encode())  # tensors: [2, 1, 8] and [1, 2, 8] hold the same bytes
         if arr.dtype == object:
             for value in arr.ravel():  # length-prefixed: ["a\x1fb", "c"] and ["a", "b\x1fc"] differ
                 data = str(value).encode()

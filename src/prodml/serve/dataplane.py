@@ -206,6 +206,10 @@ class DataPlane:
         from prodml.serve.explain import explain_rows
 
         model = self.manager.get(name)
+        if model.validator.tensors is not None:
+            raise InvalidInput(
+                f"'{model.name}' takes tensors: explanations are computed for column models only"
+            )
         feeds, rows = model.validator.feeds(columns)
         return model, await asyncio.to_thread(explain_rows, model, feeds, rows)
 

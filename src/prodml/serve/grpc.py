@@ -94,8 +94,9 @@ class _Servicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
 
     async def ModelInfer(self, request: Any, context: Any) -> Any:
         async def work() -> Any:
+            model = self.plane.model(request.model_name, request.model_version or None)
             pred = await self.plane.infer(
-                oip_columns(_tensors(request)),
+                oip_columns(_tensors(request), shaped=model.validator.tensors is not None),
                 request_id=request.id or None,
                 name=request.model_name,
                 version=request.model_version or None,

@@ -20,6 +20,7 @@ from prodml.serve import protocols as p
 from prodml.serve.dataplane import DataPlane, Prediction
 from prodml.serve.http import JSON, Call, Reply, Route, bearer, json_reply
 from prodml.serve.routing import HEADERS
+from prodml.serve.tensors import single_input
 from prodml.serve.validation import bad_field, short
 
 __all__ = ["admin_routes", "inference_routes"]
@@ -63,8 +64,9 @@ def inference_routes(plane: DataPlane) -> list[Route]:
             tensors, req = p.oip_request(call.json())
         given = req.get("id")
         rid = given if isinstance(given, str) else call.headers.get("x-request-id")
+        shaped = plane.model(call.params["name"], call.params.get("version")).validator.tensors is not None
         pred = await plane.infer(
-            p.oip_columns(tensors),
+            p.oip_columns(tensors, shaped=shaped),
             request_id=rid,
             name=call.params["name"],
             version=call.params.get("version"),
@@ -86,8 +88,8 @@ def inference_routes(plane: DataPlane) -> list[Route]:
         return Reply(200, head + tail, headers, "application/octet-stream")
 
     async def v1_predict(call: Call) -> Reply:
-        names = plane.model(call.params["name"]).validator.names
-        columns = p.columns_from_kserve_v1(call.json(), names)
+        validator, body = plane.model(call.params["name"]).validator, call.json()
+        columns = single_input(validator.tensors, body) or p.columns_from_kserve_v1(body, validator.names)
         pred = await plane.infer(
             columns, request_id=call.headers.get("x-request-id"), name=call.params["name"]
         )

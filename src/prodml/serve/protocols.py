@@ -16,16 +16,19 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import re
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from operator import itemgetter
 from typing import Any
 
 import numpy as np
 
 from prodml.core.errors import InvalidInput
+from prodml.serve.tensors import oip_input
 from prodml.serve.validation import bad_field, short
 
 __all__ = [
@@ -75,11 +78,13 @@ class Tensor:
     raw: bytes | None = None
 
 
-def oip_columns(tensors: Sequence[Tensor]) -> dict[str, Any]:
+def oip_columns(tensors: Sequence[Tensor], *, shaped: bool = False) -> dict[str, Any]:
     """OIP input tensors (REST JSON, binary extension, gRPC) → columns (name → one value per row).
 
     Each input is one column: shape ``[N]`` or ``[N, 1]``; ``data`` may be flat or nested as the shape
-    says, never deeper; its values must be of the declared ``datatype``.
+    says, never deeper; its values must be of the declared ``datatype``. ``shaped`` (a package with
+    tensor inputs, see :mod:`prodml.serve.tensors`): any shape, numbers only, each input an array of
+    that shape (row-major ``data``, flat or nested exactly as the shape says).
     """
     if not tensors:
         raise bad_field("inputs", "expected a non-empty list of input tensors")
@@ -89,7 +94,15 @@ def oip_columns(tensors: Sequence[Tensor]) -> dict[str, Any]:
             raise bad_field(f"inputs[{i}].name", "expected a string")
         where = f"inputs[{i}] ({short(t.name)})"
         shape = t.shape
-        if not (
+        if shaped:
+            if not (isinstance(shape, list) and shape and all(type(d) is int and d >= 0 for d in shape)):
+                raise bad_field(f"{where}.shape", "expected the tensor's sizes, e.g. [N, 1, 8, 8], each >= 0")
+            if t.datatype not in OIP_NUMERIC:
+                raise bad_field(
+                    f"{where}.datatype",
+                    f"this model takes numbers (FP32, INT64), not {short(str(t.datatype))!r}",
+                )
+        elif not (
             isinstance(shape, list)
             and len(shape) in (1, 2)
             and all(type(d) is int and d >= 0 for d in shape)
@@ -100,20 +113,27 @@ def oip_columns(tensors: Sequence[Tensor]) -> dict[str, Any]:
             raise bad_field(f"{where}.datatype", f"unsupported datatype {short(str(t.datatype))!r}")
         if t.name in columns:
             raise bad_field(where, "this input is given twice")
-        count = shape[0]
-        values = _raw(t.raw, t.datatype, count, where) if t.raw is not None else _data(t, where)
+        count = math.prod(shape) if shaped else shape[0]
+        values = _raw(t.raw, t.datatype, count, where) if t.raw is not None else _data(t, where, shaped)
         if len(values) != count:
             raise bad_field(where, f"shape {shape} needs {count} values, got {len(values)}")
-        columns[t.name] = values
+        columns[t.name] = values.reshape(shape) if shaped else values
     return columns
 
 
-def _data(t: Tensor, where: str) -> Any:
+def _data(t: Tensor, where: str, shaped: bool = False) -> Any:
     """JSON or typed values, flattened as deep as the shape allows and checked against the datatype."""
     data = t.data
     if not isinstance(data, list):
         raise bad_field(f"{where}.data", "expected a list")
-    if len(t.shape) == 2 and data and type(data[0]) is list:
+    if shaped:
+        for depth, size in enumerate(t.shape[1:]):  # nested exactly as the shape says, or flat
+            if not data or type(data[0]) is not list:
+                break
+            if not all(type(row) is list and len(row) == size for row in data):
+                raise bad_field(f"{where}.data", f"lists at depth {depth + 1} must each hold {size} items")
+            data = list(chain.from_iterable(data))
+    elif len(t.shape) == 2 and data and type(data[0]) is list:
         if not all(type(row) is list and len(row) == 1 for row in data):
             raise bad_field(f"{where}.data", "rows of shape [N, 1] hold one value each")
         data = [row[0] for row in data]
@@ -289,7 +309,9 @@ def columns_from_kserve_v1(body: Any, names: Sequence[str]) -> dict[str, Any]:
 def tensor_metadata(schema: Mapping[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """A model's inputs and outputs as OIP v2 tensor metadata (``name``, ``datatype``, ``shape``)."""
     inputs = [
-        {"name": c["name"], "datatype": "BYTES" if c["dtype"] == "string" else "FP32", "shape": [-1, 1]}
+        oip_input(c)  # a tensor input: its declared shape and datatype
+        if c.get("kind") == "tensor"
+        else {"name": c["name"], "datatype": "BYTES" if c["dtype"] == "string" else "FP32", "shape": [-1, 1]}
         for c in schema["inputs"]
     ]
     outputs = [

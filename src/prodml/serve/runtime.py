@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from prodml.export.package import ModelPackage
+from prodml.serve.tensors import same_shapes, tensor_entries, warm_feeds
 from prodml.serve.validation import NUMBERS, STRINGS
 
 __all__ = ["MicroBatcher", "Runtime", "front_loaded"]
@@ -96,7 +97,8 @@ class Runtime:
     def __init__(self, package: ModelPackage, *, lone_threads: int = 1) -> None:
         self.package = package
         self.schema = package.schema
-        graph = front_loaded(package.onnx, self.schema)
+        self.tensors = tensor_entries(self.schema)  # fed by name: the package's graph as it is
+        graph = package.onnx if self.tensors else front_loaded(package.onnx, self.schema)
         self.session = package.session(graph=graph)
         self.wide = package.session(intra_op_threads=lone_threads, graph=graph) if lone_threads > 1 else None
         self.output_names = [o.name for o in self.session.get_outputs()]
@@ -115,6 +117,8 @@ class Runtime:
             feeds[NUMBERS] = np.array(numbers, dtype=np.float32)
         if strings[0]:
             feeds[STRINGS] = np.array(strings, dtype=object)
+        if self.tensors:
+            feeds = warm_feeds(self.tensors)
         self.run(feeds)
         if self.wide is not None:
             self.run(feeds, lone=True)
@@ -192,7 +196,8 @@ class MicroBatcher:
 
     def _take(self) -> tuple[list[_Pending], int] | None:
         """The next batch: what is queued now, up to ``max_rows`` (on the runtime thread). A request that
-        would take a batch past ``max_rows`` starts the next one; one larger than ``max_rows`` runs alone."""
+        would take a batch past ``max_rows``, or whose tensors differ from the first's beyond axis 0
+        (sequences of other lengths), starts the next one; one larger than ``max_rows`` runs alone."""
         first, self._carry = self._carry or self._inbox.get(), None
         if first is None:
             return None
@@ -209,7 +214,7 @@ class MicroBatcher:
             if item is None:
                 self._inbox.put(None)  # close after this batch
                 break
-            if rows + item.rows > self.max_rows:
+            if rows + item.rows > self.max_rows or not same_shapes(first.feeds, item.feeds):
                 self._carry = item
                 break
             batch.append(item)

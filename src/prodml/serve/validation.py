@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from prodml.core.errors import InvalidInput
+from prodml.serve.tensors import TensorInputs, tensor_entries
 
 __all__ = ["NUMBERS", "STRINGS", "FieldError", "RequestError", "Validator", "bad_field", "short"]
 
@@ -69,8 +70,11 @@ class Validator:
                 c["name"], bool(c.get("nullable")), None if categories is None else frozenset(categories)
             )
 
-        self._numeric = [column(c) for c in schema["inputs"] if c["dtype"] == "float"]
-        self._strings = [column(c) for c in schema["inputs"] if c["dtype"] != "float"]
+        entries = tensor_entries(schema)  # tensors are fed by name, no matrices (prodml.serve.tensors)
+        self.tensors = None if entries is None else TensorInputs(entries, max_rows=max_rows)
+        columns = schema["inputs"] if entries is None else []
+        self._numeric = [column(c) for c in columns if c["dtype"] == "float"]
+        self._strings = [column(c) for c in columns if c["dtype"] != "float"]
         self.names = [c["name"] for c in schema["inputs"]]
         self.numeric_names = [c.name for c in self._numeric]
         self.string_names = [c.name for c in self._strings]
@@ -88,6 +92,8 @@ class Validator:
         Raises:
             InvalidInput: with one field error per broken column.
         """
+        if self.tensors is not None:
+            return self.tensors.feeds(columns)
         if columns.keys() != self._known:
             problems = [
                 {"field": short(n), "error": "unknown column; the model does not take it"}
