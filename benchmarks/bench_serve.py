@@ -1,6 +1,6 @@
 """Online serving: prodml serve vs the afternoon FastAPI + ONNX Runtime app vs mlflow models serve.
 
-    python benchmarks/bench_serve.py [--duration 2] [--rounds 3] [--skip-mlflow]
+    python benchmarks/bench_serve.py [--duration 2] [--rounds 3] [--skip-mlflow] [--drift-overhead]
 
 One model for all: a 100-tree HistGradientBoosting pipeline trained on the demo world's churn frame (27
 features, 2 categorical). prodml serves its ONNX package (validation, metrics and the request log on, cache
@@ -10,6 +10,11 @@ gets the same bytes, MLflow's ``dataframe_split`` JSON at ``/invocations`` (1 ro
 (compiled: Python clients saturate these 2 cores first) at 1, 8 and 32 connections. All servers run at
 once and each cell is measured round-robin over them, ``--rounds`` passes, reported as medians: the
 machine's speed drifts over minutes, and round-robin gives every server of a cell the same drift.
+``--drift-overhead`` adds prodml with its live drift sketch off (``--no-drift``) to the round-robin and
+prints the sketch's cost per cell: req/s with it on vs off, same run. On a shared VM that difference is
+noise (±20% between passes); the sketch's own CPU time per request, measured in process (``observe``
+and the amortised ``fold``, as the server calls them), divided by the server's time per request at that
+cell's rate, is the figure that resolves a few percent.
 
 Two bounds frame the table: the floor, the package's graph called in this process (no HTTP, no JSON, no
 validation: the p50 no server can beat), and the ceiling, the model call alone on every core (the rows/s
@@ -51,6 +56,7 @@ done = function(summary, latency, requests)
 end
 """
 PRODML, AFTERNOON, MLFLOW = "prodml serve", "afternoon FastAPI + ONNX Runtime", "mlflow models serve"
+NODRIFT = "prodml serve --no-drift"
 
 
 def free_port() -> int:
@@ -223,11 +229,41 @@ def ceiling_rows_s(package: Path, body: bytes, seconds: float = 2.0) -> float:
     return sum(rates)
 
 
+def sketch_us(package: Path, body: bytes, requests: int = 20_000) -> float:
+    """Median µs per request of the live drift sketch (``observe`` each request, ``fold`` every 50, as
+    the server's 0.1 s tick would at a few hundred requests/s), over the request's validated feeds."""
+    from prodml.export.drift import LiveSketch
+    from prodml.export.package import load_package
+    from prodml.serve.protocols import columns_from_mlflow
+    from prodml.serve.runtime import Runtime
+    from prodml.serve.sketch import ROWS_PER_REQUEST
+    from prodml.serve.validation import NUMBERS, STRINGS, Validator
+
+    pkg = load_package(package, None)
+    validator = Validator(pkg.schema)
+    feeds, _ = validator.feeds(columns_from_mlflow(json.loads(body))[0])
+    output = Runtime(pkg).run(feeds)[-1]
+    times = []
+    for _ in range(5):
+        sketch = LiveSketch(
+            pkg.profile, validator.layout, window_rows=10_000, rows_per_request=ROWS_PER_REQUEST
+        )
+        start = time.perf_counter()
+        for i in range(requests):
+            sketch.observe(feeds.get(NUMBERS), feeds.get(STRINGS), output)
+            if i % 50 == 0:
+                sketch.fold()
+        sketch.fold(force=True)
+        times.append((time.perf_counter() - start) / requests * 1e6)
+    return statistics.median(times)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=2.0, help="seconds per wrk pass")
     parser.add_argument("--rounds", type=int, default=3, help="round-robin passes per cell")
     parser.add_argument("--skip-mlflow", action="store_true")
+    parser.add_argument("--drift-overhead", action="store_true", help="also prodml without the drift sketch")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="prodml-bench-serve-"))
     print("training the benchmark model ...", flush=True)
@@ -238,7 +274,7 @@ def main() -> int:
         stem.with_suffix(".json").write_bytes(body)
         stem.with_suffix(".lua").write_text(LUA.replace("{body}", str(stem.with_suffix(".json"))))
         scripts[label] = stem.with_suffix(".lua")
-    ports = {PRODML: free_port(), AFTERNOON: free_port(), MLFLOW: free_port()}
+    ports = {PRODML: free_port(), AFTERNOON: free_port(), MLFLOW: free_port(), NODRIFT: free_port()}
     commands = {
         PRODML: (
             [
@@ -288,6 +324,12 @@ def main() -> int:
     }
     if args.skip_mlflow:
         del commands[MLFLOW]
+    if args.drift_overhead:
+        cmd, env = commands[PRODML]
+        cmd = [*cmd, "--no-drift"]
+        cmd[cmd.index("--port") + 1] = str(ports[NODRIFT])
+        cmd[cmd.index("--admin-port") + 1] = str(free_port())
+        commands[NODRIFT] = (cmd, env)
     results: dict[tuple[str, str, int], dict[str, float]] = {}
     started: dict[str, tuple[float, float]] = {}
     with ExitStack() as stack:
@@ -342,6 +384,19 @@ def main() -> int:
             else ""
         )
     )
+    if args.drift_overhead:
+        cost = {label: sketch_us(package, body) for label, body in bodies.items()}
+        print(
+            "\n| body | conns | drift sketch on req/s | off req/s | on vs off | sketch µs/request | "
+            "share of the server's time |\n|---|---:|---:|---:|---:|---:|---:|"
+        )
+        for (name, label, conns), r in results.items():
+            if name == PRODML:
+                off = results[(NODRIFT, label, conns)]["rps"]
+                print(
+                    f"| {label} | {conns} | {r['rps']:,.0f} | {off:,.0f} | {r['rps'] / off - 1:+.1%} | "
+                    f"{cost[label]:.1f} | {cost[label] * off / 1e6:.1%} |"
+                )
     out = ROOT / "benchmarks" / "results"
     out.mkdir(exist_ok=True)
     (out / "serve.json").write_text(

@@ -21,6 +21,7 @@ def test_a_request_log_that_fails_drops_the_rows_not_the_request(tmp_path) -> No
 
     class Model:
         name, version = "churn", "1"
+        sketch = online = None
         validator = Validator({"inputs": [{"name": "age", "dtype": "float", "nullable": False}]})
 
         class batcher:  # stands in for the MicroBatcher
@@ -59,6 +60,7 @@ class _Manager:
 
 class _Model:
     name, version = "churn", "1"
+    sketch = online = None
     validator = Validator({"inputs": [{"name": "age", "dtype": "float", "nullable": False}]})
 
     class batcher:  # stands in for the MicroBatcher

@@ -1,18 +1,28 @@
-"""``prodml demo``: the main job on embedded defaults, end to end, with timings."""
+"""``prodml demo``: the main job on embedded defaults, end to end, with timings: from a simulated world
+to a served model, its online features, a batch and a drift check."""
 
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from prodml.cli._common import console, fmt_seconds, handle_errors, tracking_uri
+from prodml.core.errors import Unavailable
+
+if TYPE_CHECKING:
+    from prodml.core.project import Project
 
 
 class _Steps:
@@ -43,7 +53,8 @@ def demo(
     days: Annotated[int, typer.Option(help="Days of simulated history.")] = 365,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
 ) -> None:
-    """Simulate a subscription business, validate it, build features, train, register, promote."""
+    """Simulate a subscription business, validate it, build features, train, register, promote, score a
+    batch, serve (online features by customer id), replay drifted traffic and check it for drift."""
     from prodml.core.project import load_project
     from prodml.data.examples import write_example
     from prodml.data.sources import Catalog
@@ -55,7 +66,7 @@ def demo(
 
     columns = (TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console) as progress:
-        steps = _Steps(progress, progress.add_task("simulate", total=6))
+        steps = _Steps(progress, progress.add_task("simulate", total=9))
 
         with steps.step("simulate") as note:
             path = write_example(directory, "churn", customers=customers, days=days, seed=seed, force=True)
@@ -91,8 +102,21 @@ def demo(
                 f"{mv.name}@champion = v{mv.version} ({gate.metric} {gate.value:.4f} passes the gate)"
             )
 
-        with steps.step("serve") as note:
-            note.append(_serve_and_probe(path, outcome.tracking_uri, frame.table, frame.features))
+        with steps.step("batch") as note:
+            from prodml.batch.demo import score_latest
+
+            r = score_latest(project, tracking_uri=outcome.tracking_uri)
+            note.append(f"{r.scored:,} latest customers scored, {r.rows_per_s:,.0f} rows/s → {r.output}")
+
+        with _DemoServer(path, outcome.tracking_uri) as server:
+            with steps.step("online features") as note:
+                note.append(_online(project, server))
+
+            with steps.step("serve") as note:
+                note.append(server.probe(frame.table, frame.features))
+
+            with steps.step("monitor") as note:
+                note.append(_monitor(project, server, outcome.tracking_uri, customers=customers, days=days))
 
     table = Table(title=f"prodml demo in {directory}", title_justify="left")
     table.add_column("step")
@@ -105,58 +129,50 @@ def demo(
         raise typer.Exit(3)
 
 
-def _serve_and_probe(project_file: Path, tracking: str, table: object, features: list[str]) -> str:
-    """Start `prodml serve` on a free port, send real traffic, report latencies, stop it with SIGTERM."""
-    import os
-    import signal
-    import socket
-    import statistics
-    import subprocess
-    import sys
+class _DemoServer:
+    """`prodml serve` on free ports (requests logged), from the online step until the monitoring step
+    stops it with SIGTERM (so its request log is flushed)."""
 
-    import httpx
+    def __init__(self, project_file: Path, tracking: str) -> None:
+        self.project_file, self.tracking = project_file, tracking
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.first: float | None = None  # seconds from start to the first answer
+        self.code: int | None = None
 
-    def free_port() -> int:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            return int(s.getsockname()[1])
+    def __enter__(self) -> _DemoServer:
+        return self
 
-    port, admin_port = free_port(), free_port()
-    exe = str(Path(sys.executable).with_name("prodml"))
-    token = os.urandom(16).hex()
-    env = {**os.environ, "PRODML_TRACKING_URI": tracking, "PRODML_ADMIN_TOKEN": token}
-    started = time.perf_counter()
-    proc = subprocess.Popen(
-        [
-            exe,
-            "--project",
-            str(project_file),
-            "serve",
-            "--port",
-            str(port),
-            "--grpc-port",
-            "0",
-            "--admin-port",
-            str(admin_port),
-            "--no-log-requests",
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    rows = table.select(features).slice(0, 100).to_pylist()  # type: ignore[attr-defined]
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self, probe: list[dict[str, object]]) -> None:
+        """Start the server; wait until it answers ``probe`` (and has checked the registry)."""
+        import httpx
+
+        self.port, admin_port = _free_port(), _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        token = os.urandom(16).hex()
+        env = {**os.environ, "PRODML_TRACKING_URI": self.tracking, "PRODML_ADMIN_TOKEN": token}
+        exe = str(Path(sys.executable).with_name("prodml"))
+        started = time.perf_counter()
+        self.proc = subprocess.Popen(
+            [
+                *(exe, "--project", str(self.project_file), "serve"),
+                *("--port", str(self.port), "--grpc-port", "0", "--admin-port", str(admin_port)),
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        with httpx.Client(base_url=self.url, timeout=5) as client:
             while True:
-                try:
-                    if client.post("/predict", json=rows[:1]).status_code == 200:
+                with contextlib.suppress(httpx.TransportError):
+                    if client.post("/predict", json=probe).status_code == 200:
                         break
-                except httpx.TransportError:
-                    pass
-                if proc.poll() is not None or time.perf_counter() - started > 30:
-                    return "the server did not start"
+                if self.proc.poll() is not None or time.perf_counter() - started > 30:
+                    raise Unavailable("the demo server did not start", hint="run 'prodml serve' to see why")
                 time.sleep(0.02)
-            first = time.perf_counter() - started
+            self.first = time.perf_counter() - started
             # the server confirms the champion with the registry in the background (importing mlflow
             # there); measure once that is done, as a long-running server would be
             admin = {"authorization": f"Bearer {token}"}
@@ -165,7 +181,16 @@ def _serve_and_probe(project_file: Path, tracking: str, table: object, features:
                 if time.perf_counter() - started > 30:
                     break
                 time.sleep(0.05)
-            single = []
+
+    def probe(self, table: object, features: list[str]) -> str:
+        """Real traffic: 300 single-row requests and one of 100 rows; their latencies."""
+        import statistics
+
+        import httpx
+
+        rows = table.select(features).slice(0, 100).to_pylist()  # type: ignore[attr-defined]
+        single = []
+        with httpx.Client(base_url=self.url, timeout=5) as client:
             for i in range(300):
                 t0 = time.perf_counter()
                 response = client.post("/predict", json=rows[i % 100 : i % 100 + 1])
@@ -174,12 +199,62 @@ def _serve_and_probe(project_file: Path, tracking: str, table: object, features:
             t0 = time.perf_counter()
             batch = client.post("/predict", json=rows)
             batch_ms = (time.perf_counter() - t0) * 1000
-            version = batch.headers.get("x-model-version")
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        code = proc.wait(20)
-    p50, p99 = statistics.median(single) * 1000, sorted(single)[int(0.99 * len(single))] * 1000
+        p50, p99 = statistics.median(single) * 1000, sorted(single)[int(0.99 * len(single))] * 1000
+        return (
+            f"v{batch.headers.get('x-model-version')}: first answer {self.first:.2f} s after start; "
+            f"300 single-row requests p50 {p50:.2f} ms, p99 {p99:.2f} ms (Python client); "
+            f"100 rows in {batch_ms:.1f} ms"
+        )
+
+    def stop(self) -> int | None:
+        """SIGTERM: the server drains, flushes its request log and exits (its code)."""
+        if self.proc is not None and self.code is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.code = self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.code = self.proc.wait(5)
+        return self.code
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _online(project: Project, server: _DemoServer) -> str:
+    """Materialise the online store, start the server, and serve one customer by id alone."""
+    from prodml.data.online_store import online_spec, opened
+    from prodml.data.sources import Catalog
+    from prodml.features.materialize import materialize
+
+    entity = project.entity or "customer_id"
+    spec = online_spec(project.features.online)
+    with opened(spec, root=project.root, name=project.name) as store:
+        result = materialize(Catalog(project), store)
+        key = int(store.keys()[0])
+    server.start([{entity: key}])
+    import httpx
+
+    answer = httpx.post(f"{server.url}/predict", json=[{entity: key}], timeout=5)
+    answer.raise_for_status()
+    p = answer.json()["predictions"][0]
+    shown = f"churn probability {p['probability']:.3f}" if isinstance(p, dict) else f"prediction {p}"
     return (
-        f"v{version}: first answer {first:.2f} s after start; 300 single-row requests p50 {p50:.2f} ms, "
-        f"p99 {p99:.2f} ms (Python client); 100 rows in {batch_ms:.1f} ms; SIGTERM exit {code}"
+        f"{result.written:,} customers materialised as of {result.as_of[:10]}; "
+        f"{entity} {key} served by id alone: {shown}"
     )
+
+
+def _monitor(project: Project, server: _DemoServer, tracking: str, *, customers: int, days: int) -> str:
+    """Replay drifted traffic through the server, stop it (its log is flushed), check the log for drift
+    and retrain through the gate on a breach."""
+    from prodml.pipeline.retrain import drifted_rows, monitor_and_retrain, replay
+
+    rows = drifted_rows(project, drift=1.0, customers=min(customers, 3_000), days=days)
+    sent = replay(server.url, rows)
+    code = server.stop()
+    step = monitor_and_retrain(project, tracking_uri=tracking)
+    return f"{sent:,} drifted rows replayed (server SIGTERM exit {code}); {step.describe()}"

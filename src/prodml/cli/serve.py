@@ -56,6 +56,10 @@ def serve(
             help="Log requests and responses: Parquet parts, or Kafka if serve.request_log.kafka is set."
         ),
     ] = True,
+    drift: Annotated[
+        bool,
+        typer.Option(help="Keep a live drift sketch of the traffic: prodml_drift_* gauges on /metrics."),
+    ] = True,
 ) -> None:
     """Serve the champion model with ONNX Runtime until SIGTERM, then drain and exit 0.
 
@@ -70,6 +74,7 @@ def serve(
         import orjson  # noqa: F401
         import uvicorn  # noqa: F401
 
+        from prodml.serve.online import online_options
         from prodml.serve.server import ServeOptions, run
     except ImportError as exc:
         raise MissingDependency(exc.name or "uvicorn", "serve") from None
@@ -108,6 +113,8 @@ def serve(
         max_connections=max_connections,
         cors_origins=tuple(cors_origin or ()),
         tls=(tls_cert, tls_key) if tls_cert is not None and tls_key is not None else None,
+        monitor=project.monitor if drift else None,
+        online=online_options(project),
     )
     console.print(
         f"serving {ref or package} on http{'s' if options.tls else ''}://{settings.host}:{settings.port}, "

@@ -33,6 +33,7 @@ __all__ = [
     "Attributes",
     "ColumnRule",
     "Features",
+    "OnlineSpec",
     "Project",
     "Source",
     "TableContract",
@@ -254,11 +255,36 @@ class Transform(_Strict):
         return self
 
 
+class OnlineSpec(_Strict):
+    """``features.online``: the online feature store (``PRODML_FEATURES__ONLINE__<KEY>`` overrides it,
+    see :func:`prodml.data.online_store.online_spec`). The server reads it for requests that carry the
+    entity key instead of the features."""
+
+    redis_url: str | None = None
+    """Redis holds the store when set (``redis://host:port/db``); default: SQLite at ``path``."""
+    path: str = ".prodml/online/features.sqlite"
+    ttl_s: int | None = Field(default=None, gt=0)
+    """Rows older than this many seconds count as missing (Redis: key expiry; SQLite: on read)."""
+    missing: Literal["defaults", "reject"] = "reject"
+    """An entity the store does not hold: ``reject`` answers 404 naming it; ``defaults`` fills the
+    profile's defaults (mean of a number, most frequent category)."""
+    unavailable: Literal["defaults", "reject"] = "defaults"
+    """The store does not answer in time: ``defaults`` serves the profile's defaults; ``reject``
+    answers 424 naming the entities."""
+    timeout_ms: float = Field(default=50.0, gt=0, le=60_000)
+    feast_repo: str | None = None
+    """Read features from this Feast repository's online store instead (needs the ``feast`` extra)."""
+    prefix: str = Field(default="prodml", min_length=1)
+    """Redis key prefix; the project name is appended (``prodml:churn:<entity>``)."""
+
+
 class Features(_Strict):
     aggregates: list[Aggregate] = Field(default_factory=list)
     attributes: list[Attributes] = Field(default_factory=list)
     transforms: list[Transform] = Field(default_factory=list)
     output: str = ".prodml/features/training.parquet"
+    online: OnlineSpec | None = None
+    """The online store; unset, the server still reads the default SQLite store once it is materialised."""
 
 
 # --- model, validation, gate ------------------------------------------------------------------------

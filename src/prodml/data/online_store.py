@@ -48,9 +48,10 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ValidationError
 
 from prodml.core.errors import ConfigError, FeatureError, InvalidInput, ProdmlError, Unavailable
+from prodml.core.project import OnlineSpec  # the project file's features.online, re-exported here
 
 __all__ = [
     "FeastStore",
@@ -78,29 +79,6 @@ NUMBERS = b"__numbers"  # Redis: every number of the row, packed as little-endia
 
 
 # --- settings ---------------------------------------------------------------------------------------
-
-
-class OnlineSpec(BaseModel):
-    """``features.online`` of the project file (or ``PRODML_FEATURES__ONLINE__<KEY>`` variables)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    redis_url: str | None = None
-    """Redis holds the store when set (``redis://host:port/db``); default: SQLite at ``path``."""
-    path: str = ".prodml/online/features.sqlite"
-    ttl_s: int | None = Field(default=None, gt=0)
-    """Rows older than this many seconds count as missing (Redis: key expiry; SQLite: on read)."""
-    missing: Literal["defaults", "reject"] = "reject"
-    """An entity the store does not hold: ``reject`` answers 404 naming it; ``defaults`` fills the
-    profile's defaults (mean of a number, most frequent category)."""
-    unavailable: Literal["defaults", "reject"] = "defaults"
-    """The store does not answer in time: ``defaults`` serves the profile's defaults; ``reject``
-    answers 424 naming the entities."""
-    timeout_ms: float = Field(default=50.0, gt=0, le=60_000)
-    feast_repo: str | None = None
-    """Read features from this Feast repository's online store instead (needs the ``feast`` extra)."""
-    prefix: str = Field(default="prodml", min_length=1)
-    """Redis key prefix; the project name is appended (``prodml:churn:<entity>``)."""
 
 
 def online_spec(section: Any = None, environ: Mapping[str, str] | None = None) -> OnlineSpec:

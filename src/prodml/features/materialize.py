@@ -170,6 +170,15 @@ def features_at(catalog: Catalog, entities: pa.Array, times: pa.Array) -> tuple[
         )
     labels = catalog.read(target.source)
     ts_type = labels.schema.field(ts).type if ts in labels.column_names else pa.timestamp("us")
+    key_type = labels.schema.field(entity).type if entity in labels.column_names else entities.type
+    if entities.type != key_type:  # keys as the request log keeps them (text) against integer ids
+        try:
+            entities = entities.cast(key_type)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            raise FeatureError(
+                f"entity keys of type {entities.type} do not read as the sources' {key_type}: {exc}",
+                hint=f"send '{entity}' values of the type the sources hold",
+            ) from exc
     n = len(entities)
     # the label column carries each row's position: the frame comes back sorted by time and entity
     spine_cols: dict[str, pa.Array] = {

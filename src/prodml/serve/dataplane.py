@@ -29,9 +29,10 @@ from prodml.core.errors import InvalidInput, ProdmlError, Unavailable
 from prodml.serve.cache import Cache, cache_key
 from prodml.serve.metrics import Metrics
 from prodml.serve.model import LoadedModel, ModelManager
+from prodml.serve.online import with_key
 from prodml.serve.reqlog import Recorder
 from prodml.serve.routing import CHOSEN, Router
-from prodml.serve.validation import bad_field
+from prodml.serve.validation import NUMBERS, STRINGS, bad_field
 
 __all__ = ["DataPlane", "Prediction"]
 
@@ -170,8 +171,11 @@ class DataPlane:
         request_id = request_id or f"{_PREFIX}{next(_IDS):010x}"
         # held for the whole request: a swap cannot pull it away
         variant, model = self.router.pick(columns, name, version)
+        keys = None
+        if model.online is not None and model.online.wants(columns):  # the entity key, not every input
+            keys = columns[model.online.entity]
+            columns = await model.online.join(columns)
         feeds, rows = model.validator.feeds(columns)
-        # online features would join here, keyed by the entity column of the request
         self.inflight += 1
         try:
             key = cache_key(model.version, feeds) if self.cache is not None else ""
@@ -187,11 +191,14 @@ class DataPlane:
         self.metrics.rows.inc(rows)
         self.router.observe(variant, model, outputs)
         self.router.mirror_request(columns, outputs)  # a shadow, if any: queued, never awaited
+        if model.sketch is not None:  # live drift: keeps references until the server's tick bins them
+            model.sketch.observe(feeds.get(NUMBERS), feeds.get(STRINGS), outputs[-1])
         if self.log is not None:
             try:
-                self.log.record(
-                    request_id, model.name, model.version, feeds, outputs, time.time(), model.validator.layout
-                )
+                logged, layout = feeds, model.validator.layout
+                if keys is not None:  # the entity key goes into the log with the features it fetched
+                    logged, layout = with_key(feeds, layout, model.online.entity, keys)
+                self.log.record(request_id, model.name, model.version, logged, outputs, time.time(), layout)
             except Exception:  # the answer is ready: a log that cannot take it must not fail the request
                 self.log.dropped += rows
                 if not self._log_failed:

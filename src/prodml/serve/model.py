@@ -48,6 +48,8 @@ class LoadedModel:
     explain_baseline: Any = field(
         default=None, repr=False, compare=False
     )  # explain's row, built on first use
+    sketch: Any = field(default=None, repr=False, compare=False)  # live drift (prodml.serve.sketch)
+    online: Any = field(default=None, repr=False, compare=False)  # online features (prodml.serve.online)
 
     @property
     def package(self) -> ModelPackage:
@@ -130,6 +132,7 @@ class ModelManager:
         self.current: LoadedModel | None = None
         self.on_swap: list[Callable[[LoadedModel], None]] = []  # e.g. gRPC health follows the model
         self.on_check: list[Callable[[], Awaitable[None]]] = []  # after each registry check (routing)
+        self.on_build: list[Callable[[LoadedModel], None]] = []  # per version: drift sketch, online step
         self.last_error: str | None = None
         self.last_check: float | None = None  # when the registry last answered
         self._registry: Any = None
@@ -196,7 +199,10 @@ class ModelManager:
             max_wait_s=self.serve.max_wait_ms / 1000,
             on_batch=self.metrics.batch_rows.observe,
         )
-        return LoadedModel(name, version, runtime, validator, batcher)
+        model = LoadedModel(name, version, runtime, validator, batcher)
+        for hook in self.on_build:
+            hook(model)
+        return model
 
     def lone_threads(self) -> int:
         """ONNX Runtime threads for a large lone request: as set, else this worker's share of the cores."""

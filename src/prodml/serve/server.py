@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from prodml.core.errors import ProdmlError
-from prodml.core.project import Serve
+from prodml.core.project import Monitor, Serve
 from prodml.serve.cache import Cache, LRUCache, RedisCache
 from prodml.serve.dataplane import DataPlane
 from prodml.serve.guard import guarded
@@ -34,8 +34,10 @@ from prodml.serve.handlers import admin_routes, inference_routes
 from prodml.serve.http import HttpApp
 from prodml.serve.metrics import Metrics
 from prodml.serve.model import ModelManager
+from prodml.serve.online import OnlineOptions, online_features
 from prodml.serve.poll import BusyPoll
 from prodml.serve.reqlog import Recorder, RequestLog
+from prodml.serve.sketch import fold, live_drift
 
 __all__ = ["ServeOptions", "run"]
 
@@ -62,6 +64,8 @@ class ServeOptions:
     api_key: str | None = None
     cors_origins: tuple[str, ...] = ()
     tls: tuple[Path, Path] | None = None  # (certificate, key), PEM: HTTPS and gRPC over TLS
+    monitor: Monitor | None = None  # live drift gauges (window_rows, thresholds); None: off
+    online: OnlineOptions | None = None  # the online feature store, for requests carrying the entity key
 
 
 class _Server:
@@ -146,6 +150,9 @@ async def _main(options: ServeOptions, sock: socket.socket, admin_sock: socket.s
         metrics=metrics,
         poll_s=options.poll_s,
     )
+    if options.monitor is not None:
+        live_drift(manager, metrics, options.monitor)
+    close_store = online_features(manager, metrics, options.online) if options.online else None
     log = _request_log(options)
     metrics.request_log = log
     plane = DataPlane(manager, metrics=metrics, cache=_cache(options.serve), log=log)
@@ -215,9 +222,12 @@ async def _main(options: ServeOptions, sock: socket.socket, admin_sock: socket.s
 
     async def housekeeping() -> None:
         tick = 0
-        while log is not None:
+        while True:
             await asyncio.sleep(0.1)
             tick += 1
+            fold(manager)  # the live drift sketch bins what it kept
+            if log is None:
+                continue
             await log.absorb_async()  # what the sink takes in batches (Kafka), 64 requests at a time
             metrics.sync_log()
             # a part every 10 s, or sooner once 10k rows wait (at 100-row requests rows come fast: the
@@ -239,6 +249,8 @@ async def _main(options: ServeOptions, sock: socket.socket, admin_sock: socket.s
         if grpc_server is not None:
             await grpc_server.stop(options.drain_timeout_s)
         await manager.stop()
+        if close_store is not None:
+            close_store()
         if log is not None:
             log.flush()
 
