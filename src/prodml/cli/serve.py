@@ -109,10 +109,13 @@ def serve(
         cors_origins=tuple(cors_origin or ()),
         tls=(tls_cert, tls_key) if tls_cert is not None and tls_key is not None else None,
     )
-    console.print(
-        f"serving {ref or package} on http{'s' if options.tls else ''}://{settings.host}:{settings.port}, "
-        f"gRPC {settings.grpc_port or 'off'} "
-        f"({settings.workers} worker(s)); admin on {settings.admin_host}:{settings.admin_port}"
-        + ("" if options.admin_token else " disabled (set PRODML_ADMIN_TOKEN)")
+    scheme = "https" if options.tls else "http"
+    run(
+        options,
+        on_listening=lambda: console.print(  # once the ports are ours: a taken one is an error (exit 7)
+            f"serving {ref or package} on {scheme}://{settings.host}:{settings.port}, "
+            f"gRPC {settings.grpc_port or 'off'} "
+            f"({settings.workers} worker(s)); admin on {settings.admin_host}:{settings.admin_port}"
+            + ("" if options.admin_token else " disabled (set PRODML_ADMIN_TOKEN)")
+        ),
     )
-    run(options)

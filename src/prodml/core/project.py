@@ -351,10 +351,10 @@ class Serve(_Strict):
     the event loop, which never waits)."""
     lone_threads: int | None = Field(default=None, ge=1, le=64)
     """ONNX Runtime threads for a large request alone in the server; None = cores per worker, at most 4."""
-    busy_poll_us: int = Field(default=200, ge=0, le=100_000)
-    """After each HTTP request it reads (and each it answers on the lean path) the event loop keeps polling
-    its sockets this long before it sleeps, trading up to that much CPU per idle gap for not being woken
-    up (see prodml.serve.poll); 0 = sleep at once."""
+    busy_poll_us: int = Field(default=0, ge=0, le=100_000)
+    """Opt-in: after each HTTP request and answer the event loop keeps polling its sockets this long before
+    it sleeps, trading up to that much CPU per idle gap (which containers are throttled for) for not being
+    woken up on VMs that halt idle vCPUs (see prodml.serve.poll); 0 (the default) = sleep at once."""
     max_body_bytes: int = Field(default=8 << 20, gt=0)
     max_rows: int = Field(default=10_000, gt=0)
     unknown_category: Literal["reject", "map"] = "reject"
