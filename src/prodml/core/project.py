@@ -358,6 +358,13 @@ class Serve(_Strict):
     max_body_bytes: int = Field(default=8 << 20, gt=0)
     max_rows: int = Field(default=10_000, gt=0)
     unknown_category: Literal["reject", "map"] = "reject"
+    extra_columns: Literal["ignore", "reject"] = "ignore"
+    """Columns a request sends that the model does not take. ``ignore`` (as MLflow does) lets clients send
+    the raw record; nothing is lost, since every input is required: a misspelt name is still refused as
+    the input it misses. ``reject``: 400 naming them."""
+    out_of_range: Literal["flag", "reject"] = "flag"
+    """Values outside the training ranges (``schema.json``): ``flag`` scores them, counts them per input in
+    /metrics and names them in the response; ``reject`` refuses them (400) with the input and its range."""
     cache: CacheSpec = Field(default_factory=CacheSpec)
     request_log: RequestLogSpec = Field(default_factory=RequestLogSpec)
 

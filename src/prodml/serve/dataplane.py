@@ -20,7 +20,7 @@ import os
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import numpy as np
@@ -59,6 +59,7 @@ class Prediction:
     outputs: list[np.ndarray]
     model: LoadedModel
     request_id: str
+    out_of_range: dict[str, int] = field(default_factory=dict)  # input → values beyond training's range
 
     @property
     def version(self) -> str:
@@ -163,6 +164,9 @@ class DataPlane:
         request_id = request_id or f"{_PREFIX}{next(_IDS):010x}"
         model = self.manager.get(name, version)  # held for the whole request: a swap cannot pull it away
         feeds, rows = model.validator.feeds(columns)
+        outside = model.validator.outside(feeds)  # flagged and counted (serve.out_of_range)
+        for name, n in outside.items():
+            self.metrics.out_of_range.labels(name).inc(n)
         # online features would join here, keyed by the entity column of the request
         self.inflight += 1
         try:
@@ -187,7 +191,7 @@ class DataPlane:
                 if not self._log_failed:
                     self._log_failed = True
                     logger.exception("the request log cannot record %s; its requests are dropped", model.name)
-        return Prediction(outputs, model, request_id)
+        return Prediction(outputs, model, request_id, outside)
 
     async def explain(
         self, columns: Mapping[str, Sequence[Any]], *, name: str | None = None
