@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +13,17 @@ import pytest
 from prodml.core.project import Project, load_project
 from prodml.data.examples import write_example
 from tests.servers import postgres_server, s3_server
+
+
+@pytest.fixture(autouse=True)
+def _restore_environ() -> Iterator[None]:
+    """Undo what a test's in-process CLI call sets in ``os.environ`` (``prodml serve --workers N`` sets
+    PROMETHEUS_MULTIPROC_DIR): without it, later servers would sum metrics with earlier tests' files."""
+    saved = dict(os.environ)
+    yield
+    if os.environ != saved:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 @pytest.fixture(scope="session")

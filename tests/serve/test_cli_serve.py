@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import sys
 from pathlib import Path
 
@@ -10,6 +11,7 @@ from typer.testing import CliRunner
 
 from prodml.cli import app
 from prodml.data.examples import write_example
+from tests.servers import free_port
 
 
 @pytest.fixture
@@ -25,9 +27,7 @@ def test_without_the_serve_extra_it_names_the_pip_command(
     result = CliRunner().invoke(app, ["--project", str(project), "serve", "--package", str(project)])
     assert result.exit_code == 5
     assert "optional package 'uvicorn'" in result.output
-    # the hint is pip install 'prodml[serve]'; the CLI's rich console reads "[serve]" as markup until
-    # cli/_common.py escapes hints (reported to the lead)
-    assert "pip install 'prodml" in result.output
+    assert "hint: pip install 'prodml[serve]'" in result.output  # brackets kept (no rich markup)
     assert "Traceback" not in result.output
 
 
@@ -35,3 +35,21 @@ def test_tls_needs_both_files(project: Path) -> None:
     result = CliRunner().invoke(app, ["--project", str(project), "serve", "--tls-cert", str(project)])
     assert result.exit_code == 2
     assert "--tls-cert and --tls-key together" in result.output
+
+
+@pytest.mark.parametrize("option", ["--port", "--grpc-port"])
+def test_a_taken_port_is_exit_7_before_serving_is_announced(project: Path, option: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        ports = {"--port": str(free_port()), "--grpc-port": str(free_port()), option: str(port)}
+        result = CliRunner().invoke(
+            app,
+            ["--project", str(project), "serve", "--package", str(project), "--host", "127.0.0.1"]
+            + [arg for item in ports.items() for arg in item],
+        )
+    assert result.exit_code == 7, result.output
+    assert f"error: port {port} on 127.0.0.1 is already in use" in result.output
+    assert f"hint: stop what listens there or choose {option}" in result.output
+    assert "serving" not in result.output and "Traceback" not in result.output

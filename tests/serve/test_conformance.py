@@ -102,7 +102,7 @@ CASES = [
     ),
     Case("text for a number", lambda r: change(r, numeric(r), datatype="BYTES", values=["1.5"]), 400),
     Case("a missing column", lambda r: typed(r)[1:], 400),
-    Case("an unknown column", lambda r: [*typed(r), Input("extra", "FP32", [1], [1.0])], 400),
+    Case("an unknown column (ignored)", lambda r: [*typed(r), Input("extra", "FP32", [1], [1.0])], 200),
     Case("a column twice", lambda r: [*typed(r), typed(r)[0]], 400),
     Case("an unsupported datatype", lambda r: change(r, numeric(r), datatype="FP8"), 400),
     Case("an unknown category", lambda r: change(r, "plan", values=["platinum"]), 400),

@@ -79,6 +79,12 @@ def test_bad_oip_tensors_are_refused_with_their_field(tensor: Tensor, error: str
         oip_columns([tensor])
 
 
+def test_every_broken_tensor_is_reported() -> None:
+    with pytest.raises(InvalidInput) as info:
+        oip_columns([Tensor("age", "FP32", [2, 3], data=[1] * 6), Tensor("plan", "BYTES", [1], data=[1])])
+    assert [f["field"] for f in info.value.fields] == ["inputs[0] (age).shape", "inputs[1] (plan).data"]
+
+
 def test_oip_requests_refuse_duplicates_bad_outputs_and_empty_inputs() -> None:
     with pytest.raises(InvalidInput, match="given twice"):
         oip_columns([Tensor("age", "FP32", [1], data=[1]), Tensor("age", "FP32", [1], data=[2])])

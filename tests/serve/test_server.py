@@ -70,7 +70,8 @@ def _wait_quiet(pid: int, timeout: float = 30.0) -> None:
 @pytest.mark.integration
 @pytest.mark.skipif(sys.platform != "linux", reason="reads the loop thread's CPU time from /proc")
 def test_the_server_busy_polls_after_a_request_then_sleeps(served: Served) -> None:
-    # a 100 ms window (the default is 200 µs) makes the polling measurable in the loop thread's CPU time
+    # opt-in (the default, 0, sleeps at once); a 100 ms window makes the polling measurable in the
+    # loop thread's CPU time
     env = {**served.env, "PRODML_SERVE__BUSY_POLL_US": "100000"}
     with ServeProcess(served.root, env) as server:
         server.wait_ready()

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from prodml.core.errors import InvalidInput
-from prodml.serve.validation import NUMBERS, STRINGS, Validator
+from prodml.serve.validation import NUMBERS, STRINGS, Validator, detailed
 
 SCHEMA = {
     "inputs": [
@@ -114,3 +114,74 @@ def test_unknown_categories_can_be_mapped_and_rows_are_capped() -> None:
     assert feeds[STRINGS].tolist() == [["gold"]]
     with pytest.raises(InvalidInput, match="exceed the limit of 2"):
         Validator(SCHEMA, max_rows=2).feeds({"age": [1] * 3, "gap": [1] * 3, "plan": ["pro"] * 3})
+
+
+RANGED = {
+    "inputs": [
+        {"name": "age", "dtype": "float", "nullable": True, "min": 18.0, "max": 90.0},
+        {"name": "plan", "dtype": "string", "nullable": False, "categories": ["basic", "pro"]},
+        {
+            "name": "day",
+            "dtype": "string",
+            "format": "date-time",
+            "pattern": r"([0-9]{4})-([0-9]{1,2})-([0-9]{1,2})(?:[T ]([0-9]{1,2})(?::.*)?)?",
+            "nullable": True,
+            "earliest": "2024-01-01",
+            "latest": "2024-06-30",
+        },
+    ]
+}
+
+
+def test_extra_columns_are_ignored_or_refused_as_configured() -> None:
+    columns = {"age": [30.0], "plan": ["pro"], "day": ["2024-02-01"], "customer_id": ["c-17"]}
+    feeds, rows = Validator(RANGED, extra_columns="ignore").feeds(columns)
+    assert rows == 1 and feeds[STRINGS].tolist() == [["pro", "2024-02-01"]]
+    with pytest.raises(InvalidInput) as info:
+        Validator(RANGED, extra_columns="reject").feeds(columns)
+    assert info.value.fields == [
+        {"field": "customer_id", "error": "unknown column; the model does not take it"}
+    ]
+
+
+def test_every_problem_of_a_request_is_reported_at_once() -> None:
+    columns = {"plan": ["gold"], "day": ["next tuesday"], "shoe_size": [44]}
+    with pytest.raises(InvalidInput) as info:
+        Validator(RANGED).feeds(columns)
+    fields = {f["field"]: f["error"] for f in info.value.fields}
+    assert set(fields) == {"shoe_size", "age", "plan", "day"}
+    assert fields["age"] == "required column is missing"
+    assert "unknown category 'gold'" in fields["plan"]
+    assert "not ISO 8601 dates" in fields["day"] and "next tuesday" in fields["day"]
+    # the one string a client may print names them all
+    text = detailed(info.value)
+    assert all(name in text for name in fields), text
+
+
+def test_dates_must_match_their_pattern_and_empty_is_null() -> None:
+    validator = Validator(RANGED)
+    feeds, _ = validator.feeds({"age": [30.0, None], "plan": ["pro", "basic"], "day": ["2024-3-5T08:30", ""]})
+    assert feeds[STRINGS][:, 1].tolist() == ["2024-3-5T08:30", ""]
+    with pytest.raises(InvalidInput) as info:
+        validator.feeds({"age": [30.0], "plan": ["pro"], "day": ["05/03/2024"]})
+    assert [f["field"] for f in info.value.fields] == ["day"]
+
+
+def test_values_outside_the_training_range_are_flagged_or_refused() -> None:
+    columns = {
+        "age": [17.0, 30.0, 91.0, None, 90.0],
+        "plan": ["pro"] * 5,
+        "day": ["2023-12-31", "2024-06-30T23:00", "2024-07-01", "", "2024-01-01"],
+    }
+    flagging = Validator(RANGED)
+    feeds, _ = flagging.feeds(columns)
+    assert flagging.outside(feeds) == {"age": 2, "day": 2}  # nulls and the bounds themselves are in range
+    refusing = Validator(RANGED, out_of_range="reject")
+    with pytest.raises(InvalidInput) as info:
+        refusing.feeds(columns)
+    assert info.value.fields == [
+        {"field": "age", "error": "2 value(s) outside the training range [18, 90]"},
+        {"field": "day", "error": "2 value(s) outside the training range [2024-01-01, 2024-06-30]"},
+    ]
+    inside = {k: v[1:2] for k, v in columns.items()}
+    assert refusing.outside(refusing.feeds(inside)[0]) == {} == flagging.outside(flagging.feeds(inside)[0])

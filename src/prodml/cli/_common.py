@@ -12,6 +12,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from prodml.core.errors import ProdmlError
 from prodml.core.project import Project, load_project
@@ -73,9 +74,10 @@ def handle_errors(fn: Callable[P, R]) -> Callable[P, R]:
         except ProdmlError as exc:
             if debug:
                 err_console.print(traceback.format_exc(), markup=False)
-            err_console.print(f"[bold red]error:[/] {exc.message}", markup=True, soft_wrap=True)
+            # the message and hint are plain text: "pip install 'prodml[serve]'" keeps its brackets
+            err_console.print(f"[bold red]error:[/] {escape(exc.message)}", soft_wrap=True)
             if exc.hint:
-                err_console.print(f"[yellow]hint:[/] {exc.hint}", soft_wrap=True)
+                err_console.print(f"[yellow]hint:[/] {escape(exc.hint)}", soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             err_console.print("interrupted")
@@ -83,7 +85,9 @@ def handle_errors(fn: Callable[P, R]) -> Callable[P, R]:
         except Exception as exc:  # an unexpected bug: still no traceback unless asked for
             if debug:
                 err_console.print(traceback.format_exc(), markup=False)
-            err_console.print(f"[bold red]internal error:[/] {type(exc).__name__}: {exc}", soft_wrap=True)
+            err_console.print(
+                f"[bold red]internal error:[/] {type(exc).__name__}: {escape(str(exc))}", soft_wrap=True
+            )
             err_console.print("[yellow]hint:[/] rerun with --debug for the traceback, and report it")
             raise typer.Exit(1) from None
 

@@ -116,10 +116,13 @@ def serve(
         monitor=project.monitor if drift else None,
         online=online_options(project),
     )
-    console.print(
-        f"serving {ref or package} on http{'s' if options.tls else ''}://{settings.host}:{settings.port}, "
-        f"gRPC {settings.grpc_port or 'off'} "
-        f"({settings.workers} worker(s)); admin on {settings.admin_host}:{settings.admin_port}"
-        + ("" if options.admin_token else " disabled (set PRODML_ADMIN_TOKEN)")
+    scheme = "https" if options.tls else "http"
+    run(
+        options,
+        on_listening=lambda: console.print(  # once the ports are ours: a taken one is an error (exit 7)
+            f"serving {ref or package} on {scheme}://{settings.host}:{settings.port}, "
+            f"gRPC {settings.grpc_port or 'off'} "
+            f"({settings.workers} worker(s)); admin on {settings.admin_host}:{settings.admin_port}"
+            + ("" if options.admin_token else " disabled (set PRODML_ADMIN_TOKEN)")
+        ),
     )
-    run(options)

@@ -377,13 +377,20 @@ class Serve(_Strict):
     the event loop, which never waits)."""
     lone_threads: int | None = Field(default=None, ge=1, le=64)
     """ONNX Runtime threads for a large request alone in the server; None = cores per worker, at most 4."""
-    busy_poll_us: int = Field(default=200, ge=0, le=100_000)
-    """After each HTTP request it reads (and each it answers on the lean path) the event loop keeps polling
-    its sockets this long before it sleeps, trading up to that much CPU per idle gap for not being woken
-    up (see prodml.serve.poll); 0 = sleep at once."""
+    busy_poll_us: int = Field(default=0, ge=0, le=100_000)
+    """Opt-in: after each HTTP request and answer the event loop keeps polling its sockets this long before
+    it sleeps, trading up to that much CPU per idle gap (which containers are throttled for) for not being
+    woken up on VMs that halt idle vCPUs (see prodml.serve.poll); 0 (the default) = sleep at once."""
     max_body_bytes: int = Field(default=8 << 20, gt=0)
     max_rows: int = Field(default=10_000, gt=0)
     unknown_category: Literal["reject", "map"] = "reject"
+    extra_columns: Literal["ignore", "reject"] = "ignore"
+    """Columns a request sends that the model does not take. ``ignore`` (as MLflow does) lets clients send
+    the raw record; nothing is lost, since every input is required: a misspelt name is still refused as
+    the input it misses. ``reject``: 400 naming them."""
+    out_of_range: Literal["flag", "reject"] = "flag"
+    """Values outside the training ranges (``schema.json``): ``flag`` scores them, counts them per input in
+    /metrics and names them in the response; ``reject`` refuses them (400) with the input and its range."""
     cache: CacheSpec = Field(default_factory=CacheSpec)
     request_log: RequestLogSpec = Field(default_factory=RequestLogSpec)
 

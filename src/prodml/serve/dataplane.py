@@ -20,7 +20,7 @@ import os
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import numpy as np
@@ -62,6 +62,7 @@ class Prediction:
     model: LoadedModel
     request_id: str
     variant: str = "primary"  # the deployment's variant that answered
+    out_of_range: dict[str, int] = field(default_factory=dict)  # input → values beyond training's range
 
     @property
     def version(self) -> str:
@@ -176,6 +177,9 @@ class DataPlane:
             keys = columns[model.online.entity]
             columns = await model.online.join(columns)
         feeds, rows = model.validator.feeds(columns)
+        outside = model.validator.outside(feeds)  # flagged and counted (serve.out_of_range)
+        for column, n in outside.items():
+            self.metrics.out_of_range.labels(column).inc(n)
         self.inflight += 1
         try:
             key = cache_key(model.version, feeds) if self.cache is not None else ""
@@ -204,7 +208,7 @@ class DataPlane:
                 if not self._log_failed:
                     self._log_failed = True
                     logger.exception("the request log cannot record %s; its requests are dropped", model.name)
-        return Prediction(outputs, model, request_id, variant)
+        return Prediction(outputs, model, request_id, variant, outside)
 
     async def explain(
         self, columns: Mapping[str, Sequence[Any]], *, name: str | None = None

@@ -18,10 +18,12 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from prodml import __version__
 from prodml.core.errors import ProdmlError
 from prodml.serve.dataplane import DataPlane
+from prodml.serve.labels import tensor_bytes
 from prodml.serve.proto import inference_pb2 as pb
 from prodml.serve.proto import inference_pb2_grpc as pb_grpc
 from prodml.serve.protocols import Tensor, oip_columns, oip_tensor, tensor_metadata
-from prodml.serve.validation import bad_field
+from prodml.serve.ranges import flag_text
+from prodml.serve.validation import bad_field, detailed
 
 __all__ = ["GrpcServer"]
 
@@ -56,9 +58,7 @@ class _Servicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
         self.plane = plane
 
     async def _abort(self, context: Any, exc: ProdmlError) -> None:
-        message = exc.message
-        if exc.fields:
-            message += ": " + "; ".join(f"{f['field']}: {f['error']}" for f in exc.fields)
+        message = detailed(exc)
         await context.abort(getattr(grpc.StatusCode, exc.grpc_code, grpc.StatusCode.INTERNAL), message)
 
     async def ServerLive(self, request: Any, context: Any) -> Any:
@@ -105,10 +105,13 @@ class _Servicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
                 model_name=pred.name, model_version=pred.version, id=pred.request_id
             )
             response.parameters["variant"].string_param = pred.variant
-            for name, output in zip(pred.model.runtime.output_names, pred.outputs, strict=True):
+            if pred.out_of_range:  # flagged (prodml.serve.ranges)
+                response.parameters["out_of_range"].string_param = flag_text(pred.out_of_range)
+            names = pred.model.runtime.output_names
+            for name, output in zip(names, pred.model.labels.outputs(pred.outputs, names), strict=True):
                 datatype, arr = oip_tensor(output)
                 response.outputs.add(name=name, datatype=datatype, shape=list(arr.shape))
-                response.raw_output_contents.append(arr.tobytes())
+                response.raw_output_contents.append(tensor_bytes(datatype, arr))
             return response
 
         try:

@@ -19,6 +19,7 @@ from prodml.core.errors import ProdmlError
 from prodml.serve import protocols as p
 from prodml.serve.dataplane import DataPlane, Prediction
 from prodml.serve.http import JSON, Call, Reply, Route, bearer, json_reply
+from prodml.serve.ranges import flag_text
 from prodml.serve.routing import HEADERS
 from prodml.serve.tensors import single_input
 from prodml.serve.validation import bad_field, short
@@ -36,12 +37,15 @@ OIP_EXAMPLE = {
 
 
 def _headers(pred: Prediction) -> dict[str, str]:
-    return {
+    headers = {
         "x-model-name": pred.name,
         "x-model-version": pred.version,
         "x-request-id": pred.request_id,
         "x-prodml-variant": pred.variant,
     }
+    if pred.out_of_range:  # flagged values (prodml.serve.ranges)
+        headers["x-prodml-out-of-range"] = flag_text(pred.out_of_range)
+    return headers
 
 
 def inference_routes(plane: DataPlane) -> list[Route]:
@@ -79,8 +83,11 @@ def inference_routes(plane: DataPlane) -> list[Route]:
             version=pred.version,
             request_id=pred.request_id,
             binary=binary,
+            labels=pred.model.labels,
         )
         out["parameters"] = {"variant": pred.variant}
+        if pred.out_of_range:
+            out["parameters"]["out_of_range"] = flag_text(pred.out_of_range)
         if not binary:
             return json_reply(out, headers=_headers(pred))
         head = orjson.dumps(out, option=orjson.OPT_SERIALIZE_NUMPY)
@@ -89,13 +96,15 @@ def inference_routes(plane: DataPlane) -> list[Route]:
 
     async def v1_predict(call: Call) -> Reply:
         validator, body = plane.model(call.params["name"]).validator, call.json()
+        style = "proba" if p.kserve_v1_proba(body) else "label"  # labels, as KServe's predict gives
         columns = single_input(validator.tensors, body) or p.columns_from_kserve_v1(body, validator.names)
         pred = await plane.infer(
             columns, request_id=call.headers.get("x-request-id"), name=call.params["name"]
         )
-        preds = p.predictions(pred.outputs, pred.model.runtime.task, pred.model.runtime.classes)
-        body = {"predictions": preds, "model_version": pred.version, "variant": pred.variant}
-        return json_reply(body, headers=_headers(pred))
+        runtime = pred.model.runtime
+        preds = p.predictions(pred.outputs, runtime.task, runtime.classes, style=style)
+        reply = {"predictions": preds, "model_version": pred.version, "variant": pred.variant}
+        return json_reply(reply, headers=_headers(pred))
 
     async def v1_explain(call: Call) -> Reply:
         names = plane.model(call.params["name"]).validator.names

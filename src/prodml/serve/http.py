@@ -23,7 +23,7 @@ import orjson
 
 from prodml import __version__
 from prodml.core.errors import InvalidInput, NotFound, ProdmlError
-from prodml.serve.validation import short
+from prodml.serve.validation import detailed, short
 
 __all__ = ["Call", "HttpApp", "Reply", "Route", "json_reply"]
 
@@ -45,7 +45,7 @@ def json_reply(obj: Any, status: int = 200, headers: dict[str, str] | None = Non
 
 
 def error_reply(exc: ProdmlError) -> Reply:
-    body: dict[str, Any] = {"error": exc.message}
+    body: dict[str, Any] = {"error": detailed(exc)}  # the field errors too: clients may print only this
     if exc.fields:
         body["fields"] = exc.fields
     return json_reply(body, exc.http_status)

@@ -51,6 +51,12 @@ class Metrics:
         )
         self.cache = Counter("prodml_cache", "Cache lookups", ["result"], registry=own)
         self.errors = Counter("prodml_errors", "Errors by kind", ["kind"], registry=own)
+        self.out_of_range = Counter(
+            "prodml_out_of_range_values",
+            "Values outside the training range, by input",
+            ["input"],
+            registry=own,
+        )
         self.model = Gauge(
             "prodml_model_info",
             "The loaded model version (1 = serving)",

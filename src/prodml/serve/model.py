@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from prodml.core.project import Serve
 from prodml.export.cache import PackageCache
 from prodml.export.package import ModelPackage, load_package
 from prodml.registry.mlflow import parse_ref
+from prodml.serve.labels import Labels
 from prodml.serve.metrics import Metrics
 from prodml.serve.runtime import MicroBatcher, Runtime
 from prodml.serve.validation import Validator
@@ -54,6 +56,11 @@ class LoadedModel:
     @property
     def package(self) -> ModelPackage:
         return self.runtime.package
+
+    @cached_property
+    def labels(self) -> Labels:
+        """Class indices → class names (the label contract, :mod:`prodml.serve.labels`)."""
+        return Labels(self.runtime.classes)
 
 
 async def _daemon(call: Callable[[], Any]) -> Any:
@@ -191,7 +198,11 @@ class ModelManager:
     def _build(self, package: ModelPackage, *, name: str, version: str) -> LoadedModel:
         runtime = Runtime(package, lone_threads=self.lone_threads())
         validator = Validator(
-            package.schema, unknown_category=self.serve.unknown_category, max_rows=self.serve.max_rows
+            package.schema,
+            unknown_category=self.serve.unknown_category,
+            max_rows=self.serve.max_rows,
+            extra_columns=self.serve.extra_columns,
+            out_of_range=self.serve.out_of_range,
         )
         batcher = MicroBatcher(
             runtime.run,

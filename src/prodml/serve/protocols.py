@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from prodml.core.errors import InvalidInput
+from prodml.serve.labels import LABEL, Labels, tensor_bytes
 from prodml.serve.tensors import oip_input
 from prodml.serve.validation import bad_field, short
 
@@ -38,6 +39,7 @@ __all__ = [
     "columns_from_mlflow",
     "columns_from_records",
     "encode_oip",
+    "kserve_v1_proba",
     "oip_columns",
     "oip_request",
     "oip_tensor",
@@ -89,36 +91,50 @@ def oip_columns(tensors: Sequence[Tensor], *, shaped: bool = False) -> dict[str,
     if not tensors:
         raise bad_field("inputs", "expected a non-empty list of input tensors")
     columns: dict[str, Any] = {}
+    problems: list[InvalidInput] = []  # every broken tensor is reported, not only the first
     for i, t in enumerate(tensors):
-        if not isinstance(t.name, str) or not t.name:
-            raise bad_field(f"inputs[{i}].name", "expected a string")
-        where = f"inputs[{i}] ({short(t.name)})"
-        shape = t.shape
-        if shaped:
-            if not (isinstance(shape, list) and shape and all(type(d) is int and d >= 0 for d in shape)):
-                raise bad_field(f"{where}.shape", "expected the tensor's sizes, e.g. [N, 1, 8, 8], each >= 0")
-            if t.datatype not in OIP_NUMERIC:
-                raise bad_field(
-                    f"{where}.datatype",
-                    f"this model takes numbers (FP32, INT64), not {short(str(t.datatype))!r}",
-                )
-        elif not (
-            isinstance(shape, list)
-            and len(shape) in (1, 2)
-            and all(type(d) is int and d >= 0 for d in shape)
-            and shape[1:] in ([], [1])
-        ):
-            raise bad_field(f"{where}.shape", "each input is one column: shape [N] or [N, 1], N >= 0")
-        if t.datatype != "BYTES" and t.datatype not in OIP_NUMERIC:
-            raise bad_field(f"{where}.datatype", f"unsupported datatype {short(str(t.datatype))!r}")
-        if t.name in columns:
-            raise bad_field(where, "this input is given twice")
-        count = math.prod(shape) if shaped else shape[0]
-        values = _raw(t.raw, t.datatype, count, where) if t.raw is not None else _data(t, where, shaped)
-        if len(values) != count:
-            raise bad_field(where, f"shape {shape} needs {count} values, got {len(values)}")
-        columns[t.name] = values.reshape(shape) if shaped else values
+        try:
+            columns[t.name] = _column(i, t, columns, shaped)
+        except InvalidInput as exc:
+            problems.append(exc)
+    if len(problems) == 1:
+        raise problems[0]
+    if problems:
+        fields = [f for exc in problems for f in exc.fields]
+        raise InvalidInput(f"{len(problems)} input tensors are malformed", fields=fields)
     return columns
+
+
+def _column(i: int, t: Tensor, columns: Mapping[str, Any], shaped: bool) -> Any:
+    """One tensor's values, checked (``columns``: those decoded before it)."""
+    if not isinstance(t.name, str) or not t.name:
+        raise bad_field(f"inputs[{i}].name", "expected a string")
+    where = f"inputs[{i}] ({short(t.name)})"
+    shape = t.shape
+    if shaped:
+        if not (isinstance(shape, list) and shape and all(type(d) is int and d >= 0 for d in shape)):
+            raise bad_field(f"{where}.shape", "expected the tensor's sizes, e.g. [N, 1, 8, 8], each >= 0")
+        if t.datatype not in OIP_NUMERIC:
+            raise bad_field(
+                f"{where}.datatype",
+                f"this model takes numbers (FP32, INT64), not {short(str(t.datatype))!r}",
+            )
+    elif not (
+        isinstance(shape, list)
+        and len(shape) in (1, 2)
+        and all(type(d) is int and d >= 0 for d in shape)
+        and shape[1:] in ([], [1])
+    ):
+        raise bad_field(f"{where}.shape", "each input is one column: shape [N] or [N, 1], N >= 0")
+    if t.datatype != "BYTES" and t.datatype not in OIP_NUMERIC:
+        raise bad_field(f"{where}.datatype", f"unsupported datatype {short(str(t.datatype))!r}")
+    if t.name in columns:
+        raise bad_field(where, "this input is given twice")
+    count = math.prod(shape) if shaped else shape[0]
+    values = _raw(t.raw, t.datatype, count, where) if t.raw is not None else _data(t, where, shaped)
+    if len(values) != count:
+        raise bad_field(where, f"shape {shape} needs {count} values, got {len(values)}")
+    return values.reshape(shape) if shaped else values
 
 
 def _data(t: Tensor, where: str, shaped: bool = False) -> Any:
@@ -294,6 +310,17 @@ def columns_from_csv(text: str, max_rows: int) -> dict[str, list[Any]]:
     return out
 
 
+def kserve_v1_proba(body: Any) -> bool:
+    """Whether a KServe v1 request asks for class probabilities instead of labels:
+    ``"parameters": {"predict_proba": true}`` (KServe's own servers ignore the key and answer labels)."""
+    params = body.get("parameters") if isinstance(body, Mapping) else None
+    if params is None:
+        return False
+    if not isinstance(params, Mapping) or type(params.get("predict_proba", False)) is not bool:
+        raise bad_field("parameters.predict_proba", "expected true or false")
+    return bool(params.get("predict_proba"))
+
+
 def columns_from_kserve_v1(body: Any, names: Sequence[str]) -> dict[str, Any]:
     """KServe v1 ``instances``: records, or lists ordered like the model's inputs."""
     if not isinstance(body, Mapping) or not isinstance(body.get("instances"), list) or not body["instances"]:
@@ -314,10 +341,11 @@ def tensor_metadata(schema: Mapping[str, Any]) -> tuple[list[dict[str, Any]], li
         else {"name": c["name"], "datatype": "BYTES" if c["dtype"] == "string" else "FP32", "shape": [-1, 1]}
         for c in schema["inputs"]
     ]
+    label = Labels(schema.get("classes")).datatype  # the class names' type (prodml.serve.labels)
     outputs = [
         {
             "name": o["name"],
-            "datatype": "INT64" if o["dtype"] == "int64" else "FP32",
+            "datatype": label if o["name"] == LABEL else "INT64" if o["dtype"] == "int64" else "FP32",
             "shape": o.get("shape", [-1]),
         }
         for o in schema["outputs"]
@@ -329,6 +357,10 @@ def oip_tensor(arr: np.ndarray) -> tuple[str, np.ndarray]:
     """An output array's OIP datatype and its values in that type, little-endian (REST and gRPC)."""
     if arr.dtype.kind in "iu":
         return "INT64", arr.astype("<i8", copy=False)
+    if arr.dtype.kind in "OUb":  # class names (prodml.serve.labels)
+        return ("BOOL", arr) if arr.dtype.kind == "b" else ("BYTES", arr.astype(object, copy=False))
+    if arr.dtype == np.float64:
+        return "FP64", arr.astype("<f8", copy=False)
     return "FP32", arr.astype("<f4", copy=False)
 
 
@@ -340,18 +372,22 @@ def encode_oip(
     version: str,
     request_id: str,
     binary: bool,
+    labels: Labels | None = None,
 ) -> tuple[dict[str, Any], bytes]:
-    """Outputs → an OIP v2 response body (and the binary tail when ``binary``)."""
+    """Outputs → an OIP v2 response body (and the binary tail when ``binary``); with ``labels`` the
+    ``label`` output carries class names."""
+    if labels is not None:
+        outputs = labels.outputs(outputs, output_names)
     tensors, tail = [], b""
     for name, arr in zip(output_names, outputs, strict=True):
         datatype, arr = oip_tensor(arr)
         tensor: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(arr.shape)}
         if binary:
-            raw = arr.tobytes()
+            raw = tensor_bytes(datatype, arr)
             tensor["parameters"] = {"binary_data_size": len(raw)}
             tail += raw
         else:
-            tensor["data"] = arr.ravel()
+            tensor["data"] = arr.ravel().tolist() if datatype == "BYTES" else arr.ravel()
         tensors.append(tensor)
     return {"model_name": model, "model_version": version, "id": request_id, "outputs": tensors}, tail
 

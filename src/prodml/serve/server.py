@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import multiprocessing
 import os
@@ -19,13 +20,13 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, replace
 from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any
 
-from prodml.core.errors import ProdmlError
+from prodml.core.errors import ConfigError, ProdmlError, Unavailable
 from prodml.core.project import Monitor, Serve
 from prodml.serve.cache import Cache, LRUCache, RedisCache
 from prodml.serve.dataplane import DataPlane
@@ -107,13 +108,23 @@ class _Server:
         self.server.should_exit = True
 
 
-def _socket(host: str, port: int, *, reuse_port: bool) -> socket.socket:
+def _socket(host: str, port: int, *, reuse_port: bool, option: str = "--port") -> socket.socket:
+    """A listening socket on ``host:port``; a port taken by another process is :class:`Unavailable`
+    (exit 7) naming the port and the option that sets it, said before the server says it serves."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     if reuse_port:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host, port))
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise Unavailable(
+                f"port {port} on {host} is already in use", hint=f"stop what listens there or choose {option}"
+            ) from None
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}", hint=f"check {option}") from None
     sock.listen(2048)
     sock.set_inheritable(True)
     return sock
@@ -286,8 +297,9 @@ def _run_loop(options: ServeOptions, sock: socket.socket, admin_sock: socket.soc
     uvloop.run(_main(options, sock, admin_sock))
 
 
-def run(options: ServeOptions) -> None:
-    """Serve until SIGTERM/SIGINT, then drain and return.
+def run(options: ServeOptions, on_listening: Callable[[], None] | None = None) -> None:
+    """Serve until SIGTERM/SIGINT, then drain and return; ``on_listening`` is called once every port is
+    bound (a taken port raises :class:`Unavailable` first, exit 7).
 
     With several workers the parent supervises them: a worker that dies (killed, crashed) is started
     again and logged; SIGTERM is passed to every worker and the parent exits 0 once all have drained. A
@@ -301,10 +313,20 @@ def run(options: ServeOptions) -> None:
         logger.warning(
             "the admin port is bound to %s, beyond loopback: keep it off public networks", serve.admin_host
         )
+    if serve.grpc_port:  # gRPC binds in each worker (SO_REUSEPORT, which would share a taken port): ask now
+        _socket(serve.host, serve.grpc_port, reuse_port=False, option="--grpc-port").close()
     sock = _socket(serve.host, serve.port, reuse_port=serve.workers > 1)
-    admin_sock = (
-        _socket(serve.admin_host, serve.admin_port, reuse_port=False) if options.admin_token else None
-    )
+    try:
+        admin_sock = (
+            _socket(serve.admin_host, serve.admin_port, reuse_port=False, option="--admin-port")
+            if options.admin_token
+            else None
+        )
+    except ProdmlError:
+        sock.close()
+        raise
+    if on_listening is not None:
+        on_listening()
     if serve.workers == 1:
         _run_loop(options, sock, admin_sock)
         return

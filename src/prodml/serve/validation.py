@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import chain
@@ -23,9 +24,10 @@ from typing import Any
 import numpy as np
 
 from prodml.core.errors import InvalidInput
+from prodml.serve.ranges import Ranges
 from prodml.serve.tensors import TensorInputs, tensor_entries
 
-__all__ = ["NUMBERS", "STRINGS", "FieldError", "RequestError", "Validator", "bad_field", "short"]
+__all__ = ["NUMBERS", "STRINGS", "FieldError", "RequestError", "Validator", "bad_field", "detailed", "short"]
 
 FieldError = dict[str, str]
 RequestError = InvalidInput  # the name transports and workers catch; its ``fields`` list the problems
@@ -45,11 +47,20 @@ def bad_field(field: str, error: str) -> InvalidInput:
     return InvalidInput(f"{field}: {error}", fields=[{"field": field, "error": error}])
 
 
+def detailed(exc: InvalidInput | Any) -> str:
+    """An error's message with its field errors, for clients that show one string only (OIP's ``error``,
+    a gRPC status message): ``2 column(s) break the schema: age: expected numbers…; plan: …``."""
+    details = [f"{f['field']}: {f['error']}" for f in exc.fields]
+    details = [d for d in details if d not in exc.message]
+    return exc.message + (": " + "; ".join(details) if details else "")
+
+
 @dataclass(frozen=True)
 class _Column:
     name: str
     nullable: bool
     categories: frozenset[str] | None
+    pattern: re.Pattern[str] | None = None  # a date input's ISO 8601 form
 
 
 class Validator:
@@ -59,15 +70,27 @@ class Validator:
         schema: the package's ``schema.json``.
         unknown_category: ``reject`` (400) or ``map`` (pass through; the graph encodes it as all-zeros).
         max_rows: the largest batch accepted.
+        extra_columns: ``reject`` (400) or ``ignore`` columns the model does not take.
+        out_of_range: ``flag`` (see :meth:`outside`) or ``reject`` values outside the training ranges
+            (:mod:`prodml.serve.ranges`).
     """
 
     def __init__(
-        self, schema: Mapping[str, Any], *, unknown_category: str = "reject", max_rows: int = 10_000
+        self,
+        schema: Mapping[str, Any],
+        *,
+        unknown_category: str = "reject",
+        max_rows: int = 10_000,
+        extra_columns: str = "reject",
+        out_of_range: str = "flag",
     ) -> None:
         def column(c: Mapping[str, Any]) -> _Column:
-            categories = c.get("categories")
+            categories, pattern = c.get("categories"), c.get("pattern")
             return _Column(
-                c["name"], bool(c.get("nullable")), None if categories is None else frozenset(categories)
+                c["name"],
+                bool(c.get("nullable")),
+                None if categories is None else frozenset(categories),
+                re.compile(pattern) if pattern and c.get("format") == "date-time" else None,
             )
 
         entries = tensor_entries(schema)  # tensors are fed by name, no matrices (prodml.serve.tensors)
@@ -83,6 +106,9 @@ class Validator:
         self.max_rows = max_rows
         self._known = frozenset(self.names)
         self._nullable = np.array([c.nullable for c in self._numeric], dtype=bool)
+        self.ignore_extra = extra_columns == "ignore"
+        self.reject_out_of_range = out_of_range == "reject"
+        self.ranges = Ranges(schema, self.numeric_names, self.string_names)
 
     def feeds(self, columns: Mapping[str, Sequence[Any] | np.ndarray]) -> tuple[dict[str, np.ndarray], int]:
         """Validate ``columns`` (name → values, all the same length); return the runtime's feeds — the
@@ -90,51 +116,67 @@ class Validator:
         matrix ``STRINGS`` (rows × m), in schema order — and the row count.
 
         Raises:
-            InvalidInput: with one field error per broken column.
+            InvalidInput: with one field error per problem: every problem of the request at once (a
+                missing column does not hide another's bad values).
         """
         if self.tensors is not None:
             return self.tensors.feeds(columns)
+        errors: list[FieldError] = []
         if columns.keys() != self._known:
-            problems = [
-                {"field": short(n), "error": "unknown column; the model does not take it"}
-                for n in sorted(set(columns) - self._known)[:20]
-            ]
-            problems += [
+            if not self.ignore_extra:
+                errors += [
+                    {"field": short(n), "error": "unknown column; the model does not take it"}
+                    for n in sorted(set(columns) - self._known)[:20]
+                ]
+            errors += [
                 {"field": n, "error": "required column is missing"} for n in self.names if n not in columns
             ]
-            raise InvalidInput(f"{len(problems)} column problem(s)", fields=problems)
-        lengths = {len(columns[n]) for n in self.names}
+            columns = {n: columns[n] for n in self.names if n in columns}
+            if not columns:
+                raise InvalidInput(f"{len(errors)} column problem(s)", fields=errors)
+        lengths = {len(v) for v in columns.values()}
         if len(lengths) != 1:
             raise InvalidInput(
                 "columns have different lengths",
-                fields=[{"field": n, "error": f"{len(columns[n])} values"} for n in self.names],
+                fields=errors + [{"field": n, "error": f"{len(v)} values"} for n, v in columns.items()],
             )
         rows = lengths.pop()
         if rows == 0:
-            raise InvalidInput("the request has no rows", fields=[{"field": "inputs", "error": "0 rows"}])
+            raise InvalidInput(
+                "the request has no rows", fields=[*errors, {"field": "inputs", "error": "0 rows"}]
+            )
         if rows > self.max_rows:
             raise InvalidInput(
                 f"{rows} rows exceed the limit of {self.max_rows}",
-                fields=[{"field": "inputs", "error": f"at most {self.max_rows} rows per request"}],
+                fields=[*errors, {"field": "inputs", "error": f"at most {self.max_rows} rows per request"}],
             )
-        errors: list[FieldError] = []
         feeds: dict[str, np.ndarray] = {}
         if self._numeric:
-            numbers = self._numbers([columns[n] for n in self.numeric_names])
+            complete = len(columns) == len(self.names) or all(n in columns for n in self.numeric_names)
+            numbers = self._numbers([columns[n] for n in self.numeric_names]) if complete else None
             if numbers is None:
                 for col in self._numeric:
-                    if error := self._number_error(col, columns[col.name]):
+                    if col.name in columns and (error := self._number_error(col, columns[col.name])):
                         errors.append({"field": col.name, "error": error})
             else:
                 feeds[NUMBERS] = numbers
         if self._strings:
             text = feeds[STRINGS] = np.empty((rows, len(self._strings)), dtype=object)
             for j, col in enumerate(self._strings):
-                if error := self._string(col, columns[col.name], text, j):
+                if col.name in columns and (error := self._string(col, columns[col.name], text, j)):
                     errors.append({"field": col.name, "error": error})
+        if self.reject_out_of_range:  # the columns that are fine otherwise
+            for name, n in self.ranges.outside(feeds, NUMBERS, STRINGS).items():
+                where = self.ranges.describe(name)
+                errors.append({"field": name, "error": f"{n} value(s) outside the training range {where}"})
         if errors:
             raise InvalidInput(f"{len(errors)} column(s) break the schema", fields=errors)
         return feeds, rows
+
+    def outside(self, feeds: Mapping[str, np.ndarray]) -> dict[str, int]:
+        """Per input, how many values of valid ``feeds`` lie outside the training range, when they are
+        flagged (``out_of_range: flag``); ``{}`` when they are refused, which :meth:`feeds` did."""
+        return {} if self.reject_out_of_range else self.ranges.outside(feeds, NUMBERS, STRINGS)
 
     def _numbers(self, values: list[Any]) -> np.ndarray | None:
         """Every numeric column in one (rows, k) float32 matrix; None when any value is not a number, is
@@ -184,11 +226,19 @@ class Validator:
         wrong = next((v for v in items if v is not None and type(v) is not str), None)
         if wrong is not None:
             return f"expected strings, got {type(wrong).__name__} {short(repr(wrong))}"
-        nulls = items.count(None) + (items.count("") if col.categories is not None else 0)
+        empty_is_null = col.categories is not None or col.pattern is not None
+        nulls = items.count(None) + (items.count("") if empty_is_null else 0)
         if nulls:
             if not col.nullable:
                 return f"{nulls} null or empty value(s); this input is not nullable"
             items = ["" if v is None else v for v in items]
+        if col.pattern is not None:
+            wrong = [v for v in items if v and not col.pattern.fullmatch(v)]
+            if wrong:
+                return (
+                    f"{len(wrong)} value(s) are not ISO 8601 dates (YYYY-MM-DD, optionally THH:MM…): "
+                    f"{short(repr(wrong[0]))}"
+                )
         if self.reject_unknown and col.categories is not None:
             unknown = set(items) - col.categories - {""}
             if unknown:
