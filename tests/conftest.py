@@ -17,8 +17,9 @@ from tests.servers import postgres_server, s3_server
 
 @pytest.fixture(autouse=True)
 def _restore_environ() -> Iterator[None]:
-    """Undo what a test's in-process CLI call sets in ``os.environ`` (``prodml serve --workers N`` sets
-    PROMETHEUS_MULTIPROC_DIR): without it, later servers would sum metrics with earlier tests' files."""
+    """Undo what a test sets in ``os.environ``: ``prodml serve --workers N`` in-process, and importing
+    MLflow's client, which loads Feast's plugin, which sets PROMETHEUS_MULTIPROC_DIR for every server the
+    suite starts afterwards (their metrics would be summed with earlier servers' files)."""
     saved = dict(os.environ)
     yield
     if os.environ != saved:

@@ -67,8 +67,12 @@ def serve(
     """
     from prodml.registry.mlflow import tracking_uri_for  # only a path helper; mlflow is not imported
 
-    if (workers or project_of().serve.workers) > 1:  # before prometheus_client loads: one view of all workers
-        os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="prodml-metrics-"))
+    # Before prometheus_client loads: several workers share one fresh directory (one view of all of them);
+    # one worker keeps values in memory. An inherited directory would sum this server with others' files.
+    for inherited in ("PROMETHEUS_MULTIPROC_DIR", "prometheus_multiproc_dir"):
+        os.environ.pop(inherited, None)
+    if (workers or project_of().serve.workers) > 1:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="prodml-metrics-")
     try:  # the serve extra: say so plainly when it is missing
         import onnxruntime  # noqa: F401
         import orjson  # noqa: F401

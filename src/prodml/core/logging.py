@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from datetime import UTC, datetime
 
 __all__ = ["JSONFormatter", "configure_logging"]
@@ -27,13 +28,26 @@ class JSONFormatter(logging.Formatter):
         return json.dumps(payload, default=str)
 
 
+class _Stderr(logging.StreamHandler):  # type: ignore[type-arg]
+    """A handler on whatever ``sys.stderr`` is when a record is written, not the stream of the moment it
+    was made: a test runner or an embedding application swaps (and closes) its stderr between calls."""
+
+    @property
+    def stream(self) -> object:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: object) -> None:
+        pass
+
+
 def configure_logging(level: str = "INFO", *, json_lines: bool = False) -> None:
     """Install one stderr handler on the ``prodml`` logger (idempotent)."""
     logger = logging.getLogger("prodml")
     logger.setLevel(level.upper())
     for handler in list(logger.handlers):
         logger.removeHandler(handler)
-    handler = logging.StreamHandler()
+    handler = _Stderr()
     handler.setFormatter(
         JSONFormatter() if json_lines else logging.Formatter("%(levelname)s %(name)s: %(message)s")
     )

@@ -8,7 +8,6 @@ of the worker that answers.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from prometheus_client import (
@@ -19,12 +18,21 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
     multiprocess,
+    values,
 )
 
-__all__ = ["Metrics"]
+__all__ = ["Metrics", "shared_values"]
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 1024, 4096)
+
+
+def shared_values() -> bool:
+    """Whether prometheus_client keeps values in ``PROMETHEUS_MULTIPROC_DIR``'s files (the variable was set
+    before it loaded, as ``prodml serve --workers N`` does). The variable alone does not say so: a library
+    loaded later may set it (Feast's MLflow plugin does, when the registry client loads), and values kept
+    in memory would then vanish from /metrics."""
+    return values.ValueClass is not values.MutexValue
 
 
 class Metrics:
@@ -34,7 +42,7 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = r = CollectorRegistry()
         own: CollectorRegistry | None = r
-        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        if shared_values():
             multiprocess.MultiProcessCollector(r)  # type: ignore[no-untyped-call]  # every worker, summed
             own = None
         ProcessCollector(registry=r)
