@@ -167,7 +167,8 @@ def test_the_json_protocols_carry_tensors_as_nested_lists(
     events, lengths = sequences(2, 3, seed=3)
     want = expected(package, events, lengths)
     records = [{"events": e.tolist(), "lengths": int(n)} for e, n in zip(events, lengths, strict=True)]
-    v1 = client.post(f"/v1/models/{NAME}:predict", json={"instances": records})
+    proba = {"predict_proba": True}  # KServe v1 answers labels unless asked for probabilities
+    v1 = client.post(f"/v1/models/{NAME}:predict", json={"instances": records, "parameters": proba})
     assert v1.status_code == 200, v1.text
     np.testing.assert_allclose(v1.json()["predictions"], want, rtol=1e-5, atol=1e-6)
     mlflow = client.post(
@@ -407,7 +408,8 @@ def test_a_cnn_over_images_over_rest_and_grpc(project: Path, image_package_dir: 
         tensor.set_data_from_numpy(images)
         result = grpc_client.infer("digits", [tensor])
         np.testing.assert_allclose(result.as_numpy("probabilities"), want, rtol=1e-5, atol=1e-6)
-        v1 = client.post("/v1/models/digits:predict", json={"instances": images.tolist()})  # bare rows
+        bare = {"instances": images.tolist(), "parameters": {"predict_proba": True}}  # bare rows
+        v1 = client.post("/v1/models/digits:predict", json=bare)
         assert v1.status_code == 200, v1.text
         np.testing.assert_allclose(v1.json()["predictions"], want, rtol=1e-5, atol=1e-6)
 
