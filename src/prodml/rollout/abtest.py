@@ -8,7 +8,9 @@ recommendation. Binary classifiers are scored on P(positive) (threshold 0.5), re
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -17,7 +19,10 @@ from prodml.core.errors import DataError
 from prodml.export.drift import prediction_score
 from prodml.rollout import stats
 
-__all__ = ["METRICS", "ab_report"]
+if TYPE_CHECKING:
+    from prodml.registry.deployment import Deployment, DeploymentStore
+
+__all__ = ["METRICS", "ab_report", "start_ab"]
 
 METRICS = ("accuracy", "error", "auc")
 
@@ -104,3 +109,45 @@ def ab_report(
         "needed_per_arm": needed,
         "recommendation": recommendation,
     }
+
+
+def start_ab(
+    store: DeploymentStore,
+    version: str,
+    *,
+    split: float,
+    field: str | None = None,
+    header: str | None = None,
+    why: str,
+    admin_urls: Sequence[str] = (),
+) -> Deployment:
+    """Split requests between the primary (arm ``a``, role primary) and ``version`` (arm ``b``, role
+    arm, ``split`` percent), sticky by the request ``field`` or ``header`` (random without either).
+
+    Raises:
+        ConfigError: a rollout is in progress, the version already serves, or the split is out of range.
+    """
+    from prodml.core.errors import ConfigError
+    from prodml.registry.deployment import Stickiness, Variant
+    from prodml.rollout.controller import notify
+
+    if not 0 < split < 100:
+        raise ConfigError(
+            f"--split {split:g}: give a share strictly between 0 and 100", hint="e.g. --split 50"
+        )
+    spec = store.current()
+    if spec.active:
+        raise ConfigError("a rollout is in progress", hint="finish it first: prodml rollout status")
+    primary = spec.primary
+    if version == primary.version:
+        raise ConfigError(f"version {version} is the primary already", hint="test another version")
+    shadows = tuple(v for v in spec.variants if v.role == "shadow" and v.version != version)
+    arms = (replace(primary, name="a", weight=100 - split), Variant("b", version, split, "arm"), *shadows)
+    stored = store.write(
+        replace(spec, variants=arms, stickiness=Stickiness(field=field, header=header)),
+        action=f"A/B of version {version} at {split:g}%",
+        why=why,
+        expect_revision=None if store.read() is None else spec.revision,
+    )
+    notify(admin_urls)
+    return stored

@@ -1,4 +1,5 @@
-"""The request log records which deployment variant answered; logs written before that read as primary."""
+"""A/B: the request log records which variant answered (old logs read as primary); `prodml rollout ab`
+and `ab-report` on a real server."""
 
 from __future__ import annotations
 
@@ -50,22 +51,30 @@ def test_a_log_written_before_the_variant_column_reads_as_primary(tmp_path: Path
 
 
 def test_a_served_ab_split_logs_each_request_with_the_arm_that_answered(versions: Versions) -> None:
-    """A real server with a two-arm spec: every logged row names its arm; labels join to it."""
+    """`prodml rollout ab` on a real server: every logged row names its arm, labels join to it, and
+    `ab-report` compares the arms."""
     import httpx
+    from typer.testing import CliRunner
 
+    from prodml.cli import app
     from prodml.core.project import load_project
-    from prodml.registry.deployment import Deployment, Stickiness, Variant
     from tests.rollout.conftest import TOKEN, reset
     from tests.servers import ServeProcess
 
+    def rollout(*args: str):  # type: ignore[no-untyped-def]
+        result = CliRunner().invoke(
+            app, ["--project", str(versions.root), "rollout", *args], env=versions.env
+        )
+        assert result.exit_code == 0, result.output
+        return result.output
+
     reset(versions)
-    store = versions.store()
-    spec = store.read()
-    assert spec is not None
-    arms = Deployment(
-        0, (Variant("a", "1", 50, "primary"), Variant("b", "2", 50, "arm")), Stickiness(header="x-user")
-    )
-    store.write(arms, action="ab", why="test log", expect_revision=spec.revision)
+    rollout("ab", "2", "--split", "50", "--header", "x-user")
+    spec = versions.store().read()
+    assert spec is not None and [(v.name, v.version, v.role) for v in spec.variants] == [
+        ("a", "1", "primary"),
+        ("b", "2", "arm"),
+    ]
     directory = load_project(versions.root).state_dir / "requests"
     answered: dict[str, str] = {}
     try:
@@ -83,13 +92,15 @@ def test_a_served_ab_split_logs_each_request_with_the_arm_that_answered(versions
                     )
                     assert r.status_code == 200, r.text
                     answered[r.headers["x-request-id"]] = r.json()["variant"]
-                labels = [{"request_id": rid, "label": 1} for rid in list(answered)[:10]]
+                labels = [{"request_id": rid, "label": i % 2} for i, rid in enumerate(answered)]
                 r = client.post(f"{server.url}/v2/models/{versions.name}/feedback", json=labels)
                 assert r.status_code == 200, r.text
             assert server.stop() == 0  # the log is flushed at shutdown
+        report = rollout("ab-report", "--metric", "accuracy")
     finally:
         reset(versions)
+    assert "two-proportion z" in report and "recommendation: " in report
     assert set(answered.values()) == {"a", "b"}
     rows = [r for r in join_feedback(directory).to_pylist() if r["request_id"] in answered]
     assert {r["request_id"]: r["variant"] for r in rows} == answered
-    assert sum(r["label"] == 1.0 for r in rows) == 10
+    assert sum(r["label"] is not None for r in rows) == 60
