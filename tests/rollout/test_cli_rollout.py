@@ -40,6 +40,7 @@ def unchanged(versions: Versions, before: Deployment | None) -> None:
         (["ab", "2", "--split", "100"], "strictly between 0 and 100"),
         (["ab", "7"], "version 7 is not registered"),
         (["ab-report"], "has no A/B test"),
+        (["canary", "2", "--require-shadow", "--no-wait"], "version 2 is not the shadow"),
     ],
 )
 def test_bad_input_is_refused_and_changes_nothing(versions: Versions, args: list[str], message: str) -> None:

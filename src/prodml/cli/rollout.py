@@ -15,7 +15,7 @@ from prodml.core.errors import ConfigError
 if TYPE_CHECKING:
     from prodml.core.project import Project
     from prodml.registry.deployment import Deployment, DeploymentStore
-    from prodml.rollout.analysis import Verdict
+    from prodml.rollout.analysis import Checks, Verdict
 
 app = typer.Typer(help="Canary, promote and roll back model versions on every replica.", no_args_is_help=True)
 
@@ -161,6 +161,9 @@ def canary(
     ] = None,
     why: Why = "canary",
     wait: Annotated[bool, typer.Option(help="Run the controller here until the rollout ends.")] = True,
+    require_shadow: Annotated[
+        bool, typer.Option(help="Refuse unless VERSION runs as the shadow and its report passes the checks.")
+    ] = False,
 ) -> None:
     """Start a canary of VERSION and (with --wait, the default) run it to promotion or rollback.
 
@@ -191,10 +194,32 @@ def canary(
         replicas=tuple(replica or s.replicas or [f"http://{project.serve.host}:{project.serve.port}"]),
         admin_urls=tuple(admin or s.admin_urls),
     )
+    if require_shadow:
+        _check_shadow(store, version, plan.replicas, checks)
     spec = start_canary(store, version, plan, why=why)
     console.print(_spec_table(spec, f"{store.name} — canary of version {version} (revision {spec.revision})"))
     if wait:
         _run(store)
+
+
+def _check_shadow(store: DeploymentStore, version: str, replicas: tuple[str, ...], checks: Checks) -> None:
+    from prodml.rollout.analysis import scrape, shadow_report
+    from prodml.rollout.gate import shadow_problems
+
+    spec = store.current()
+    mirrored = spec.role("shadow")
+    if mirrored is None or mirrored.version != version:
+        raise ConfigError(
+            f"--require-shadow: version {version} is not the shadow",
+            hint=f"shadow it first: prodml rollout shadow {version}, then prodml rollout shadow-report",
+        )
+    report = shadow_report(scrape(list(replicas)), shadow=version, primary=spec.primary.version)
+    problems = shadow_problems(report, checks)
+    if problems:
+        raise ConfigError(
+            f"--require-shadow: the shadow of version {version} does not pass: {'; '.join(problems)}",
+            hint="let it take more traffic, or fix it; see prodml rollout shadow-report",
+        )
 
 
 @app.command()
