@@ -36,6 +36,11 @@ def unchanged(versions: Versions, before: Deployment | None) -> None:
         (["canary", "2", "--failures", "0", "--no-wait"], "give at least 1"),
         (["pause"], "no rollout is in progress"),
         (["promote"], "no rollout is in progress"),
+        (["ab", "1"], "is the primary already"),
+        (["ab", "2", "--split", "100"], "strictly between 0 and 100"),
+        (["ab", "7"], "version 7 is not registered"),
+        (["ab-report"], "has no A/B test"),
+        (["canary", "2", "--require-shadow", "--no-wait"], "version 2 is not the shadow"),
     ],
 )
 def test_bad_input_is_refused_and_changes_nothing(versions: Versions, args: list[str], message: str) -> None:

@@ -96,6 +96,11 @@ def test_a_failing_shadow_changes_nothing_for_clients(
         and f'version="{erroring}"' in line
     )
     assert errors > 0  # the shadow ran, failed, and was counted
+    gated = rollout(
+        versions, "canary", erroring, "--require-shadow", "--no-wait", "--min-requests", "1", *replica_args
+    )
+    assert gated.returncode == 2 and "does not pass: server error rate" in gated.stderr, gated.stderr
+    assert not versions.store().current().active  # refused: nothing started
 
     # a working shadow: agreement and prediction shift against the primary
     assert rollout(versions, "shadow", "--stop", *admin).returncode == 0
@@ -107,6 +112,11 @@ def test_a_failing_shadow_changes_nothing_for_clients(
     assert report.returncode == 0, report.stderr
     assert "agreement 0." in report.stdout or "agreement 1.0" in report.stdout
     assert re.search(r"PSI \d+\.\d+, KS \d", report.stdout)  # the shift is measured
-    assert rollout(versions, "shadow", "--stop", *admin).returncode == 0
+    gate = ("--require-shadow", "--no-wait", "--min-requests", "1", "--max-prediction-shift", "10")
+    passed = rollout(versions, "canary", "2", *gate, *replica_args)
+    assert passed.returncode == 0, passed.stderr  # the shadow passed: the canary starts
+    started = versions.store().current()
+    assert started.active and started.role("shadow") is None  # the shadow became the canary
+    assert rollout(versions, "abort").returncode == 0
     spec = versions.store().read()
     assert spec is not None and spec.role("shadow") is None

@@ -109,7 +109,7 @@ def _entry(rows: int) -> tuple[Any, ...]:
     numbers[0, 1] = np.nan
     strings = np.array([[f"plan-{i}"] for i in range(rows)], dtype=object)
     prediction = np.full((rows, 2), 0.5, np.float32)
-    return ("r1", "churn", "4", 12.5, (("a", "b"), ("plan",)), numbers, strings, prediction)
+    return ("r1", "churn", "4", "primary", 12.5, (("a", "b"), ("plan",)), numbers, strings, prediction)
 
 
 def test_a_log_message_holds_inputs_by_column_and_nulls_as_null() -> None:
@@ -121,6 +121,7 @@ def test_a_log_message_holds_inputs_by_column_and_nulls_as_null() -> None:
         "request_id": "r1",
         "model": "churn",
         "version": "4",
+        "variant": "primary",
         "ts": 12.5,
         "rows": 2,
         "first_row": 0,

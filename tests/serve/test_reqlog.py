@@ -59,8 +59,8 @@ def test_request_log_writes_one_part_per_input_layout(tmp_path) -> None:  # type
     log.record("c", "churn", "2", {NUMBERS: np.array([[4.0, 5.0]], np.float32)}, out, 3.0, same)
     parts = log.flush()
     assert [pq.read_table(p).column_names for p in parts] == [
-        ["request_id", "row", "ts", "version", "model", "age", "plan", "prediction"],
-        ["request_id", "row", "ts", "version", "model", "age", "fee", "prediction"],
+        ["request_id", "row", "ts", "version", "variant", "model", "age", "plan", "prediction"],
+        ["request_id", "row", "ts", "version", "variant", "model", "age", "fee", "prediction"],
     ]
     assert [r["fee"] for r in pq.read_table(parts[1]).to_pylist()] == [3.0, 5.0]
     assert log.pending == 0 and log.flush() == []

@@ -15,7 +15,7 @@ from prodml.core.errors import ConfigError
 if TYPE_CHECKING:
     from prodml.core.project import Project
     from prodml.registry.deployment import Deployment, DeploymentStore
-    from prodml.rollout.analysis import Verdict
+    from prodml.rollout.analysis import Checks, Verdict
 
 app = typer.Typer(help="Canary, promote and roll back model versions on every replica.", no_args_is_help=True)
 
@@ -161,6 +161,9 @@ def canary(
     ] = None,
     why: Why = "canary",
     wait: Annotated[bool, typer.Option(help="Run the controller here until the rollout ends.")] = True,
+    require_shadow: Annotated[
+        bool, typer.Option(help="Refuse unless VERSION runs as the shadow and its report passes the checks.")
+    ] = False,
 ) -> None:
     """Start a canary of VERSION and (with --wait, the default) run it to promotion or rollback.
 
@@ -191,10 +194,32 @@ def canary(
         replicas=tuple(replica or s.replicas or [f"http://{project.serve.host}:{project.serve.port}"]),
         admin_urls=tuple(admin or s.admin_urls),
     )
+    if require_shadow:
+        _check_shadow(store, version, plan.replicas, checks)
     spec = start_canary(store, version, plan, why=why)
     console.print(_spec_table(spec, f"{store.name} — canary of version {version} (revision {spec.revision})"))
     if wait:
         _run(store)
+
+
+def _check_shadow(store: DeploymentStore, version: str, replicas: tuple[str, ...], checks: Checks) -> None:
+    from prodml.rollout.analysis import scrape, shadow_report
+    from prodml.rollout.gate import shadow_problems
+
+    spec = store.current()
+    mirrored = spec.role("shadow")
+    if mirrored is None or mirrored.version != version:
+        raise ConfigError(
+            f"--require-shadow: version {version} is not the shadow",
+            hint=f"shadow it first: prodml rollout shadow {version}, then prodml rollout shadow-report",
+        )
+    report = shadow_report(scrape(list(replicas)), shadow=version, primary=spec.primary.version)
+    problems = shadow_problems(report, checks)
+    if problems:
+        raise ConfigError(
+            f"--require-shadow: the shadow of version {version} does not pass: {'; '.join(problems)}",
+            hint="let it take more traffic, or fix it; see prodml rollout shadow-report",
+        )
 
 
 @app.command()
@@ -289,6 +314,87 @@ def shadow(
         raise ConfigError(f"--sample {sample!r}: mirror more than 0%", hint="e.g. --sample 10%")
     spec = set_shadow(store, version, sample=share, why=why, admin_urls=admin or project.rollout.admin_urls)
     console.print(_spec_table(spec, f"{store.name} — revision {spec.revision}"))
+
+
+@app.command()
+@handle_errors
+def ab(
+    version: Annotated[str, typer.Argument(help="The version tested against the primary (arm b).")],
+    split: Annotated[float, typer.Option(help="Percent of requests (keys) sent to VERSION.")] = 50.0,
+    key: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help="The request field that keeps a key on one arm, e.g. customer_id."),
+    ] = None,
+    header: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help="Or the request header that does (e.g. x-user)."),
+    ] = None,
+    admin: Annotated[
+        Optional[list[str]],  # noqa: UP045
+        typer.Option(help="A replica's admin base URL, told to reload (repeatable)."),
+    ] = None,
+    why: Why = "A/B test",
+) -> None:
+    """Split requests between the primary (arm a) and VERSION (arm b), sticky by --key or --header."""
+    from prodml.rollout.abtest import start_ab
+
+    project, store = _store()
+    spec = start_ab(
+        store,
+        version,
+        split=split,
+        field=key,
+        header=header,
+        why=why,
+        admin_urls=admin or project.rollout.admin_urls,
+    )
+    console.print(_spec_table(spec, f"{store.name} — revision {spec.revision}"))
+
+
+@app.command("ab-report")
+@handle_errors
+def ab_report(
+    metric: Annotated[
+        str, typer.Option(help="accuracy (z-test), error (Welch t) or auc (bootstrap).")
+    ] = "accuracy",
+    effect: Annotated[float, typer.Option(help="The smallest difference worth detecting (absolute).")] = 0.02,
+    alpha: Annotated[float, typer.Option(help="Significance level (two-sided).")] = 0.05,
+    power: Annotated[float, typer.Option(help="Power for the sample size still needed.")] = 0.8,
+) -> None:
+    """Arm b against arm a on the request log joined with feedback labels: metric per arm with its
+    interval, the test, rows still needed, and a recommendation."""
+    from prodml.core.errors import SourceNotFound
+    from prodml.rollout.abtest import ab_report as report_of
+    from prodml.serve.reqlog import join_feedback
+
+    project, store = _store()
+    spec = store.current()
+    arm = spec.role("arm")
+    if arm is None:
+        raise ConfigError(f"'{store.name}' has no A/B test", hint="start one: prodml rollout ab VERSION")
+    directory = project.state_dir / "requests"
+    if not any((directory / "requests").glob("*.parquet")):
+        raise SourceNotFound(f"no request log under {directory}", hint="serve with request logging on")
+    report = report_of(
+        join_feedback(directory),
+        spec.primary.name,
+        arm.name,
+        metric=metric,
+        effect=effect,
+        alpha=alpha,
+        power=power,
+    )
+    table = Table(title=f"{store.name} — A/B: {metric} ({report['test']})")
+    for col in ("arm", "labelled", metric, "95% interval"):
+        table.add_column(col)
+    for name, r in report["arms"].items():
+        table.add_row(name, str(r["labelled"]), f"{r['value']:.4f}", f"[{r['low']:.4f}, {r['high']:.4f}]")
+    console.print(table)
+    console.print(
+        f"b − a = {report['difference']:+.4f} [{report['low']:+.4f}, {report['high']:+.4f}], "
+        f"p = {report['p_value']:.4g}; rows per arm needed for {effect}: {report['needed_per_arm']}"
+    )
+    console.print(f"recommendation: {report['recommendation']}")
 
 
 @app.command("shadow-report")

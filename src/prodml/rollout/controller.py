@@ -74,7 +74,12 @@ class CanaryPlan:
 
 
 def _with_canary(spec: Deployment, primary: Variant, version: str, weight: float) -> tuple[Variant, ...]:
-    others = tuple(v for v in spec.variants if v.role not in ("primary", "canary"))
+    # a shadow of the canary's own version ends as it starts answering (a version serves one role)
+    others = tuple(
+        v
+        for v in spec.variants
+        if v.role not in ("primary", "canary") and not (v.role == "shadow" and v.version == version)
+    )
     return (
         replace(primary, weight=100 - weight),
         Variant("canary", version, weight, "canary"),

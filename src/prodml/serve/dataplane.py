@@ -202,7 +202,9 @@ class DataPlane:
                 logged, layout = feeds, model.validator.layout
                 if keys is not None:  # the entity key goes into the log with the features it fetched
                     logged, layout = with_key(feeds, layout, model.online.entity, keys)
-                self.log.record(request_id, model.name, model.version, logged, outputs, time.time(), layout)
+                self.log.record(
+                    request_id, model.name, model.version, logged, outputs, time.time(), layout, variant
+                )
             except Exception:  # the answer is ready: a log that cannot take it must not fail the request
                 self.log.dropped += rows
                 if not self._log_failed:

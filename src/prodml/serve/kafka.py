@@ -48,7 +48,7 @@ _MAX_BYTES = 1_000_000  # librdkafka's default message.max.bytes
 
 
 def _message(entry: Entry, start: int, stop: int, part: int, parts: int) -> bytes:
-    request_id, model, version, ts, (numbers, strings), numeric, text, prediction = entry
+    request_id, model, version, variant, ts, (numbers, strings), numeric, text, prediction = entry
     inputs: dict[str, Any] = {}
     if numeric is not None:  # float32 columns, NaN → null
         inputs.update(zip(numbers, np.ascontiguousarray(numeric[start:stop].T), strict=True))
@@ -60,6 +60,7 @@ def _message(entry: Entry, start: int, stop: int, part: int, parts: int) -> byte
             "request_id": request_id,
             "model": model,
             "version": version,
+            "variant": variant,
             "ts": ts,
             "rows": stop - start,
             "first_row": start,

@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 from prodml.core.files import atomic_path
 from prodml.serve.validation import NUMBERS, STRINGS
 
-__all__ = ["Entry", "Recorder", "RequestLog", "join_feedback"]
+__all__ = ["Entry", "Recorder", "RequestLog", "join_feedback", "with_variant"]
 
 logger = logging.getLogger(__name__)
 
@@ -32,9 +32,10 @@ Layout = tuple[tuple[str, ...], tuple[str, ...]]  # the numeric and the string c
 _ROWS = np.arange(10_000, dtype=np.int32)  # row numbers within a request, shared
 
 
-# One request: (request_id, model, version, ts, layout, numbers, strings, prediction). A plain tuple of
-# strings, numbers and arrays, which the garbage collector stops tracking after one pass.
-Entry = tuple[str, str, str, float, Layout, np.ndarray | None, np.ndarray | None, np.ndarray]
+# One request: (request_id, model, version, variant, ts, layout, numbers, strings, prediction). A plain
+# tuple of strings, numbers and arrays, which the garbage collector stops tracking after one pass.
+# ``variant``: the deployment spec's variant that answered (see serve.routing), "primary" without a spec.
+Entry = tuple[str, str, str, str, float, Layout, np.ndarray | None, np.ndarray | None, np.ndarray]
 _TEXT_SLICE = 1024  # strings converted to Arrow per step (~0.1 ms): bounds how long the loop is held
 _CHUNK_ROWS = 2048  # rows per preallocated chunk of the request log's buffers
 
@@ -65,6 +66,7 @@ class _Columns:
         self.ids: list[str] = []
         self.models: list[str] = []
         self.versions: list[str] = []
+        self.variants: list[str] = []
         self.ts: list[float] = []
 
     def add(
@@ -72,6 +74,7 @@ class _Columns:
         request_id: str,
         model: str,
         version: str,
+        variant: str,
         ts: float,
         numbers: np.ndarray | None,
         strings: np.ndarray | None,
@@ -88,6 +91,7 @@ class _Columns:
         self.ids.append(request_id)
         self.models.append(model)
         self.versions.append(version)
+        self.variants.append(variant)
         self.ts.append(ts)
         chunk.row[start:end] = _ROWS[:n] if n <= len(_ROWS) else np.arange(n)
         if numbers is not None:
@@ -128,17 +132,19 @@ class _Columns:
         for values in (
             self.ids,
             self.versions,
+            self.variants,
             self.models,
             *(string_matrix[:, i] for i in range(len(strings))),
         ):
             yield from text(values)
-        ids, versions, models, *string_columns = texts
+        ids, versions, variants, models, *string_columns = texts
         columns: dict[str, Any] = {
             # one string per request, not per row: a 100-row request converts 1 id, not 100
             "request_id": pa.DictionaryArray.from_arrays(request, ids),
             "row": self._joined("row"),
             "ts": np.array(self.ts, np.float64)[request],
             "version": pa.DictionaryArray.from_arrays(request, versions),
+            "variant": pa.DictionaryArray.from_arrays(request, variants),
             "model": pa.DictionaryArray.from_arrays(request, models),
         }
         yield None
@@ -176,10 +182,12 @@ class Recorder:
         outputs: list[np.ndarray],
         ts: float,
         layout: Layout,
+        variant: str = "primary",
     ) -> None:
         """Keep one request's validated inputs (two matrices, see ``Validator.feeds``) and its output.
 
         ``layout``: the numeric and the string column names, in matrix order (``Validator.layout``).
+        ``variant``: the deployment spec's variant that answered ("primary" without a spec).
         """
         prediction = outputs[-1]
         n = len(prediction)
@@ -189,7 +197,17 @@ class Recorder:
             self.dropped += n
             return
         self._keep(
-            (request_id, model, version, ts, layout, feeds.get(NUMBERS), feeds.get(STRINGS), prediction)
+            (
+                request_id,
+                model,
+                version,
+                variant,
+                ts,
+                layout,
+                feeds.get(NUMBERS),
+                feeds.get(STRINGS),
+                prediction,
+            )
         )
 
     def _keep(self, entry: Entry) -> None:
@@ -252,11 +270,11 @@ class RequestLog(Recorder):
         # the first conversion of dictionary and list arrays loads parts of Arrow: pay it at start, not in
         # a flush under load (the server pays Arrow's other first conversions in warm_arrow)
         warm = _Columns(((), ()), 1)
-        warm.add("", "", "", 0.0, None, None, np.zeros((1, 1), np.float32))
+        warm.add("", "", "", "", 0.0, None, None, np.zeros((1, 1), np.float32))
         warm.table()
 
     def _keep(self, entry: Entry) -> None:
-        request_id, model, version, ts, layout, numbers, strings, prediction = entry
+        request_id, model, version, variant, ts, layout, numbers, strings, prediction = entry
         n = len(prediction)
         width = prediction.size // n
         columns = self._current
@@ -265,7 +283,7 @@ class RequestLog(Recorder):
             if columns is None:
                 columns = self._parts[(layout, width)] = _Columns(layout, width)
             self._current = columns
-        columns.add(request_id, model, version, ts, numbers, strings, prediction)
+        columns.add(request_id, model, version, variant, ts, numbers, strings, prediction)
         self._rows += n
 
     @property
@@ -321,8 +339,24 @@ class RequestLog(Recorder):
         return written
 
 
+def with_variant(table: pa.Table) -> pa.Table:
+    """``table`` with a ``variant`` column: logs written before it existed (or rows without one) read as
+    ``"primary"``, the only variant a server without a deployment spec has."""
+    import pyarrow.compute as pc
+
+    if "variant" not in table.column_names:
+        return table.append_column("variant", pa.array(["primary"] * table.num_rows, pa.string()))
+    column = table.column("variant").cast(pa.string())
+    return table.set_column(table.column_names.index("variant"), "variant", pc.fill_null(column, "primary"))
+
+
 def join_feedback(directory: Path) -> pa.Table:
-    """Every logged row with its label where one arrived (LEFT JOIN on request id)."""
+    """Every logged row with its label where one arrived (LEFT JOIN on request id); ``variant`` is
+    ``"primary"`` for rows logged before the column existed."""
+    return with_variant(_join_feedback(directory))
+
+
+def _join_feedback(directory: Path) -> pa.Table:
     import duckdb
 
     requests = str(directory / "requests" / "*.parquet")
