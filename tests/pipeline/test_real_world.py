@@ -252,3 +252,35 @@ def test_cli_train_succeeds_on_the_unedited_project_without_mlflow_chatter(tmp_p
     assert "species version 1" in out.stdout
     assert "roc_auc_ovr" in out.stdout
     assert "INFO" not in out.stderr and "INFO" not in out.stdout, out.stderr
+
+
+@pytest.mark.parametrize("trained", ["rentals"], indirect=True)  # the table with a date input
+def test_batch_scores_date_columns_as_the_server_scores_their_text(trained: Trained, tmp_path: Path) -> None:
+    """A Parquet date (or timestamp) column feeds a date input as its ISO text would (issue 15, item 2)."""
+    from datetime import date
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from prodml.batch import score
+
+    records = _records(trained.X)
+    as_text = pa.Table.from_pylist(records)
+    days = pa.array([date.fromisoformat(str(r["day"])[:10]) for r in records], pa.date32())
+    as_date = as_text.set_column(as_text.schema.get_field_index("day"), "day", days)
+    stamps = days.cast(pa.timestamp("s"))
+    as_stamp = as_text.set_column(as_text.schema.get_field_index("day"), "day", stamps)
+    predictions = []
+    for name, table in (("text", as_text), ("date", as_date), ("stamp", as_stamp)):
+        pq.write_table(table, tmp_path / f"{name}.parquet")
+        result = score(
+            str(tmp_path / f"{name}.parquet"),
+            str(tmp_path / f"out-{name}"),
+            project=load_project(trained.root),
+            tracking_uri=trained.tracking,
+            profile=False,
+        )
+        assert result.rejected == 0
+        out = pq.read_table(tmp_path / f"out-{name}").sort_by("row")
+        predictions.append(out.drop_columns(["scored_at"]).to_pylist())
+    assert predictions[0] == predictions[1] == predictions[2]
