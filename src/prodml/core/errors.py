@@ -18,7 +18,13 @@ its boundary, and never by inspecting messages::
     ├── export.onnx.ExportError      exit 8   HTTP 500  INTERNAL           ONNX disagrees with the model
     ├── export.package.TamperedArtifact exit 9 HTTP 500 DATA_LOSS          a digest does not match
     ├── registry.mlflow.RegistryError exit 10 HTTP 502  INTERNAL           the registry refused a call
-    └── registry.promotion.GateRefused exit 11 HTTP 409 FAILED_PRECONDITION the promotion gate said no
+    ├── registry.promotion.GateRefused exit 11 HTTP 409 FAILED_PRECONDITION the promotion gate said no
+    ├── monitor.summary.DriftBreach  exit 12  HTTP 409  FAILED_PRECONDITION drift broke a threshold
+    ├── data.online_store.MissingEntity exit 6 HTTP 404 NOT_FOUND          no online row for an entity
+    ├── data.online_store.FeaturesUnavailable exit 7 HTTP 424 UNAVAILABLE  the store is down, policy: fail
+    ├── (under Unavailable) data.online_store.StoreUnavailable             the online store does not answer
+    ├── (under DataError) batch.commit.OutputError                         the output cannot be written
+    └── (under ContractViolation) batch.rejects.TooManyRejects             rejects above the allowed rate
 
 Messages follow one rule: name the thing, then the fix. The ``hint`` is shown on its own line by the CLI.
 Field-level detail (a request's broken columns, a project file's bad keys) is one attribute on every
