@@ -194,3 +194,20 @@ def test_metric_table_matches_the_metric_functions() -> None:
     from prodml.train.metrics import METRICS
 
     assert {n: m.tasks for n, m in METRICS.items()} == METRIC_TASKS
+
+
+def test_monitor_keys_have_defaults_and_bad_values_are_named(tmp_path: Path) -> None:
+    project = load_project(
+        write_project(tmp_path / "ok", MINIMAL + "monitor: {cooldown: 7d, sample_every: 4}\n"), environ={}
+    )
+    assert (project.monitor.cooldown, project.monitor.sample_every, project.monitor.rows_per_request) == (
+        "7d",
+        4,
+        16,
+    )
+    text = MINIMAL + "monitor: {cooldown: soon, sample_every: 0}\n"
+    with pytest.raises(ConfigError) as info:
+        load_project(write_project(tmp_path / "bad", text), environ={})
+    problems = dict(info.value.problems)
+    assert "soon" in problems["monitor.cooldown"]
+    assert "monitor.sample_every" in problems

@@ -203,14 +203,16 @@ def check(
         Optional[str], typer.Option(help="What to do on a breach: 'retrain' (train, gate, challenger).")  # noqa: UP045
     ] = None,
     cooldown: Annotated[
-        str, typer.Option(help="No retraining again within this long (e.g. 24h, 7d).")
-    ] = "24h",
+        Optional[str],  # noqa: UP045
+        typer.Option(help="No retraining again within this long (e.g. 24h, 7d); default monitor.cooldown."),
+    ] = None,
 ) -> None:
     """Exit 12 when the newest window breaks a threshold (0 otherwise); --on-breach retrain retrains."""
     from prodml.monitor.windows import parse_every
 
     if on_breach not in (None, "retrain"):
         raise ConfigError(f"--on-breach {on_breach!r} is not an action", hint="use --on-breach retrain")
+    cooldown = cooldown or project_of().monitor.cooldown
     kind, cooldown_s = parse_every(cooldown)
     if kind != "time":
         raise ConfigError(f"--cooldown {cooldown!r} is not a duration", hint="e.g. --cooldown 24h")

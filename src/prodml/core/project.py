@@ -415,6 +415,12 @@ class Monitor(_Strict):
     window_rows: int = Field(default=10_000, gt=0)
     psi_threshold: float = Field(default=0.2, gt=0)
     ks_threshold: float = Field(default=0.1, gt=0, le=1)
+    cooldown: str = Field(default="24h", pattern=r"^\d+(\.\d+)?[smhdw]$")
+    """``monitor check --on-breach retrain`` retrains at most once within this long (e.g. 24h, 7d)."""
+    sample_every: int = Field(default=1, ge=1)
+    """The server's live drift sketch observes every k-th request (a systematic sample)."""
+    rows_per_request: int = Field(default=16, ge=1)
+    """The live sketch keeps at most this many rows of a request (evenly spaced)."""
 
 
 class Tracking(_Strict):

@@ -32,7 +32,7 @@ ROWS_PER_REQUEST = 16
 
 
 def live_drift(
-    manager: ModelManager, metrics: Metrics, monitor: Monitor, *, rows_per_request: int = ROWS_PER_REQUEST
+    manager: ModelManager, metrics: Metrics, monitor: Monitor, *, rows_per_request: int | None = None
 ) -> None:
     """Give each model version ``manager`` builds from now on a sketch (windows and thresholds from the
     project's ``monitor`` section); export the served one's gauges."""
@@ -45,7 +45,8 @@ def live_drift(
                 model.validator.layout,
                 window_rows=monitor.window_rows,
                 thresholds=thresholds,
-                rows_per_request=rows_per_request,
+                rows_per_request=rows_per_request or monitor.rows_per_request,
+                sample_every=monitor.sample_every,
             )
         except Exception:  # a profile the sketch cannot read costs the gauges, never the model
             logger.exception("no live drift for %s version %s", model.name, model.version)
