@@ -75,3 +75,15 @@ def test_bad_windows_name_the_fix() -> None:
         parse_every("soon")
     with pytest.raises(ConfigError, match="needs timestamps"):
         split(pd.DataFrame({"x": [1.0]}), "1d")
+
+
+def test_the_kafka_source_needs_its_settings_and_a_broker_that_answers(project_dir: Path) -> None:
+    from prodml.core.errors import DataError, Unavailable
+    from tests.servers import free_port
+
+    project = load_project(project_dir, environ={})
+    with pytest.raises(DataError, match="serve.request_log.kafka"):
+        load("kafka", project)
+    nobody = {"PRODML_SERVE__REQUEST_LOG__KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}"}
+    with pytest.raises(Unavailable, match="did not answer"):
+        load("requests", load_project(project_dir, environ=nobody))  # the default source follows the log

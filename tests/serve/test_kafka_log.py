@@ -82,6 +82,19 @@ def test_request_log_on_kafka(served: Served) -> None:
             labels = consume(bootstrap, "prodml-feedback", {"req-two-rows"})
             assert labels["req-two-rows"][0]["label"] == 1.0
 
+            # prodml monitor reads the same log back (its default source, when the server logs to Kafka)
+            from prodml.core.project import load_project
+            from prodml.monitor.sources import load
+
+            frame = load("requests", load_project(served.root, environ=env))
+            assert sorted(frame["request_id"]) == ["req-mlflow", "req-two-rows", "req-two-rows"]
+            two = frame[frame["request_id"] == "req-two-rows"]
+            assert list(two["label"]) == [1.0, 1.0]
+            assert frame[frame["request_id"] == "req-mlflow"]["label"].isna().all()
+            assert two["__prediction__"].between(0, 1).all() and (frame["version"] == "1").all()
+            numeric = next(k for k, v in rows[0].items() if isinstance(v, float))
+            assert two[numeric].iloc[0] == pytest.approx(rows[0][numeric], rel=1e-6)
+
             # the broker dies: clients see nothing; what was logged meanwhile is delivered once it is back
             broker.kill()
             broker.wait(5)

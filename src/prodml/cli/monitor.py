@@ -24,7 +24,8 @@ SourceOpt = Annotated[
     typer.Option(
         "--source",
         "-s",
-        help="requests (the server's log), log:DIR, source:NAME (a project source) or a Parquet/CSV path.",
+        help="requests (the server's log, Parquet or Kafka), kafka, log:DIR, source:NAME (a project source)"
+        " or a Parquet/CSV path.",
     ),
 ]
 WindowOpt = Annotated[

@@ -6,7 +6,9 @@ see :func:`prodml.export.drift.prediction_score`), and when known ``ts`` (epoch 
 
 Source specs (``prodml monitor report --source …``):
 
-- ``requests`` (default): the project's request log, ``.prodml/requests``;
+- ``requests`` (default): the project's request log: ``.prodml/requests``, or the Kafka topic when
+  ``serve.request_log.kafka`` is set (:mod:`prodml.monitor.kafka`);
+- ``kafka``: the Kafka request log (and its feedback topic) of ``serve.request_log.kafka``;
 - ``log:DIR``: a request log directory (``requests/`` and ``feedback/`` Parquet parts);
 - ``source:NAME``: a source of ``prodml.yaml`` (a batch output, a stream's log, a table);
 - anything else: a path, directory or glob of Parquet or CSV files (``s3://`` too).
@@ -24,7 +26,7 @@ from prodml.core.errors import DataError, SourceNotFound
 from prodml.core.project import Project
 from prodml.export.drift import PREDICTION, prediction_score
 
-__all__ = ["from_table", "load", "request_log"]
+__all__ = ["from_table", "kafka_log", "load", "request_log"]
 
 TIME_COLUMNS = ("ts", "timestamp", "event_ts", "prediction_ts")
 PREDICTION_COLUMNS = ("prediction", "score", "probability", "variable")
@@ -83,8 +85,32 @@ def from_table(table: pa.Table, *, ts: str | None = None, prediction: str | None
     return frame
 
 
+def kafka_log(project: Project) -> pd.DataFrame:
+    """The request log on Kafka, as :func:`request_log` gives the Parquet one (labels joined by id)."""
+    from prodml.monitor.kafka import read_request_log
+
+    spec = project.serve.request_log.kafka
+    if spec is None:
+        raise DataError(
+            "--source kafka needs serve.request_log.kafka in prodml.yaml",
+            hint="set serve.request_log.kafka.bootstrap_servers (or PRODML_SERVE__REQUEST_LOG__KAFKA__"
+            "BOOTSTRAP_SERVERS)",
+        )
+    table, labels = read_request_log(spec)
+    frame = from_table(
+        table.sort_by([("ts", "ascending"), ("row", "ascending")]), ts="ts", prediction="prediction"
+    )
+    if labels:
+        frame["label"] = frame["request_id"].map(labels)
+    return frame.drop(columns=["row"], errors="ignore")
+
+
 def load(spec: str, project: Project | None) -> pd.DataFrame:
     """The rows named by ``spec`` (see the module doc)."""
+    if spec == "kafka" or (spec == "requests" and project is not None and project.serve.request_log.kafka):
+        if project is None:
+            raise DataError("--source kafka needs a project", hint="pass --project")
+        return kafka_log(project)
     if spec == "requests" or spec.startswith("log:"):
         if spec == "requests" and project is None:
             raise DataError("--source requests needs a project", hint="pass --project, or a path")
