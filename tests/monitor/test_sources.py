@@ -82,7 +82,7 @@ def test_the_kafka_source_needs_its_settings_and_a_broker_that_answers(project_d
     from tests.servers import free_port
 
     project = load_project(project_dir, environ={})
-    with pytest.raises(DataError, match="serve.request_log.kafka"):
+    with pytest.raises(DataError, match=r"serve\.request_log\.kafka"):
         load("kafka", project)
     nobody = {"PRODML_SERVE__REQUEST_LOG__KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}"}
     with pytest.raises(Unavailable, match="did not answer"):
