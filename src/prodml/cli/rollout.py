@@ -13,9 +13,11 @@ from prodml.cli._common import console, handle_errors, project_of, tracking_uri
 from prodml.core.errors import ConfigError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
     from prodml.core.project import Project
     from prodml.registry.deployment import Deployment, DeploymentStore
-    from prodml.rollout.analysis import Checks, Verdict
+    from prodml.rollout.analysis import Checks, Snapshot, Verdict
 
 app = typer.Typer(help="Canary, promote and roll back model versions on every replica.", no_args_is_help=True)
 
@@ -29,6 +31,18 @@ def _store() -> tuple[Project, DeploymentStore]:
     project = project_of()
     registry = Registry(tracking_uri_for(project, override=tracking_uri()))
     return project, DeploymentStore(registry, project.tracking.registered_model or project.name)
+
+
+def _scrape(project: Project) -> Callable[[Sequence[str]], Snapshot]:
+    """Where rollout metrics come from: Prometheus when ``rollout.prometheus_url`` is set, else the
+    replicas' own ``/metrics``."""
+    if project.rollout.prometheus_url:
+        from prodml.rollout.prometheus import scraper
+
+        return scraper(project.rollout.prometheus_url, project.rollout.prometheus_selector)
+    from prodml.rollout.analysis import scrape
+
+    return scrape
 
 
 def parse_seconds(text: str, option: str) -> float:
@@ -117,10 +131,10 @@ def _print_window(spec: Deployment, verdict: Verdict) -> None:
     )
 
 
-def _run(store: DeploymentStore) -> None:
+def _run(project: Project, store: DeploymentStore) -> None:
     from prodml.rollout.controller import Controller
 
-    final = Controller(store, on_window=_print_window).run()
+    final = Controller(store, scrape_metrics=_scrape(project), on_window=_print_window).run()
     if final is None or final.rollout is None:
         console.print("no rollout in progress")
         return
@@ -195,15 +209,17 @@ def canary(
         admin_urls=tuple(admin or s.admin_urls),
     )
     if require_shadow:
-        _check_shadow(store, version, plan.replicas, checks)
+        _check_shadow(project, store, version, plan.replicas, checks)
     spec = start_canary(store, version, plan, why=why)
     console.print(_spec_table(spec, f"{store.name} — canary of version {version} (revision {spec.revision})"))
     if wait:
-        _run(store)
+        _run(project, store)
 
 
-def _check_shadow(store: DeploymentStore, version: str, replicas: tuple[str, ...], checks: Checks) -> None:
-    from prodml.rollout.analysis import scrape, shadow_report
+def _check_shadow(
+    project: Project, store: DeploymentStore, version: str, replicas: tuple[str, ...], checks: Checks
+) -> None:
+    from prodml.rollout.analysis import shadow_report
     from prodml.rollout.gate import shadow_problems
 
     spec = store.current()
@@ -213,7 +229,7 @@ def _check_shadow(store: DeploymentStore, version: str, replicas: tuple[str, ...
             f"--require-shadow: version {version} is not the shadow",
             hint=f"shadow it first: prodml rollout shadow {version}, then prodml rollout shadow-report",
         )
-    report = shadow_report(scrape(list(replicas)), shadow=version, primary=spec.primary.version)
+    report = shadow_report(_scrape(project)(replicas), shadow=version, primary=spec.primary.version)
     problems = shadow_problems(report, checks)
     if problems:
         raise ConfigError(
@@ -226,8 +242,8 @@ def _check_shadow(store: DeploymentStore, version: str, replicas: tuple[str, ...
 @handle_errors
 def run() -> None:
     """Run the controller for the rollout in progress (resumes from the stored spec and its events)."""
-    _, store = _store()
-    _run(store)
+    project, store = _store()
+    _run(project, store)
 
 
 @app.command()
@@ -407,7 +423,6 @@ def shadow_report(
 ) -> None:
     """The shadow against the primary, over all replicas: agreement, prediction shift, errors, latency,
     drops."""
-    from prodml.rollout.analysis import scrape
     from prodml.rollout.analysis import shadow_report as report_of
 
     project, store = _store()
@@ -416,7 +431,7 @@ def shadow_report(
     if mirrored is None:
         raise ConfigError(f"'{store.name}' has no shadow", hint="start one: prodml rollout shadow VERSION")
     urls = replica or project.rollout.replicas or [f"http://{project.serve.host}:{project.serve.port}"]
-    report = report_of(scrape(urls), shadow=mirrored.version, primary=spec.primary.version)
+    report = report_of(_scrape(project)(urls), shadow=mirrored.version, primary=spec.primary.version)
     table = Table(title=f"{store.name} — shadow v{mirrored.version} vs primary v{spec.primary.version}")
     for col in ("", "requests", "server errors", "p99 ms"):
         table.add_column(col)
