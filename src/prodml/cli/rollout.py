@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
@@ -446,3 +448,78 @@ def shadow_report(
         f"KS {report.get('prediction_ks')}, dropped {report['dropped']}"
         + (f"; unreachable: {', '.join(report['missing'])}" if report["missing"] else "")
     )
+
+
+@app.command("set")
+@handle_errors
+def set_spec(
+    spec_file: Annotated[Path, typer.Argument(help="The spec (JSON or YAML): variants, stickiness.")],
+    why: Why = "set by hand",
+    admin: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(
+            help="Change it through this replica's admin port (PRODML_ADMIN_TOKEN): applied at once."
+        ),
+    ] = None,
+) -> None:
+    """Replace the deployment: every variant's version, weight and role, and the stickiness key.
+
+    The spec is written to the registry (every replica picks it up at its next check; those in
+    rollout.admin_urls are told at once), or through --admin, a replica's admin port, which writes it and
+    applies it on that replica before it answers.
+    """
+    import os
+
+    import httpx
+    import yaml
+
+    from prodml.core.errors import Unavailable
+    from prodml.registry.deployment import parse_spec, validate, who
+    from prodml.rollout.controller import notify
+
+    project, store = _store()
+    try:
+        raw = yaml.safe_load(spec_file.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(
+            f"cannot read the spec {spec_file}: {exc}", hint="give a JSON or YAML file"
+        ) from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{spec_file} is not a spec object", hint='e.g. {"variants": [{"name": ...}]}')
+    spec = parse_spec(json.dumps(raw), where=str(spec_file))
+    validate(spec, [mv.version for mv in store.registry.versions(store.name)])
+    stored = store.read()
+    if stored is not None and stored.active:
+        raise ConfigError(
+            "a rollout is in progress; nothing was changed",
+            hint="let it finish, or end it first: prodml rollout abort",
+        )
+    base = None if stored is None else stored.revision
+    if admin:
+        token = os.environ.get("PRODML_ADMIN_TOKEN", "")
+        body = {**raw, "why": why, "who": who(), "revision": base}
+        try:
+            answer = httpx.post(
+                f"{admin.rstrip('/')}/admin/deployment",
+                json=body,
+                headers={"authorization": f"Bearer {token}"},
+                timeout=60,
+            )
+        except httpx.HTTPError as exc:
+            raise Unavailable(
+                f"the admin port {admin} did not answer: {exc}", hint="is the server up?"
+            ) from None
+        if answer.status_code != 200:
+            hint = (
+                "set PRODML_ADMIN_TOKEN to the server's token"
+                if answer.status_code == 401
+                else "nothing was changed"
+            )
+            raise ConfigError(
+                f"the admin port {admin} refused the spec: {answer.json().get('error')}", hint=hint
+            )
+        revision = answer.json()["revision"]
+    else:
+        revision = store.write(spec, action="set", why=why, expect_revision=base).revision
+        notify(project.rollout.admin_urls)
+    console.print(_spec_table(store.current(), f"{store.name} — revision {revision}"))
