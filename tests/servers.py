@@ -147,6 +147,30 @@ def redis_server(port: int | None = None) -> Iterator[tuple[str, subprocess.Pope
 
 
 @contextlib.contextmanager
+def prometheus_server(targets: list[str], *, job: str = "prodml") -> Iterator[str]:
+    """Start Debian's Prometheus on a free port scraping ``targets`` (host:port) every second; yield its
+    URL."""
+    exe = shutil.which("prometheus")
+    if exe is None:
+        pytest.fail("prometheus is not installed: run 'make setup' (it installs prometheus with apt-get)")
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="prodml-prom-") as tmp:
+        config = Path(tmp) / "prometheus.yml"
+        config.write_text(
+            "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+            f"scrape_configs:\n  - job_name: {job}\n    static_configs:\n      - targets: {targets!r}\n"
+        )
+        command = [
+            exe,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={tmp}/data",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ]
+        with _foreground(command, port):
+            yield f"http://127.0.0.1:{port}"
+
+
+@contextlib.contextmanager
 def kafka_broker(port: int | None = None) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """Start a Kafka-protocol broker (Tansu, in memory) on a free port; yield (bootstrap servers, process).
 

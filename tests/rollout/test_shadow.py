@@ -120,3 +120,77 @@ def test_a_failing_shadow_changes_nothing_for_clients(
     assert rollout(versions, "abort").returncode == 0
     spec = versions.store().read()
     assert spec is not None and spec.role("shadow") is None
+
+
+@pytest.fixture(scope="module")
+def slow(versions: Versions) -> str:
+    """Version 2's package with 60 matrix products of 2048 × 2048 added to its graph (about 1 GB of
+    weights read per call, tens of milliseconds where version 1 takes a fraction of one); its answers are
+    version 2's. Registered with its own digests; returns the version."""
+    import shutil
+
+    import onnx
+    from onnx import helper, numpy_helper
+
+    from prodml.export.package import load_package
+    from prodml.registry.mlflow import Registry
+
+    source = versions.root / ".prodml/models" / versions.name / "2"
+    target = versions.root / "slow-package"
+    shutil.copytree(source, target)
+    model = onnx.load(target / "model.onnx")
+    g, width, depth = model.graph, 2048, 60
+    numeric = next(i.name for i in g.input if i.type.tensor_type.elem_type == onnx.TensorProto.FLOAT)
+    for node in g.node:
+        node.output[:] = ["raw_probabilities" if o == "probabilities" else o for o in node.output]
+    g.initializer.extend(
+        [
+            numpy_helper.from_array(np.ones((1, width), np.float32), "slow_ones"),
+            numpy_helper.from_array((np.eye(width) * 0.5).astype(np.float32), "slow_w"),
+            numpy_helper.from_array(np.zeros(1, np.float32), "slow_zero"),
+        ]
+    )
+    g.node.append(helper.make_node("MatMul", [numeric, "slow_ones"], ["slow_0"]))
+    g.node.extend(
+        helper.make_node("MatMul", [f"slow_{k}", "slow_w"], [f"slow_{k + 1}"]) for k in range(depth)
+    )
+    g.node.extend(
+        [
+            helper.make_node("ReduceSum", [f"slow_{depth}"], ["slow_sum"], keepdims=1),
+            helper.make_node("Mul", ["slow_sum", "slow_zero"], ["slow_nothing"]),
+            helper.make_node("Add", ["raw_probabilities", "slow_nothing"], ["probabilities"]),
+        ]
+    )
+    onnx.save(model, target / "model.onnx")
+    digests = load_package(target, None).digests
+    registry = Registry(versions.tracking)
+    with registry.start_run("slow") as run:
+        mv = registry.register(versions.name, run, target, digests, {"prodml.note": "slow on purpose"})
+    registry.load(mv, versions.root / ".prodml/models")
+    return mv.version
+
+
+@pytest.mark.integration
+def test_a_slow_shadow_changes_nothing_for_clients(versions: Versions, replicas: Replicas, slow: str) -> None:
+    reset(versions)
+    admin = [a for url in replicas.admin_urls for a in ("--admin", url)]
+    replica_args = [a for url in replicas.urls for a in ("--replica", url)]
+    before = httpx.post(f"{replicas.urls[0]}/predict", json={"records": versions.rows[:5]}).json()
+    assert rollout(versions, "shadow", slow, "--sample", "100%", *admin).returncode == 0
+    try:
+        with load(replicas, versions.rows) as running:
+            time.sleep(3)
+        assert running.statuses and set(running.statuses) == {200}  # 0 client errors
+        answer = httpx.post(f"{replicas.urls[0]}/predict", json={"records": versions.rows[:5]}).json()
+        assert (answer["version"], answer["predictions"]) == ("1", before["predictions"])  # unchanged
+        report = rollout(versions, "shadow-report", *replica_args)
+        assert report.returncode == 0, report.stderr
+        latency = {
+            role: float(ms)
+            for role, ms in re.findall(
+                r"(primary|shadow) v\d+\s*│\s*\d+\s*│\s*\d+\s*│\s*([\d.]+)", report.stdout
+            )
+        }
+        assert latency["shadow"] > latency["primary"], report.stdout  # the shadow ran, and was slow
+    finally:
+        assert rollout(versions, "shadow", "--stop", *admin).returncode == 0

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
@@ -13,9 +15,11 @@ from prodml.cli._common import console, handle_errors, project_of, tracking_uri
 from prodml.core.errors import ConfigError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
     from prodml.core.project import Project
     from prodml.registry.deployment import Deployment, DeploymentStore
-    from prodml.rollout.analysis import Checks, Verdict
+    from prodml.rollout.analysis import Checks, Snapshot, Verdict
 
 app = typer.Typer(help="Canary, promote and roll back model versions on every replica.", no_args_is_help=True)
 
@@ -29,6 +33,18 @@ def _store() -> tuple[Project, DeploymentStore]:
     project = project_of()
     registry = Registry(tracking_uri_for(project, override=tracking_uri()))
     return project, DeploymentStore(registry, project.tracking.registered_model or project.name)
+
+
+def _scrape(project: Project) -> Callable[[Sequence[str]], Snapshot]:
+    """Where rollout metrics come from: Prometheus when ``rollout.prometheus_url`` is set, else the
+    replicas' own ``/metrics``."""
+    if project.rollout.prometheus_url:
+        from prodml.rollout.prometheus import scraper
+
+        return scraper(project.rollout.prometheus_url, project.rollout.prometheus_selector)
+    from prodml.rollout.analysis import scrape
+
+    return scrape
 
 
 def parse_seconds(text: str, option: str) -> float:
@@ -117,10 +133,10 @@ def _print_window(spec: Deployment, verdict: Verdict) -> None:
     )
 
 
-def _run(store: DeploymentStore) -> None:
+def _run(project: Project, store: DeploymentStore) -> None:
     from prodml.rollout.controller import Controller
 
-    final = Controller(store, on_window=_print_window).run()
+    final = Controller(store, scrape_metrics=_scrape(project), on_window=_print_window).run()
     if final is None or final.rollout is None:
         console.print("no rollout in progress")
         return
@@ -195,15 +211,17 @@ def canary(
         admin_urls=tuple(admin or s.admin_urls),
     )
     if require_shadow:
-        _check_shadow(store, version, plan.replicas, checks)
+        _check_shadow(project, store, version, plan.replicas, checks)
     spec = start_canary(store, version, plan, why=why)
     console.print(_spec_table(spec, f"{store.name} — canary of version {version} (revision {spec.revision})"))
     if wait:
-        _run(store)
+        _run(project, store)
 
 
-def _check_shadow(store: DeploymentStore, version: str, replicas: tuple[str, ...], checks: Checks) -> None:
-    from prodml.rollout.analysis import scrape, shadow_report
+def _check_shadow(
+    project: Project, store: DeploymentStore, version: str, replicas: tuple[str, ...], checks: Checks
+) -> None:
+    from prodml.rollout.analysis import shadow_report
     from prodml.rollout.gate import shadow_problems
 
     spec = store.current()
@@ -213,7 +231,7 @@ def _check_shadow(store: DeploymentStore, version: str, replicas: tuple[str, ...
             f"--require-shadow: version {version} is not the shadow",
             hint=f"shadow it first: prodml rollout shadow {version}, then prodml rollout shadow-report",
         )
-    report = shadow_report(scrape(list(replicas)), shadow=version, primary=spec.primary.version)
+    report = shadow_report(_scrape(project)(replicas), shadow=version, primary=spec.primary.version)
     problems = shadow_problems(report, checks)
     if problems:
         raise ConfigError(
@@ -226,8 +244,8 @@ def _check_shadow(store: DeploymentStore, version: str, replicas: tuple[str, ...
 @handle_errors
 def run() -> None:
     """Run the controller for the rollout in progress (resumes from the stored spec and its events)."""
-    _, store = _store()
-    _run(store)
+    project, store = _store()
+    _run(project, store)
 
 
 @app.command()
@@ -407,7 +425,6 @@ def shadow_report(
 ) -> None:
     """The shadow against the primary, over all replicas: agreement, prediction shift, errors, latency,
     drops."""
-    from prodml.rollout.analysis import scrape
     from prodml.rollout.analysis import shadow_report as report_of
 
     project, store = _store()
@@ -416,7 +433,7 @@ def shadow_report(
     if mirrored is None:
         raise ConfigError(f"'{store.name}' has no shadow", hint="start one: prodml rollout shadow VERSION")
     urls = replica or project.rollout.replicas or [f"http://{project.serve.host}:{project.serve.port}"]
-    report = report_of(scrape(urls), shadow=mirrored.version, primary=spec.primary.version)
+    report = report_of(_scrape(project)(urls), shadow=mirrored.version, primary=spec.primary.version)
     table = Table(title=f"{store.name} — shadow v{mirrored.version} vs primary v{spec.primary.version}")
     for col in ("", "requests", "server errors", "p99 ms"):
         table.add_column(col)
@@ -431,3 +448,78 @@ def shadow_report(
         f"KS {report.get('prediction_ks')}, dropped {report['dropped']}"
         + (f"; unreachable: {', '.join(report['missing'])}" if report["missing"] else "")
     )
+
+
+@app.command("set")
+@handle_errors
+def set_spec(
+    spec_file: Annotated[Path, typer.Argument(help="The spec (JSON or YAML): variants, stickiness.")],
+    why: Why = "set by hand",
+    admin: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(
+            help="Change it through this replica's admin port (PRODML_ADMIN_TOKEN): applied at once."
+        ),
+    ] = None,
+) -> None:
+    """Replace the deployment: every variant's version, weight and role, and the stickiness key.
+
+    The spec is written to the registry (every replica picks it up at its next check; those in
+    rollout.admin_urls are told at once), or through --admin, a replica's admin port, which writes it and
+    applies it on that replica before it answers.
+    """
+    import os
+
+    import httpx
+    import yaml
+
+    from prodml.core.errors import Unavailable
+    from prodml.registry.deployment import parse_spec, validate, who
+    from prodml.rollout.controller import notify
+
+    project, store = _store()
+    try:
+        raw = yaml.safe_load(spec_file.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(
+            f"cannot read the spec {spec_file}: {exc}", hint="give a JSON or YAML file"
+        ) from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{spec_file} is not a spec object", hint='e.g. {"variants": [{"name": ...}]}')
+    spec = parse_spec(json.dumps(raw), where=str(spec_file))
+    validate(spec, [mv.version for mv in store.registry.versions(store.name)])
+    stored = store.read()
+    if stored is not None and stored.active:
+        raise ConfigError(
+            "a rollout is in progress; nothing was changed",
+            hint="let it finish, or end it first: prodml rollout abort",
+        )
+    base = None if stored is None else stored.revision
+    if admin:
+        token = os.environ.get("PRODML_ADMIN_TOKEN", "")
+        body = {**raw, "why": why, "who": who(), "revision": base}
+        try:
+            answer = httpx.post(
+                f"{admin.rstrip('/')}/admin/deployment",
+                json=body,
+                headers={"authorization": f"Bearer {token}"},
+                timeout=60,
+            )
+        except httpx.HTTPError as exc:
+            raise Unavailable(
+                f"the admin port {admin} did not answer: {exc}", hint="is the server up?"
+            ) from None
+        if answer.status_code != 200:
+            hint = (
+                "set PRODML_ADMIN_TOKEN to the server's token"
+                if answer.status_code == 401
+                else "nothing was changed"
+            )
+            raise ConfigError(
+                f"the admin port {admin} refused the spec: {answer.json().get('error')}", hint=hint
+            )
+        revision = answer.json()["revision"]
+    else:
+        revision = store.write(spec, action="set", why=why, expect_revision=base).revision
+        notify(project.rollout.admin_urls)
+    console.print(_spec_table(store.current(), f"{store.name} — revision {revision}"))

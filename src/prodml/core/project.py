@@ -409,6 +409,11 @@ class Rollout(_Strict):
     """Base URLs of every server replica (``/metrics`` is read from each); default: ``serve``'s address."""
     admin_urls: list[str] = Field(default_factory=list)
     """Admin base URLs of the replicas, told to reload after each change (PRODML_ADMIN_TOKEN)."""
+    prometheus_url: str | None = Field(default=None, pattern=r"^https?://")
+    """Read the replicas' metrics summed by this Prometheus (``/api/v1/query``) instead of each
+    ``/metrics``: replicas need not be listed (Kubernetes pods behind a ServiceMonitor)."""
+    prometheus_selector: str = ""
+    """Label matchers that keep only this deployment's series, e.g. ``job="churn"``."""
 
 
 class Monitor(_Strict):

@@ -48,27 +48,32 @@ class Snapshot:
     dropped: dict[str, float] = field(default_factory=dict)
 
     def add(self, text: str) -> None:
+        """Add one replica's ``/metrics`` text."""
         from prometheus_client.parser import text_string_to_metric_families
 
         for family in text_string_to_metric_families(text):
             for s in family.samples:
-                version = s.labels.get("version")
-                if version is None:
-                    continue
-                if s.name == "prodml_variant_requests_total":
-                    codes = self.requests[version]
-                    codes[s.labels["code"]] = codes.get(s.labels["code"], 0.0) + s.value
-                elif s.name == "prodml_variant_request_seconds_bucket":
-                    le = float(s.labels["le"])
-                    self.buckets[version][le] = self.buckets[version].get(le, 0.0) + s.value
-                elif s.name == "prodml_shadow_agreement_total":
-                    got = self.agreement[version]
-                    got[s.labels["result"]] = got.get(s.labels["result"], 0.0) + s.value
-                elif s.name == "prodml_shadow_dropped_total":
-                    self.dropped[version] = self.dropped.get(version, 0.0) + s.value
-                elif s.name == "prodml_variant_prediction_scores_total":
-                    bins = self.scores.setdefault(version, np.zeros(BINS))
-                    bins[int(s.labels["bin"])] += s.value
+                self.add_sample(s.name, s.labels, s.value)
+
+    def add_sample(self, name: str, labels: dict[str, str], value: float) -> None:
+        """Add one sample (from a replica's text or a Prometheus query) to the sums it belongs to."""
+        version = labels.get("version")
+        if version is None:
+            return
+        if name == "prodml_variant_requests_total":
+            codes = self.requests[version]
+            codes[labels["code"]] = codes.get(labels["code"], 0.0) + value
+        elif name == "prodml_variant_request_seconds_bucket":
+            le = float(labels["le"])
+            self.buckets[version][le] = self.buckets[version].get(le, 0.0) + value
+        elif name == "prodml_shadow_agreement_total":
+            got = self.agreement[version]
+            got[labels["result"]] = got.get(labels["result"], 0.0) + value
+        elif name == "prodml_shadow_dropped_total":
+            self.dropped[version] = self.dropped.get(version, 0.0) + value
+        elif name == "prodml_variant_prediction_scores_total":
+            bins = self.scores.setdefault(version, np.zeros(BINS))
+            bins[int(labels["bin"])] += value
 
     def minus(self, before: Snapshot) -> Snapshot:
         """This snapshot less an earlier one: one window (a replica restarted meanwhile counts from 0)."""

@@ -10,12 +10,12 @@ import hmac
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from prodml import __version__
-from prodml.core.errors import ProdmlError
+from prodml.core.errors import ConfigError, ProdmlError
 from prodml.serve import protocols as p
 from prodml.serve.dataplane import DataPlane, Prediction
 from prodml.serve.http import JSON, Call, Reply, Route, bearer, json_reply
@@ -23,6 +23,9 @@ from prodml.serve.ranges import flag_text
 from prodml.serve.routing import HEADERS
 from prodml.serve.tensors import single_input
 from prodml.serve.validation import bad_field, short
+
+if TYPE_CHECKING:
+    from prodml.registry.deployment import Deployment
 
 __all__ = ["admin_routes", "inference_routes"]
 
@@ -236,12 +239,39 @@ def inference_routes(plane: DataPlane) -> list[Route]:
     ]
 
 
+def _write_spec(plane: DataPlane, body: Any) -> Deployment:
+    """``POST /admin/deployment``: store a new deployment spec in the registry, as ``prodml rollout set``
+    does. The body is the spec (``variants``, ``stickiness``) with ``why``, ``who`` and ``revision`` (the
+    revision it was based on; a change made meanwhile refuses it)."""
+    from prodml.registry.deployment import DeploymentStore, parse_spec
+    from prodml.registry.mlflow import Registry
+
+    manager = plane.manager
+    if manager.ref is None or manager.tracking_uri is None:
+        raise ConfigError("this server serves a local package: it has no deployment to change")
+    if not isinstance(body, dict) or not isinstance(body.get("why"), str) or not body["why"].strip():
+        raise ConfigError(
+            "the body must be a deployment spec object with a 'why'",
+            hint='e.g. {"variants": [...], "why": "A/B of version 3", "revision": 7}',
+        )
+    spec = parse_spec(orjson.dumps(body).decode(), where="the request body")
+    store = DeploymentStore(manager._registry or Registry(manager.tracking_uri), manager._name())
+    return store.write(
+        spec,
+        action="set",
+        why=body["why"],
+        expect_revision=body.get("revision"),
+        by=f"{body.get('who') or 'unknown'} (admin port)",
+    )
+
+
 def admin_routes(plane: DataPlane, token: str, started_at: float) -> list[Route]:
-    """Reload, cache flush and status; every call needs ``Authorization: Bearer <token>``. A refused call
-    is logged and answered only after a pause that doubles with each failure in a row (up to 2 s)."""
+    """Deployment change, reload, cache flush and status; every call needs ``Authorization: Bearer
+    <token>``. A refused call is logged and answered only after a pause that doubles with each failure in
+    a row (up to 2 s)."""
     failures = [0]
 
-    def guarded(work: Callable[[], Awaitable[Reply]]) -> Callable[[Call], Awaitable[Reply]]:
+    def guarded(work: Callable[[Call], Awaitable[Reply]]) -> Callable[[Call], Awaitable[Reply]]:
         async def endpoint(call: Call) -> Reply:
             given = bearer(call.headers.get("authorization"))
             if given is None or not hmac.compare_digest(given.encode(), token.encode()):
@@ -254,17 +284,17 @@ def admin_routes(plane: DataPlane, token: str, started_at: float) -> list[Route]
                     {"error": "a valid admin token is required"}, 401, {"www-authenticate": "Bearer"}
                 )
             failures[0] = 0
-            return await work()
+            return await work(call)
 
         return endpoint
 
-    async def reload() -> Reply:
+    async def reload(_: Call) -> Reply:
         return json_reply({"version": await plane.manager.reload()})
 
-    async def flush() -> Reply:
+    async def flush(_: Call) -> Reply:
         return json_reply({"flushed": await plane.cache.clear() if plane.cache is not None else 0})
 
-    async def status() -> Reply:
+    async def status(_: Call) -> Reply:
         model = plane.manager.current
         return json_reply(
             {
@@ -278,7 +308,12 @@ def admin_routes(plane: DataPlane, token: str, started_at: float) -> list[Route]
             }
         )
 
+    async def deploy(call: Call) -> Reply:
+        spec = await asyncio.to_thread(_write_spec, plane, call.json())
+        return json_reply({"revision": spec.revision, "version": await plane.manager.reload()})
+
     return [
+        Route("POST", "/admin/deployment", guarded(deploy)),
         Route("POST", "/admin/reload", guarded(reload)),
         Route("POST", "/admin/cache/flush", guarded(flush)),
         Route("GET", "/admin/status", guarded(status)),
