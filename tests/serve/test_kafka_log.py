@@ -95,6 +95,15 @@ def test_request_log_on_kafka(served: Served) -> None:
             numeric = next(k for k, v in rows[0].items() if isinstance(v, float))
             assert two[numeric].iloc[0] == pytest.approx(rows[0][numeric], rel=1e-6)
 
+            # and so does the A/B report (prodml rollout ab-report): variant, prediction, label per row
+            from prodml.rollout.abtest import _arm
+            from prodml.rollout.log import labelled_log
+
+            table = labelled_log(load_project(served.root, environ=env))
+            assert table.num_rows == 3 and set(table.column("variant").to_pylist()) == {"primary"}
+            labels, scores = _arm(table, "primary")
+            assert list(labels) == [1.0, 1.0] and ((scores >= 0) & (scores <= 1)).all()
+
             # the broker dies: clients see nothing; what was logged meanwhile is delivered once it is back
             broker.kill()
             broker.wait(5)

@@ -381,20 +381,16 @@ def ab_report(
 ) -> None:
     """Arm b against arm a on the request log joined with feedback labels: metric per arm with its
     interval, the test, rows still needed, and a recommendation."""
-    from prodml.core.errors import SourceNotFound
     from prodml.rollout.abtest import ab_report as report_of
-    from prodml.serve.reqlog import join_feedback
+    from prodml.rollout.log import labelled_log
 
     project, store = _store()
     spec = store.current()
     arm = spec.role("arm")
     if arm is None:
         raise ConfigError(f"'{store.name}' has no A/B test", hint="start one: prodml rollout ab VERSION")
-    directory = project.state_dir / "requests"
-    if not any((directory / "requests").glob("*.parquet")):
-        raise SourceNotFound(f"no request log under {directory}", hint="serve with request logging on")
     report = report_of(
-        join_feedback(directory),
+        labelled_log(project),
         spec.primary.name,
         arm.name,
         metric=metric,
