@@ -40,6 +40,21 @@ def test_retrain_gates_the_candidate_and_honours_the_cooldown(churn_dir: Path, t
     assert registry.alias_version("churn_rt", "champion").version == "1"  # type: ignore[union-attr]
     assert registry.get("churn_rt", "2").tags["prodml.retrain.reason"] == "drift in age"
 
+    # the passing version goes out as a canary with the project's rollout settings
+    from prodml.cli.rollout import canary_retrained
+    from prodml.registry.deployment import DeploymentStore
+
+    store = DeploymentStore(registry, "churn_rt")
+    out = canary_retrained(project, outcome, tracking)
+    assert out.status == "canary" and "out as a canary" in out.describe()
+    spec = store.current()
+    assert spec.active and spec.role("canary").version == "2"  # type: ignore[union-attr]
+    assert spec.role("canary").weight == project.rollout.steps[0]  # type: ignore[union-attr]
+    assert store.events()[-1].why == "retrained: drift in age"
+    twice = canary_retrained(project, outcome, tracking)  # one rollout at a time: it stays the challenger
+    assert twice.status == "challenger" and "already running" in twice.describe()
+    assert store.current().revision == spec.revision
+
     again = retrain(project, reason="drift in age", cooldown_s=3600, tracking_uri=tracking)
     assert again.status == "cooldown" and "cooldown" in again.describe()
     assert len(registry.versions("churn_rt")) == 2  # nothing trained
@@ -83,6 +98,22 @@ def test_retrain_gates_the_candidate_and_honours_the_cooldown(churn_dir: Path, t
     assert registry.alias_version("churn_rt", "challenger").version == "2"  # type: ignore[union-attr]
     assert registry.get("churn_rt", "3").tags["prodml.retrain.gate"] == "refused"
     assert np.isfinite(refused.verdict.value)  # type: ignore[union-attr]
+
+    # through the CLI after the cooldown: a version that passes the gate, and a rollout already running
+    edit_project(churn_dir, promotion__min=None)
+    state = churn_dir / ".prodml/monitor/retrain.json"  # the last retraining long ago
+    state.write_text(state.read_text().replace('"started": ', '"started": 0, "was": '))
+    args = ["--project", str(churn_dir), "monitor", "check", "--source", str(tmp_path / "shifted.parquet")]
+    again = CliRunner().invoke(
+        app,
+        [*args, "--window", "100000", "--on-breach", "retrain", "--cooldown", "1s"],
+        env={"PRODML_TRACKING_URI": tracking},
+    )
+    assert again.exit_code == 12, again.output
+    assert (
+        "version 4 trained, passed the gate" in again.stdout
+        and "no canary: a canary of version 2" in again.stdout
+    )
 
 
 def _log(project_dir: Path, records: list[dict], schema: dict, tag: str) -> None:  # type: ignore[type-arg]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
@@ -201,12 +202,15 @@ def check(
     package: PackageOpt = None,
     threshold: ThresholdOpt = None,
     on_breach: Annotated[
-        Optional[str], typer.Option(help="What to do on a breach: 'retrain' (train, gate, challenger).")  # noqa: UP045
+        Optional[str], typer.Option(help="What to do on a breach: 'retrain' (train, gate, canary).")  # noqa: UP045
     ] = None,
     cooldown: Annotated[
         Optional[str],  # noqa: UP045
         typer.Option(help="No retraining again within this long (e.g. 24h, 7d); default monitor.cooldown."),
     ] = None,
+    canary: Annotated[
+        bool, typer.Option(help="Canary a retrained version that passes the gate (rollout: settings).")
+    ] = True,
 ) -> None:
     """Exit 12 when the newest window breaks a threshold (0 otherwise); --on-breach retrain retrains."""
     from prodml.monitor.windows import parse_every
@@ -227,8 +231,17 @@ def check(
         from prodml.pipeline.retrain import retrain
 
         outcome = retrain(
-            project, reason=f"drift in {what}", cooldown_s=cooldown_s, tracking_uri=tracking_uri()
+            project,
+            reason=f"drift in {what}",
+            cooldown_s=cooldown_s,
+            tracking_uri=tracking_uri(),
         )
+        if canary:
+            from prodml.cli.rollout import canary_retrained
+
+            outcome = canary_retrained(project, outcome, tracking_uri())
+        elif outcome.status == "challenger":
+            outcome = replace(outcome, why_not="--no-canary")
         console.print(f"retrain: {outcome.describe()}")
     from prodml.monitor.summary import DriftBreach
 

@@ -6,7 +6,7 @@ import json
 import re
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 from rich.table import Table
@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
     from prodml.core.project import Project
+    from prodml.pipeline.retrain import RetrainOutcome
     from prodml.registry.deployment import Deployment, DeploymentStore
     from prodml.rollout.analysis import Checks, Snapshot, Verdict
 
@@ -45,6 +46,27 @@ def _scrape(project: Project) -> Callable[[Sequence[str]], Snapshot]:
     from prodml.rollout.analysis import scrape
 
     return scrape
+
+
+def canary_retrained(project: Project, outcome: RetrainOutcome, tracking: str | None) -> RetrainOutcome:
+    """Put a retrained version that passed the gate out as a canary with the project's ``rollout:``
+    settings (``prodml rollout run`` walks it); when a rollout already holds the deployment it stays
+    ``challenger`` and the outcome says why."""
+    from dataclasses import replace
+
+    from prodml.registry.deployment import DeploymentStore
+    from prodml.registry.mlflow import Registry, tracking_uri_for
+    from prodml.rollout.controller import CanaryPlan, start_canary
+
+    if outcome.status != "challenger" or outcome.version is None:
+        return outcome
+    name = project.tracking.registered_model or project.name
+    store = DeploymentStore(Registry(tracking_uri_for(project, override=tracking)), name)
+    try:
+        start_canary(store, outcome.version, CanaryPlan.of(project), why=f"retrained: {outcome.reason}")
+    except ConfigError as exc:
+        return replace(outcome, why_not=exc.message)
+    return replace(outcome, status="canary")
 
 
 def parse_seconds(text: str, option: str) -> float:
@@ -185,30 +207,30 @@ def canary(
 
     Exit 0 when promoted, 12 when rolled back or aborted.
     """
-    from prodml.rollout.analysis import Checks
+    from dataclasses import replace
+
     from prodml.rollout.controller import CanaryPlan, start_canary
 
     project, store = _store()
-    s = project.rollout
     if min_requests is not None and min_requests < 1:
         raise ConfigError(f"--min-requests {min_requests}: give at least 1", hint="too few never pass")
     if failures is not None and failures < 1:
         raise ConfigError(f"--failures {failures}: give at least 1", hint="e.g. --failures 3")
-    checks = Checks(
-        max_error_rate=parse_rate(max_error_rate, "--max-error-rate") if max_error_rate else s.max_error_rate,
-        max_p99_ms=max_p99_ms if max_p99_ms is not None else s.max_p99_ms,
-        max_prediction_shift=max_prediction_shift
-        if max_prediction_shift is not None
-        else s.max_prediction_shift,
-        min_requests=min_requests or s.min_requests,
-    )
+    base = CanaryPlan.of(project)
+    given: dict[str, Any] = {
+        "max_error_rate": parse_rate(max_error_rate, "--max-error-rate") if max_error_rate else None,
+        "max_p99_ms": max_p99_ms,
+        "max_prediction_shift": max_prediction_shift,
+        "min_requests": min_requests,
+    }
+    checks = replace(base.checks, **{k: v for k, v in given.items() if v is not None})
     plan = CanaryPlan(
-        steps=parse_steps(steps) if steps else tuple(float(x) for x in s.steps),
-        interval_s=parse_seconds(interval, "--interval") if interval else s.interval_s,
+        steps=parse_steps(steps) if steps else base.steps,
+        interval_s=parse_seconds(interval, "--interval") if interval else base.interval_s,
         checks=checks,
-        failures=failures or s.failure_threshold,
-        replicas=tuple(replica or s.replicas or [f"http://{project.serve.host}:{project.serve.port}"]),
-        admin_urls=tuple(admin or s.admin_urls),
+        failures=failures or base.failures,
+        replicas=tuple(replica) if replica else base.replicas,
+        admin_urls=tuple(admin) if admin else base.admin_urls,
     )
     if require_shadow:
         _check_shadow(project, store, version, plan.replicas, checks)

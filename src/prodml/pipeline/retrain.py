@@ -5,8 +5,9 @@
    either) is skipped.
 2. Train on the project's current data (:func:`prodml.pipeline.train.run_training`).
 3. The promotion gate compares the new version with the champion; a refusal stops here.
-4. A passing version gets the ``challenger`` alias (tagged with the reason): the canary the rollout
-   controller walks forward; the champion is not touched here.
+4. A passing version gets the ``challenger`` alias (tagged with the reason); the champion is not
+   touched here. ``prodml monitor check --on-breach retrain`` then puts it out as a canary
+   (``prodml.cli.rollout.canary_retrained``: the rollout layer sits beside this one).
 
 Example:
     >>> outcome = retrain(project, reason="drift in age", cooldown_s=86_400)  # doctest: +SKIP
@@ -38,13 +39,15 @@ CANDIDATE_ALIAS = "challenger"
 
 @dataclass(frozen=True)
 class RetrainOutcome:
-    """What the loop did: ``cooldown`` (skipped), ``refused`` (the gate said no) or ``challenger``."""
+    """What the loop did: ``cooldown`` (skipped), ``refused`` (the gate said no), ``challenger`` (passed,
+    no canary started: ``why_not`` says why) or ``canary`` (passed and canaried)."""
 
     status: str
     reason: str
     version: str | None = None
     verdict: Verdict | None = None
     next_allowed: float | None = None
+    why_not: str | None = None
 
     def describe(self) -> str:
         if self.status == "cooldown":
@@ -56,7 +59,15 @@ class RetrainOutcome:
             return f"version {self.version} trained; the promotion gate refused it ({gate}): " + "; ".join(
                 v.reasons if v else []
             )
-        return f"version {self.version} trained, passed the gate ({gate}) and is now '{CANDIDATE_ALIAS}'"
+        if self.status == "canary":
+            return (
+                f"version {self.version} trained, passed the gate ({gate}) and is out as a canary: "
+                "'prodml rollout run' walks it"
+            )
+        tail = f" (no canary: {self.why_not})" if self.why_not else ""
+        return (
+            f"version {self.version} trained, passed the gate ({gate}) and is now '{CANDIDATE_ALIAS}'{tail}"
+        )
 
 
 def _state(project: Project) -> Any:

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from prodml.core.errors import ConfigError
+from prodml.core.project import Project
 from prodml.registry.deployment import Deployment, DeploymentStore, Variant
 from prodml.rollout.analysis import Checks, Snapshot, Verdict, analyse, scrape
 
@@ -60,6 +61,25 @@ class CanaryPlan:
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "checks": asdict(self.checks)}
+
+    @staticmethod
+    def of(project: Project) -> CanaryPlan:
+        """The plan the project's ``rollout:`` settings describe (replicas: ``serve``'s address when none
+        are listed)."""
+        s = project.rollout
+        return CanaryPlan(
+            steps=tuple(float(x) for x in s.steps),
+            interval_s=s.interval_s,
+            checks=Checks(
+                max_error_rate=s.max_error_rate,
+                max_p99_ms=s.max_p99_ms,
+                max_prediction_shift=s.max_prediction_shift,
+                min_requests=s.min_requests,
+            ),
+            failures=s.failure_threshold,
+            replicas=tuple(s.replicas or [f"http://{project.serve.host}:{project.serve.port}"]),
+            admin_urls=tuple(s.admin_urls),
+        )
 
     @staticmethod
     def from_dict(raw: dict[str, Any]) -> CanaryPlan:
