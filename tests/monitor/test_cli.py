@@ -9,6 +9,7 @@ import numpy as np
 from typer.testing import CliRunner
 
 from prodml.cli import app
+from tests.conftest import edit_project
 from tests.monitor.conftest import DAY, T0, log_traffic, score, world
 
 runner = CliRunner()
@@ -77,6 +78,30 @@ def test_threshold_overrides_and_bad_ones(project_dir: Path) -> None:
     bad = run(project_dir, "monitor", "check", "--package", project_dir / "package", "-t", "age:psy=1")
     assert bad.exit_code == 2
     assert "FEATURE:STAT=VALUE" in bad.stderr
+
+
+def test_thresholds_declared_in_the_project(project_dir: Path) -> None:
+    _traffic(project_dir, drift=1.0)
+    package = project_dir / "package"
+    edit_project(project_dir, monitor__thresholds={"*": {"psi": None, "ks": None, "out_of_range": None}})
+    try:
+        assert run(project_dir, "monitor", "check", "--package", package).exit_code == 0  # checks off
+        one = {"*": {"psi": None, "ks": None, "out_of_range": None}, "age": {"psi": 0.05}}
+        edit_project(project_dir, monitor__thresholds=one)
+        result = run(project_dir, "monitor", "check", "--package", package)
+        assert result.exit_code == 12 and "age" in result.stderr, result.output  # age's own threshold
+        assert run(project_dir, "monitor", "check", "--package", package, "-t", "age:psi=none").exit_code == 0
+        result = run(project_dir, "monitor", "rules")
+        assert 'feature="age"} > 0.05' in (project_dir / ".prodml/monitor/prodml-drift-rules.yml").read_text()
+
+        edit_project(project_dir, monitor__thresholds={"agee": {"psi": 0.3}})
+        bad = run(project_dir, "monitor", "check", "--package", package)
+        assert bad.exit_code == 2 and "unknown feature(s) agee" in bad.stderr and "age" in bad.stderr
+        edit_project(project_dir, monitor__thresholds={"age": {"psy": 0.3}})
+        bad = run(project_dir, "monitor", "check", "--package", package)
+        assert bad.exit_code == 2 and "monitor.thresholds.age.psy" in bad.stderr, bad.output
+    finally:
+        edit_project(project_dir, monitor__thresholds={})
 
 
 def test_no_request_log_is_a_clear_error(project_dir: Path) -> None:

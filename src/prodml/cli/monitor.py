@@ -70,8 +70,9 @@ def _thresholds(project: Project, overrides: list[str] | None) -> Thresholds:
         "unseen",
         "min_rows",
     }
-    base: dict[str, Any] = {"psi": project.monitor.psi_threshold, "ks": project.monitor.ks_threshold}
-    per_feature: dict[str, dict[str, Any]] = {}
+    declared = Thresholds.from_settings(project.monitor)  # prodml.yaml's monitor:, then the options
+    base: dict[str, Any] = {f: getattr(declared, f) for f in fields}
+    per_feature: dict[str, dict[str, Any]] = {k: dict(v) for k, v in declared.per_feature.items()}
     for item in overrides or []:
         target, _, value = item.partition("=")
         feature, _, stat = target.rpartition(":")

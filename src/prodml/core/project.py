@@ -416,10 +416,27 @@ class Rollout(_Strict):
     """Label matchers that keep only this deployment's series, e.g. ``job="churn"``."""
 
 
+class DriftThresholds(_Strict):
+    """One feature's thresholds (or every feature's, under ``"*"``); a key set to null turns that check
+    off, a key left out keeps the default (``prodml.export.drift.Thresholds``)."""
+
+    psi: float | None = Field(default=None, gt=0)
+    ks: float | None = Field(default=None, gt=0, le=1)
+    js: float | None = Field(default=None, gt=0, le=1)
+    wasserstein_std: float | None = Field(default=None, gt=0)
+    null_rate_increase: float | None = Field(default=None, ge=0, le=1)
+    out_of_range: float | None = Field(default=None, ge=0, le=1)
+    unseen: float | None = Field(default=None, ge=0, le=1)
+    min_rows: int | None = Field(default=None, ge=1)
+
+
 class Monitor(_Strict):
     window_rows: int = Field(default=10_000, gt=0)
     psi_threshold: float = Field(default=0.2, gt=0)
     ks_threshold: float = Field(default=0.1, gt=0, le=1)
+    thresholds: dict[str, DriftThresholds] = Field(default_factory=dict)
+    """Per-feature overrides by feature name (``__prediction__``: the prediction score), and ``"*"`` for
+    every feature, e.g. ``{"*": {js: 0.1}, age: {psi: 0.3}, plan: {unseen: null}}``."""
     cooldown: str = Field(default="24h", pattern=r"^\d+(\.\d+)?[smhdw]$")
     """``monitor check --on-breach retrain`` retrains at most once within this long (e.g. 24h, 7d)."""
     sample_every: int = Field(default=1, ge=1)

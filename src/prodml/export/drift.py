@@ -30,9 +30,12 @@ import math
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from prodml.core.project import Monitor
 
 __all__ = [
     "METRIC_PREFIX",
@@ -190,6 +193,31 @@ class Thresholds:
     unseen: float | None = 0.01
     min_rows: int = 500
     per_feature: Mapping[str, Mapping[str, float | None]] = field(default_factory=dict)
+
+    @staticmethod
+    def from_settings(monitor: Monitor) -> Thresholds:
+        """The thresholds the project's ``monitor:`` section declares: ``psi_threshold``,
+        ``ks_threshold``, then ``thresholds`` (``"*"`` for every feature, else one feature)."""
+        base: dict[str, Any] = {"psi": monitor.psi_threshold, "ks": monitor.ks_threshold}
+        per_feature = {name: t.model_dump(exclude_unset=True) for name, t in monitor.thresholds.items()}
+        base.update(per_feature.pop("*", {}))
+        return Thresholds(**base, per_feature=per_feature)
+
+    def check_features(self, features: Sequence[str]) -> None:
+        """Refuse per-feature thresholds for a feature the model does not have.
+
+        Raises:
+            ConfigError: naming the unknown features and the known ones.
+        """
+        known = {*features, PREDICTION}
+        unknown = sorted(set(self.per_feature) - known)
+        if unknown:
+            from prodml.core.errors import ConfigError
+
+            raise ConfigError(
+                f"monitor thresholds for unknown feature(s) {', '.join(unknown)}",
+                hint=f"the model's features: {', '.join(sorted(features))} (and {PREDICTION})",
+            )
 
     def of(self, feature: str) -> Thresholds:
         """These thresholds with ``feature``'s overrides applied."""

@@ -102,6 +102,7 @@ def summarize(
     reference = Reference.from_profile(profile)
     windows = split(frame, every)
     t = thresholds or Thresholds()
+    t.check_features([*reference.numeric, *reference.categorical])
     drift = score_windows(reference, windows, t)
     perf = performance(windows, task, metrics or [], threshold=threshold) if metrics else []
     return Summary(

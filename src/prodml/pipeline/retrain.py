@@ -215,7 +215,7 @@ def monitor_and_retrain(
         profile,
         frame,
         every=project.monitor.window_rows,
-        thresholds=Thresholds(psi=project.monitor.psi_threshold, ks=project.monitor.ks_threshold),
+        thresholds=Thresholds.from_settings(project.monitor),
         task=project.task,
         metrics=project.computed_metrics,
         model=f"{name}@champion",

@@ -36,7 +36,7 @@ def live_drift(
 ) -> None:
     """Give each model version ``manager`` builds from now on a sketch (windows and thresholds from the
     project's ``monitor`` section); export the served one's gauges."""
-    thresholds = Thresholds(psi=monitor.psi_threshold, ks=monitor.ks_threshold)
+    thresholds = Thresholds.from_settings(monitor)
 
     def attach(model: LoadedModel) -> None:
         try:
