@@ -109,6 +109,7 @@ def test_the_admin_port_refuses_a_wrong_token_and_a_bad_body(
         (b"{not json", "not valid JSON"),
         (json.dumps(AB).encode(), "with a 'why'"),
         (json.dumps({**AB, "why": "x", "revision": 12345}).encode(), "changed meanwhile"),
+        (json.dumps({**AB, "why": "x", "revision": None}).encode(), "changed meanwhile"),
     ]:
         answer = httpx.post(url, content=body, headers=auth, timeout=30)
         assert answer.status_code == 400 and message in answer.json()["error"], answer.text

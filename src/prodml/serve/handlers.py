@@ -254,7 +254,8 @@ def _write_spec(plane: DataPlane, body: Any) -> Deployment:
             "the body must be a deployment spec object with a 'why'",
             hint='e.g. {"variants": [...], "why": "A/B of version 3", "revision": 7}',
         )
-    spec = parse_spec(orjson.dumps(body).decode(), where="the request body")
+    fields = {k: v for k, v in body.items() if k not in ("why", "who", "revision")}
+    spec = parse_spec(orjson.dumps(fields).decode(), where="the request body")
     store = DeploymentStore(manager._registry or Registry(manager.tracking_uri), manager._name())
     return store.write(
         spec,
