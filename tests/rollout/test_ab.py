@@ -8,10 +8,13 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from prodml.serve.reqlog import RequestLog, join_feedback
 from prodml.serve.validation import NUMBERS
-from tests.rollout.conftest import Versions
+from tests.conftest import edit_project
+from tests.rollout.conftest import Replicas, Versions, load, reset, versions_served
+from tests.rollout.test_canary import rollout
 
 LAYOUT = (("a", "b"), ())
 
@@ -58,7 +61,7 @@ def test_a_served_ab_split_logs_each_request_with_the_arm_that_answered(versions
 
     from prodml.cli import app
     from prodml.core.project import load_project
-    from tests.rollout.conftest import TOKEN, reset
+    from tests.rollout.conftest import TOKEN
     from tests.servers import ServeProcess
 
     def rollout(*args: str):  # type: ignore[no-untyped-def]
@@ -104,3 +107,62 @@ def test_a_served_ab_split_logs_each_request_with_the_arm_that_answered(versions
     rows = [r for r in join_feedback(directory).to_pylist() if r["request_id"] in answered]
     assert {r["request_id"]: r["variant"] for r in rows} == answered
     assert sum(r["label"] is not None for r in rows) == 60
+
+
+@pytest.mark.integration
+def test_the_guardrail_stops_an_ab_test_whose_arm_b_errors(
+    versions: Versions, replicas: Replicas, erroring: str
+) -> None:
+    reset(versions)
+    replicas.reload()
+    project_file = versions.root / "prodml.yaml"
+    saved = project_file.read_text()
+    edit_project(
+        versions.root,
+        rollout__interval_s=1.5,
+        rollout__min_requests=5,
+        rollout__failure_threshold=2,
+        rollout__replicas=replicas.urls,
+        rollout__admin_urls=replicas.admin_urls,
+    )
+    try:
+        started = rollout(versions, "ab", erroring, "--split", "50")
+        assert started.returncode == 0, started.stderr
+        assert versions.store().current().active
+        refused = rollout(versions, "canary", "2", "--no-wait")  # one rollout at a time
+        assert refused.returncode == 2 and "already running" in refused.stderr
+        with load(replicas, versions.rows) as running:
+            watched = rollout(versions, "run", timeout=120)
+        assert watched.returncode == 12, watched.stdout + watched.stderr
+        assert "stopped by the guardrail" in watched.stdout
+        assert 500 in running.statuses  # arm b really failed (what the guardrail is for)
+    finally:
+        project_file.write_text(saved)
+    spec = versions.store().read()
+    assert spec is not None and not spec.active and [v.version for v in spec.variants] == ["1"]
+    stopped = versions.store().events()[-1]
+    assert stopped.action == "stopped by the guardrail" and "error rate" in stopped.why
+    assert versions.store().registry.alias_version(versions.name, "champion").version == "1"  # type: ignore[union-attr]
+    replicas.reload()
+    assert set(versions_served(replicas, versions.rows, 40)) == {"1"}
+
+
+def test_an_ab_test_ends_with_promote_or_abort(versions: Versions) -> None:
+    reset(versions)
+    try:
+        assert rollout(versions, "ab", "2", "--split", "30").returncode == 0
+        ended = rollout(versions, "abort", "--why", "a stays")
+        assert ended.returncode == 0, ended.stderr
+        registry = versions.store().registry
+        assert [v.version for v in versions.store().current().variants] == ["1"]
+        assert registry.alias_version(versions.name, "champion").version == "1"  # type: ignore[union-attr]
+
+        assert rollout(versions, "ab", "2", "--split", "30").returncode == 0
+        won = rollout(versions, "promote", "--why", "b won the test")
+        assert won.returncode == 0, won.stderr
+        assert [v.version for v in versions.store().current().variants] == ["2"]
+        assert registry.alias_version(versions.name, "champion").version == "2"  # type: ignore[union-attr]
+        assert registry.alias_version(versions.name, "previous").version == "1"  # type: ignore[union-attr]
+        assert [e.action for e in versions.store().events()[-2:]] == ["A/B of version 2 at 30%", "promoted"]
+    finally:
+        reset(versions)

@@ -162,6 +162,9 @@ def _run(project: Project, store: DeploymentStore) -> None:
     if final is None or final.rollout is None:
         console.print("no rollout in progress")
         return
+    if final.active:  # an A/B test without a guardrail
+        console.print(f"A/B test of version {final.rollout.get('version')} has no guardrail to watch")
+        return
     outcome = final.rollout.get("status")
     color = "green" if outcome == "promoted" else "yellow"
     console.print(
@@ -295,7 +298,8 @@ def resume(why: Why = "resumed by hand") -> None:
 @app.command()
 @handle_errors
 def abort(why: Why = "aborted by hand") -> None:
-    """End the rollout in progress: the primary takes every request again."""
+    """End the rollout in progress (a canary, or an A/B test: arm a stays): the primary takes every
+    request again."""
     from prodml.rollout.controller import abort as run_abort
 
     _, store = _store()
@@ -306,7 +310,8 @@ def abort(why: Why = "aborted by hand") -> None:
 @app.command()
 @handle_errors
 def promote(why: Why = "promoted by hand") -> None:
-    """Promote the canary now: it becomes the primary and 'champion'; the old one 'previous'."""
+    """Promote the canary (or arm b of an A/B test) now: it becomes the primary and 'champion'; the
+    old one 'previous'."""
     from prodml.rollout.controller import promote as run_promote
 
     _, store = _store()
@@ -377,6 +382,7 @@ def ab(
 ) -> None:
     """Split requests between the primary (arm a) and VERSION (arm b), sticky by --key or --header."""
     from prodml.rollout.abtest import start_ab
+    from prodml.rollout.controller import CanaryPlan
 
     project, store = _store()
     spec = start_ab(
@@ -387,8 +393,13 @@ def ab(
         header=header,
         why=why,
         admin_urls=admin or project.rollout.admin_urls,
+        guardrail=CanaryPlan.of(project),
     )
     console.print(_spec_table(spec, f"{store.name} — revision {spec.revision}"))
+    console.print(
+        "end it with 'prodml rollout promote' (b wins) or 'abort' (a stays); 'prodml rollout run' "
+        "watches its guardrail (arm b's error rate and p99, rollout: settings)"
+    )
 
 
 @app.command("ab-report")

@@ -8,6 +8,7 @@ recommendation. Binary classifiers are scored on P(positive) (threshold 0.5), re
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -21,6 +22,7 @@ from prodml.rollout import stats
 
 if TYPE_CHECKING:
     from prodml.registry.deployment import Deployment, DeploymentStore
+    from prodml.rollout.controller import CanaryPlan
 
 __all__ = ["METRICS", "ab_report", "start_ab"]
 
@@ -120,9 +122,14 @@ def start_ab(
     header: str | None = None,
     why: str,
     admin_urls: Sequence[str] = (),
+    guardrail: CanaryPlan | None = None,
 ) -> Deployment:
     """Split requests between the primary (arm ``a``, role primary) and ``version`` (arm ``b``, role
     arm, ``split`` percent), sticky by the request ``field`` or ``header`` (random without either).
+
+    The test is a rollout (one at a time): ``promote`` ends it with ``version`` as the champion, ``abort``
+    with the primary. With ``guardrail`` (its checks, window, failures in a row and replicas) the
+    controller (``prodml rollout run``) ends it early when arm b breaks the error-rate or p99 checks.
 
     Raises:
         ConfigError: a rollout is in progress, the version already serves, or the split is out of range.
@@ -143,8 +150,23 @@ def start_ab(
         raise ConfigError(f"version {version} is the primary already", hint="test another version")
     shadows = tuple(v for v in spec.variants if v.role == "shadow" and v.version != version)
     arms = (replace(primary, name="a", weight=100 - split), Variant("b", version, split, "arm"), *shadows)
+    rollout = {
+        "kind": "ab",
+        "version": version,
+        "from_version": primary.version,
+        "failures": 0,
+        "status": "running",
+        "started_at": time.time(),
+    }
+    analysis = {**guardrail.to_dict(), "admin_urls": list(admin_urls)} if guardrail else {}
     stored = store.write(
-        replace(spec, variants=arms, stickiness=Stickiness(field=field, header=header)),
+        replace(
+            spec,
+            variants=arms,
+            stickiness=Stickiness(field=field, header=header),
+            rollout=rollout,
+            analysis=analysis or {"admin_urls": list(admin_urls)},
+        ),
         action=f"A/B of version {version} at {split:g}%",
         why=why,
         expect_revision=None if store.read() is None else spec.revision,

@@ -114,6 +114,9 @@ class Verdict:
     passed: bool
     reasons: list[str]
     evidence: dict[str, Any]
+    harmful: bool = False
+    """A threshold was crossed on what was observed (not merely too little observed): what an A/B
+    guardrail stops a test for."""
 
 
 def _p99_ms(buckets: dict[float, float]) -> float | None:
@@ -139,6 +142,7 @@ def analyse(window: Snapshot, *, canary: str, primary: str, checks: Checks) -> V
     """Whether the canary version passes ``checks`` in ``window``; every reason it does not, and the
     numbers either way."""
     reasons: list[str] = []
+    harm: list[str] = []
     evidence: dict[str, Any] = {}
     if window.missing:
         reasons.append("no metrics from " + ", ".join(window.missing))
@@ -155,12 +159,12 @@ def analyse(window: Snapshot, *, canary: str, primary: str, checks: Checks) -> V
     if c["requests"] < checks.min_requests:
         reasons.append(f"the canary answered {c['requests']} requests, fewer than {checks.min_requests}")
     if c["error_rate"] is not None and c["error_rate"] > checks.max_error_rate:
-        reasons.append(f"canary error rate {c['error_rate']:.2%} is above {checks.max_error_rate:.2%}")
+        harm.append(f"canary error rate {c['error_rate']:.2%} is above {checks.max_error_rate:.2%}")
     if checks.max_p99_ms is not None:
         if c["p99_ms"] is None:
             reasons.append("no canary latency observed")
         elif c["p99_ms"] > checks.max_p99_ms:
-            reasons.append(f"canary p99 {c['p99_ms']:g} ms is above {checks.max_p99_ms:g} ms")
+            harm.append(f"canary p99 {c['p99_ms']:g} ms is above {checks.max_p99_ms:g} ms")
     if checks.max_prediction_shift is not None:
         ref, cur = window.scores.get(primary), window.scores.get(canary)
         enough = ref is not None and cur is not None and ref.sum() >= checks.min_requests and cur.sum() > 0
@@ -172,11 +176,12 @@ def analyse(window: Snapshot, *, canary: str, primary: str, checks: Checks) -> V
             evidence["prediction_psi"] = round(shift, 6)
             evidence["prediction_ks"] = round(float(ks(ref[None, :], cur[None, :])[0]), 6)
             if shift > checks.max_prediction_shift:
-                reasons.append(
+                harm.append(
                     f"canary predictions shifted: PSI {shift:.3f} vs the primary is above "
                     f"{checks.max_prediction_shift:g}"
                 )
-    return Verdict(not reasons, reasons, evidence)
+    reasons += harm
+    return Verdict(not reasons, reasons, evidence, harmful=bool(harm))
 
 
 def shadow_report(snapshot: Snapshot, *, shadow: str, primary: str) -> dict[str, Any]:

@@ -293,6 +293,9 @@ class Controller:
             if spec.rollout["status"] == "paused":
                 self.sleep(1.0)
                 continue
+            ab = spec.rollout.get("kind") == "ab"
+            if ab and "steps" not in spec.analysis:
+                return spec  # an A/B test without a guardrail: nothing to watch, it ends by hand
             plan = CanaryPlan.from_dict(spec.analysis)
             before = self.scrape(plan.replicas)
             self.sleep(plan.interval_s)
@@ -300,14 +303,48 @@ class Controller:
             if now is None or now.revision != spec.revision:  # paused, aborted or promoted meanwhile
                 continue
             window = self.scrape(plan.replicas).minus(before)
-            canary = now.role("canary")
-            assert canary is not None
-            verdict = analyse(window, canary=canary.version, primary=now.primary.version, checks=plan.checks)
+            tested = now.role("arm" if ab else "canary")
+            assert tested is not None
+            checks = replace(plan.checks, max_prediction_shift=None) if ab else plan.checks  # arms may differ
+            verdict = analyse(window, canary=tested.version, primary=now.primary.version, checks=checks)
             self.on_window(now, verdict)
             try:
-                self.decide(now, plan, verdict)
+                self.guard(now, plan, verdict) if ab else self.decide(now, plan, verdict)
             except ConfigError as exc:  # someone changed the spec between the read and the write
                 logger.warning("decision not applied: %s; reading the spec again", exc.message)
+
+    def guard(self, spec: Deployment, plan: CanaryPlan, verdict: Verdict) -> Deployment:
+        """One window of an A/B test: arm b's harm (error rate, p99 over the checks) counts towards
+        stopping it; a clean window resets the count; too few observations change nothing (an A/B test
+        runs until someone ends it, or until the guardrail does)."""
+        assert spec.rollout is not None
+        failures = int(spec.rollout["failures"])
+        if not verdict.harmful:
+            if not verdict.passed or failures == 0:
+                return spec
+            return self.store.write(
+                replace(spec, rollout={**spec.rollout, "failures": 0}),
+                action="guardrail clean",
+                why="the window passed",
+                evidence=verdict.evidence,
+                expect_revision=spec.revision,
+            )
+        failures += 1
+        evidence = {**verdict.evidence, "reasons": verdict.reasons}
+        if failures >= plan.failures:
+            return abort(
+                self.store,
+                why=f"A/B guardrail: {failures} windows in a row: " + "; ".join(verdict.reasons),
+                action="stopped by the guardrail",
+                evidence=evidence,
+            )
+        return self.store.write(
+            replace(spec, rollout={**spec.rollout, "failures": failures}),
+            action=f"guardrail breached ({failures} of {plan.failures})",
+            why="; ".join(verdict.reasons),
+            evidence=evidence,
+            expect_revision=spec.revision,
+        )
 
     def decide(self, spec: Deployment, plan: CanaryPlan, verdict: Verdict) -> Deployment:
         """One window's consequence: the next step, promotion, a recorded failure, or the rollback."""
