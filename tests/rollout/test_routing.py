@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from collections import Counter
 
+import httpx
+import pytest
+
+from prodml.registry.deployment import Deployment, Stickiness, Variant
 from prodml.serve.routing import SCALE, Table, bucket
+from tests.rollout.conftest import TOKEN, Versions, reset
+from tests.servers import ServeProcess
 
 
 def _table(weights: list[int]) -> Table:
@@ -36,3 +42,44 @@ def test_zero_weight_variants_get_nothing_and_keyless_requests_spread() -> None:
     assert {table.choose(f"k{i}") for i in range(2000)} == {0}
     split = Counter(_table([50, 50]).choose(None) for _ in range(4000))
     assert abs(split[0] / 4000 - 0.5) <= 0.05
+
+
+@pytest.mark.integration
+def test_a_replica_restarted_with_the_registry_down_routes_by_the_spec_it_last_applied(
+    versions: Versions,
+) -> None:
+    auth = {"authorization": f"Bearer {TOKEN}"}
+    reset(versions)
+    store = versions.store()
+    spec = store.read()
+    split = Deployment(
+        revision=0,
+        variants=(Variant("a", "1", 50, "primary"), Variant("b", "2", 50, "arm")),
+        stickiness=Stickiness(header="x-user"),
+    )
+    store.write(split, action="set", why="test: a split", expect_revision=spec.revision if spec else None)
+
+    def arms(server: ServeProcess) -> set[str]:
+        with httpx.Client(timeout=30) as client:
+            return {
+                client.post(
+                    f"{server.url}/predict",
+                    json={"records": [versions.rows[i]]},
+                    headers={"x-user": f"user-{i}"},
+                ).json()["variant"]
+                for i in range(40)
+            }
+
+    try:
+        with ServeProcess(versions.root, versions.env, "--poll", "1") as server:
+            server.wait_ready()
+            httpx.post(f"{server.admin_url}/admin/reload", headers=auth, timeout=30).raise_for_status()
+            assert arms(server) == {"a", "b"}
+        down = {**versions.env, "PRODML_TRACKING_URI": f"sqlite:///{versions.root / 'gone.db'}"}
+        with ServeProcess(versions.root, down, "--poll", "1") as server:
+            server.wait_ready()  # from the local cache: the champion, and the split it last applied
+            assert arms(server) == {"a", "b"}
+            status = httpx.get(f"{server.admin_url}/admin/status", headers=auth, timeout=10).json()
+            assert status["last_registry_error"] and status["deployment"]["revision"] is not None
+    finally:
+        reset(versions)

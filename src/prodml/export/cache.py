@@ -44,6 +44,23 @@ class PackageCache:
         entry = json.loads(path.read_text()).get(ref)
         return None if entry is None else (str(entry["version"]), dict(entry["digests"]))
 
+    def remember_spec(self, name: str, spec: str | None, digests: dict[str, dict[str, str]]) -> None:
+        """Record the deployment spec (its JSON) a server last applied, with each variant's digests;
+        None forgets it (the model has no spec any more)."""
+        path = safe_join(self.root, f"{name}/deployment.json")
+        if spec is None:
+            path.unlink(missing_ok=True)
+            return
+        atomic_write_text(path, json.dumps({"spec": spec, "digests": digests, "at": time.time()}, indent=2))
+
+    def spec(self, name: str) -> tuple[str, dict[str, dict[str, str]]] | None:
+        """The spec :meth:`remember_spec` recorded and its variants' digests, or None."""
+        path = safe_join(self.root, f"{name}/deployment.json")
+        if not path.is_file():
+            return None
+        entry = json.loads(path.read_text())
+        return str(entry["spec"]), {str(v): dict(d) for v, d in entry["digests"].items()}
+
     def load(self, name: str, ref: str) -> tuple[str, ModelPackage] | None:
         """The verified package ``ref`` last pointed to, or None; TamperedArtifact if it was altered."""
         found = self.lookup(name, ref)

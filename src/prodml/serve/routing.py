@@ -213,19 +213,62 @@ class Router:
         registry = self.manager._registry
         if registry is None:
             return None, {}
-        spec = DeploymentStore(registry, self.manager._name()).read()
+        name = self.manager._name()
+        spec = DeploymentStore(registry, name).read()
         if spec is None:
+            self.manager.cache.remember_spec(name, None, {})
             return None, {}
         have = self._loaded()
         loaded: dict[str, Any] = {}
+        digests: dict[str, dict[str, str]] = {}
         for variant in spec.variants:
-            mv = registry.get(self.manager._name(), variant.version)
+            mv = registry.get(name, variant.version)
+            digests[variant.version] = mv.digests
             model = have.get(variant.version)
             if model is not None and model.package.digests == mv.digests:
                 loaded[variant.version] = model
             else:
                 loaded[variant.version] = registry.load(mv, self.manager.cache_dir)
+        self.manager.cache.remember_spec(name, spec.to_json(), digests)  # a restart starts from it
         return spec, loaded
+
+    async def from_cache(self) -> None:
+        """Route by the spec this server last applied (the local cache) until the registry answers: a
+        replica restarted while the registry is down keeps its split. Nothing happens when there is none,
+        when its packages are not all cached and intact, or when a registry check got there first."""
+        from prodml.export.package import load_package
+        from prodml.registry.deployment import parse_spec
+
+        name = self.manager._name()
+
+        def read() -> tuple[Deployment, dict[str, Any]] | None:
+            found = self.manager.cache.spec(name)
+            if found is None:
+                return None
+            text, digests = found
+            spec = parse_spec(text, where=f"the cached deployment of '{name}'")
+            have = self._loaded()
+            loaded: dict[str, Any] = {}
+            for variant in spec.variants:
+                model = have.get(variant.version)
+                if model is not None and model.package.digests == digests.get(variant.version):
+                    loaded[variant.version] = model
+                else:  # verified against the digests the registry gave when the spec was applied
+                    path = self.manager.cache.path(name, variant.version)
+                    loaded[variant.version] = load_package(path, digests[variant.version])
+            return spec, loaded
+
+        try:
+            found = await asyncio.to_thread(read)
+            table = None if found is None else await asyncio.to_thread(self._build, *found)
+        except (ProdmlError, OSError, KeyError, ValueError) as exc:
+            logger.warning("cached deployment spec not applied (%s)", str(exc).splitlines()[0])
+            return
+        if table is not None and self.table is None:
+            self.table = table
+            logger.info(
+                "deployment revision %d from the local cache until the registry answers", table.revision
+            )
 
     def _build(self, spec: Deployment, loaded: dict[str, Any]) -> Table:
         from prodml.serve.model import LoadedModel

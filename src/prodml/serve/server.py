@@ -188,6 +188,8 @@ async def _main(options: ServeOptions, sock: socket.socket, admin_sock: socket.s
         # health follows the model: SERVING the moment one is swapped in (the only way one arrives)
         manager.on_swap.append(lambda _: spawn(grpc_server.set_serving(plane.ready())))
     await manager.start()
+    if manager.ref is not None:
+        await plane.router.from_cache()  # the split this server last applied, until the registry answers
     app = HttpApp(
         inference_routes(plane),
         title="prodml inference server",
