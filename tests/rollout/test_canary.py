@@ -211,9 +211,14 @@ def test_arms_split_stickily_on_every_replica_and_every_response_names_its_varia
         else:
             tensor.contents.fp32_contents.append(0.0 if value is None else float(value))
     with grpc.insecure_channel(f"127.0.0.1:{replicas.servers[0].grpc_port}") as channel:
-        response = pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=10)
-    variant = response.parameters["variant"].string_param
-    assert variant == {"1": "a", "2": "b"}[response.model_version]
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        response = stub.ModelInfer(request, timeout=10)
+        variant = response.parameters["variant"].string_param
+        assert variant == {"1": "a", "2": "b"}[response.model_version]
+        # the header key travels as gRPC metadata: each user gets the arm REST gave it
+        for user in [f"user-{i}" for i in range(40)]:
+            answer = stub.ModelInfer(request, timeout=10, metadata=(("x-user", user),))
+            assert {answer.model_version} == seen[user]
     reset(versions)
 
 

@@ -23,6 +23,7 @@ from prodml.serve.proto import inference_pb2 as pb
 from prodml.serve.proto import inference_pb2_grpc as pb_grpc
 from prodml.serve.protocols import Tensor, oip_columns, oip_tensor, tensor_metadata
 from prodml.serve.ranges import flag_text
+from prodml.serve.routing import HEADERS
 from prodml.serve.validation import bad_field, detailed
 
 __all__ = ["GrpcServer"]
@@ -114,6 +115,8 @@ class _Servicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
                 response.raw_output_contents.append(tensor_bytes(datatype, arr))
             return response
 
+        metadata = context.invocation_metadata() or ()
+        HEADERS.set({str(k).lower(): v for k, v in metadata if isinstance(v, str)})  # a header stickiness key
         try:
             return await self.plane.serve("grpc", work, request.id or None)
         except ProdmlError as exc:
