@@ -157,8 +157,14 @@ def _print_window(spec: Deployment, verdict: Verdict) -> None:
 
 def _run(project: Project, store: DeploymentStore) -> None:
     from prodml.rollout.controller import Controller
+    from prodml.rollout.log import labelled_log
 
-    final = Controller(store, scrape_metrics=_scrape(project), on_window=_print_window).run()
+    final = Controller(
+        store,
+        scrape_metrics=_scrape(project),
+        on_window=_print_window,
+        labelled_log=lambda: labelled_log(project),
+    ).run()
     if final is None or final.rollout is None:
         console.print("no rollout in progress")
         return
@@ -190,6 +196,10 @@ def canary(
     min_requests: Annotated[
         Optional[int],  # noqa: UP045
         typer.Option(help="Canary requests a window needs to pass."),
+    ] = None,
+    max_metric_drop: Annotated[
+        Optional[float],  # noqa: UP045
+        typer.Option(help="Most the canary's task metric may trail the primary's once labels exist."),
     ] = None,
     failures: Annotated[Optional[int], typer.Option(help="Failed windows in a row that roll back.")] = None,  # noqa: UP045
     replica: Annotated[
@@ -225,6 +235,7 @@ def canary(
         "max_p99_ms": max_p99_ms,
         "max_prediction_shift": max_prediction_shift,
         "min_requests": min_requests,
+        "max_metric_drop": max_metric_drop,
     }
     checks = replace(base.checks, **{k: v for k, v in given.items() if v is not None})
     plan = CanaryPlan(

@@ -405,6 +405,11 @@ class Rollout(_Strict):
     """The most PSI between the canary's and the primary's prediction scores over one window."""
     min_requests: int = Field(default=200, ge=1)
     """Canary requests one window needs before it can pass (fewer never pass)."""
+    max_metric_drop: float | None = Field(default=None, ge=0)
+    """Once feedback labels exist: the most the canary's task metric (accuracy of a binary classifier,
+    mean absolute error of a regressor) may trail the primary's on the rows logged since it started."""
+    min_labels: int = Field(default=100, ge=2)
+    """Labelled rows each variant needs before the task metric is compared (fewer: no verdict)."""
     replicas: list[str] = Field(default_factory=list)
     """Base URLs of every server replica (``/metrics`` is read from each); default: ``serve``'s address."""
     admin_urls: list[str] = Field(default_factory=list)

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from prodml.registry.deployment import Deployment, DeploymentStore
     from prodml.rollout.controller import CanaryPlan
 
-__all__ = ["METRICS", "ab_report", "start_ab"]
+__all__ = ["METRICS", "ab_report", "metric_check", "start_ab"]
 
 METRICS = ("accuracy", "error", "auc")
 
@@ -111,6 +111,43 @@ def ab_report(
         "needed_per_arm": needed,
         "recommendation": recommendation,
     }
+
+
+def metric_check(
+    table: pa.Table,
+    *,
+    canary: str,
+    primary: str,
+    metric: str,
+    max_drop: float,
+    min_labels: int,
+    since: float = 0.0,
+) -> tuple[str | None, dict[str, Any]]:
+    """The canary's task metric against the primary's on the labelled rows logged since ``since``: a
+    reason when it is worse by more than ``max_drop`` (accuracy lower, mean absolute error higher), and
+    the evidence. Fewer than ``min_labels`` labelled rows in either variant is no verdict (labels
+    arrive late): the evidence says so and there is no reason."""
+    if "ts" in table.column_names and since:
+        import pyarrow.compute as pc
+
+        table = table.filter(pc.greater_equal(table.column("ts"), since))
+    have = {name: len(_arm(table, name)[0]) for name in (primary, canary)}
+    evidence: dict[str, Any] = {"metric": metric, "labelled": have}
+    if min(have.values()) < max(min_labels, 2):
+        evidence["skipped"] = f"fewer than {max(min_labels, 2)} labelled rows per variant"
+        return None, evidence
+    report = ab_report(table, primary, canary, metric=metric)
+    drop = report["difference"] if metric == "error" else -report["difference"]
+    evidence |= {"primary": report["arms"][primary]["value"], "canary": report["arms"][canary]["value"]}
+    evidence["drop"] = round(drop, 6)
+    if drop > max_drop:
+        worse = "higher" if metric == "error" else "lower"
+        return (
+            f"canary {metric} {report['arms'][canary]['value']:.4f} is {worse} than the primary's "
+            f"{report['arms'][primary]['value']:.4f} by more than {max_drop:g}",
+            evidence,
+        )
+    return None, evidence
 
 
 def start_ab(

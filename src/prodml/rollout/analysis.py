@@ -34,6 +34,11 @@ class Checks:
     max_p99_ms: float | None = None
     max_prediction_shift: float | None = None
     min_requests: int = 200
+    max_metric_drop: float | None = None
+    """The most the canary's task metric may trail the primary's once feedback labels exist."""
+    metric: str | None = None
+    """That metric: ``accuracy`` (binary classifiers) or ``error`` (mean absolute error, regressors)."""
+    min_labels: int = 100
 
 
 @dataclass

@@ -75,6 +75,9 @@ class CanaryPlan:
                 max_p99_ms=s.max_p99_ms,
                 max_prediction_shift=s.max_prediction_shift,
                 min_requests=s.min_requests,
+                max_metric_drop=s.max_metric_drop,
+                metric={"binary": "accuracy", "regression": "error"}.get(project.task),
+                min_labels=s.min_labels,
             ),
             failures=s.failure_threshold,
             replicas=tuple(s.replicas or [f"http://{project.serve.host}:{project.serve.port}"]),
@@ -267,6 +270,7 @@ class Controller:
         scrape_metrics: reads the replicas (tests may give another).
         sleep: waits one window.
         on_window: told each window's verdict (the CLI prints it).
+        labelled_log: reads the request log with feedback labels (for ``max_metric_drop``).
     """
 
     def __init__(
@@ -276,9 +280,11 @@ class Controller:
         scrape_metrics: Callable[[Sequence[str]], Snapshot] = scrape,
         sleep: Callable[[float], None] = time.sleep,
         on_window: Callable[[Deployment, Verdict], None] | None = None,
+        labelled_log: Callable[[], Any] | None = None,
     ) -> None:
         self.store = store
         self.scrape = scrape_metrics
+        self.labelled_log = labelled_log
         self.sleep = sleep
         self.on_window = on_window or (lambda spec, verdict: None)
 
@@ -307,11 +313,42 @@ class Controller:
             assert tested is not None
             checks = replace(plan.checks, max_prediction_shift=None) if ab else plan.checks  # arms may differ
             verdict = analyse(window, canary=tested.version, primary=now.primary.version, checks=checks)
+            if not ab and checks.max_metric_drop is not None:
+                verdict = self._task_metric(now, checks, verdict)
             self.on_window(now, verdict)
             try:
                 self.guard(now, plan, verdict) if ab else self.decide(now, plan, verdict)
             except ConfigError as exc:  # someone changed the spec between the read and the write
                 logger.warning("decision not applied: %s; reading the spec again", exc.message)
+
+    def _task_metric(self, spec: Deployment, checks: Checks, verdict: Verdict) -> Verdict:
+        """The window's verdict with the task-metric check added: a failure when the canary's metric
+        trails the primary's by more than ``max_metric_drop``; no verdict of its own with too few
+        labels, no log or a task it does not apply to (noted in the evidence)."""
+        from prodml.core.errors import ProdmlError
+        from prodml.rollout.abtest import metric_check
+
+        canary = spec.role("canary")
+        assert canary is not None and spec.rollout is not None and checks.max_metric_drop is not None
+        if checks.metric is None or self.labelled_log is None:
+            note = {"skipped": "no task metric for this task" if checks.metric is None else "no request log"}
+            return replace(verdict, evidence={**verdict.evidence, "task_metric": note})
+        try:
+            reason, evidence = metric_check(
+                self.labelled_log(),
+                canary=canary.name,
+                primary=spec.primary.name,
+                metric=checks.metric,
+                max_drop=checks.max_metric_drop,
+                min_labels=checks.min_labels,
+                since=float(spec.rollout.get("started_at", 0.0)),
+            )
+        except ProdmlError as exc:  # no log yet, a broker away: no verdict from labels this window
+            evidence, reason = {"skipped": exc.message}, None
+        out = replace(verdict, evidence={**verdict.evidence, "task_metric": evidence})
+        if reason is None:
+            return out
+        return replace(out, passed=False, reasons=[*verdict.reasons, reason], harmful=True)
 
     def guard(self, spec: Deployment, plan: CanaryPlan, verdict: Verdict) -> Deployment:
         """One window of an A/B test: arm b's harm (error rate, p99 over the checks) counts towards
