@@ -160,10 +160,19 @@ def test_query_prints_and_writes(churn_dir: Path, tmp_path: Path) -> None:
 
 
 def test_demo_runs_end_to_end(tmp_path: Path) -> None:
-    result = run("demo", "--dir", tmp_path / "d", "--customers", "300", "--days", "150")
+    args = ["demo", "--dir", str(tmp_path / "d"), "--customers", "300", "--days", "150"]
+    result = runner.invoke(app, args, env={"COLUMNS": "400"})  # wide: one line per table row
     assert result.exit_code == 0, result.output
-    for step in ("simulate", "validate", "features"):
+    for step in ("simulate", "validate", "features", "rollout"):
         assert step in result.stdout
+    import re
+
+    rolled = re.search(r"then canaried: (promoted|rolled back)", result.stdout)
+    assert not rolled or rolled.group(1) == "promoted" or "fail: " in result.stdout  # with its evidence
+    skipped = "skipped: no new version passed the gate" in result.stdout
+    assert rolled or skipped, result.stdout  # the retrained version went out, or the gate said why not
+    if rolled:
+        assert "analysis windows" in result.stdout
     assert (tmp_path / "d/.prodml/features/training.parquet").exists()
 
 

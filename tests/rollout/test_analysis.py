@@ -83,3 +83,13 @@ def test_too_few_or_missing_observations_never_pass() -> None:
         checks=Checks(max_prediction_shift=0.1),
     )
     assert not shift.passed and "too few predictions" in shift.reasons[0]
+
+
+def test_at_the_last_step_the_primary_answers_nothing_and_the_shift_check_does_not_fail_the_window() -> None:
+    canary = _text("2", 500, 0, 500, [25] * 20)
+    checks = Checks(min_requests=200, max_prediction_shift=0.1)
+    verdict = analyse(_snapshot(canary), canary="2", primary="1", checks=checks)
+    assert verdict.passed, verdict.reasons
+    assert str(verdict.evidence["prediction_psi"]).startswith("n/a")
+    few = analyse(_snapshot(_text("2", 50, 0, 50, [2] * 20)), canary="2", primary="1", checks=checks)
+    assert not few.passed  # too few canary requests still fail it

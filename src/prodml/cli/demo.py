@@ -23,6 +23,7 @@ from prodml.core.errors import Unavailable
 
 if TYPE_CHECKING:
     from prodml.core.project import Project
+    from prodml.pipeline.retrain import MonitorStep
 
 
 class _Steps:
@@ -54,7 +55,8 @@ def demo(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
 ) -> None:
     """Simulate a subscription business, validate it, build features, train, register, promote, score a
-    batch, serve (online features by customer id), replay drifted traffic and check it for drift."""
+    batch, serve (online features by customer id), replay drifted traffic and check it for drift, retrain,
+    and roll the retrained version out: shadow, then canary, promoted or rolled back on its evidence."""
     from prodml.core.project import load_project
     from prodml.data.examples import write_example
     from prodml.data.sources import Catalog
@@ -66,7 +68,7 @@ def demo(
 
     columns = (TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console) as progress:
-        steps = _Steps(progress, progress.add_task("simulate", total=9))
+        steps = _Steps(progress, progress.add_task("simulate", total=10))
 
         with steps.step("simulate") as note:
             path = write_example(directory, "churn", customers=customers, days=days, seed=seed, force=True)
@@ -116,7 +118,14 @@ def demo(
                 note.append(server.probe(frame.table, frame.features))
 
             with steps.step("monitor") as note:
-                note.append(_monitor(project, server, outcome.tracking_uri, customers=customers, days=days))
+                text, monitored, drifted = _monitor(
+                    project, server, outcome.tracking_uri, customers=customers, days=days
+                )
+                note.append(text)
+
+            with steps.step("rollout") as note:
+                text, windows = _rollout(project, server, monitored, drifted)
+                note.append(text)
 
     table = Table(title=f"prodml demo in {directory}", title_justify="left")
     table.add_column("step")
@@ -125,6 +134,8 @@ def demo(
     for name, seconds, summary in steps.rows:
         table.add_row(name, fmt_seconds(seconds), summary)
     console.print(table)
+    if windows is not None:
+        console.print(windows)
     if not report.ok:
         raise typer.Exit(3)
 
@@ -145,13 +156,14 @@ class _DemoServer:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def start(self, probe: list[dict[str, object]]) -> None:
+    def start(self, probe: list[dict[str, object]], *poll: str) -> None:
         """Start the server; wait until it answers ``probe`` (and has checked the registry)."""
         import httpx
 
+        self.code = None
         self.port, admin_port = _free_port(), _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        token = os.urandom(16).hex()
+        self.url, self.admin_url = f"http://127.0.0.1:{self.port}", f"http://127.0.0.1:{admin_port}"
+        token = self.token = os.urandom(16).hex()
         env = {**os.environ, "PRODML_TRACKING_URI": self.tracking, "PRODML_ADMIN_TOKEN": token}
         exe = str(Path(sys.executable).with_name("prodml"))
         started = time.perf_counter()
@@ -159,6 +171,7 @@ class _DemoServer:
             [
                 *(exe, "--project", str(self.project_file), "serve"),
                 *("--port", str(self.port), "--grpc-port", "0", "--admin-port", str(admin_port)),
+                *poll,
             ],
             env=env,
             stdout=subprocess.DEVNULL,
@@ -248,7 +261,9 @@ def _online(project: Project, server: _DemoServer) -> str:
     )
 
 
-def _monitor(project: Project, server: _DemoServer, tracking: str, *, customers: int, days: int) -> str:
+def _monitor(
+    project: Project, server: _DemoServer, tracking: str, *, customers: int, days: int
+) -> tuple[str, MonitorStep, list[dict[str, object]]]:
     """Replay drifted traffic through the server, stop it (its log is flushed), check the log for drift
     and retrain through the gate on a breach."""
     from prodml.pipeline.retrain import drifted_rows, monitor_and_retrain, replay
@@ -257,4 +272,80 @@ def _monitor(project: Project, server: _DemoServer, tracking: str, *, customers:
     sent = replay(server.url, rows)
     code = server.stop()
     step = monitor_and_retrain(project, tracking_uri=tracking)
-    return f"{sent:,} drifted rows replayed (server SIGTERM exit {code}); {step.describe()}"
+    return f"{sent:,} drifted rows replayed (server SIGTERM exit {code}); {step.describe()}", step, rows
+
+
+def _rollout(
+    project: Project, server: _DemoServer, monitored: MonitorStep, rows: list[dict[str, object]]
+) -> tuple[str, Table | None]:
+    """The retrained version goes out as ``prodml rollout`` would take it: a 100% shadow first (its
+    report), then a canary at 50% and 100% with 2-second analysis windows under replayed drifted
+    traffic; the controller promotes it or rolls it back. Returns the summary and the windows table."""
+    import threading
+
+    import httpx
+
+    from prodml.registry.deployment import DeploymentStore
+    from prodml.registry.mlflow import Registry
+    from prodml.rollout.analysis import Checks, Verdict, scrape, shadow_report
+    from prodml.rollout.controller import CanaryPlan, Controller, set_shadow, start_canary
+
+    retrained = monitored.retrain
+    if retrained is None or retrained.status != "challenger" or retrained.version is None:
+        why = "no drift alert" if retrained is None else retrained.describe()
+        return f"skipped: no new version passed the gate ({why})", None
+    version = retrained.version
+    server.start(rows[:1], "--poll", "1")
+    store = DeploymentStore(Registry(server.tracking), project.tracking.registered_model or project.name)
+    stop = threading.Event()
+
+    def traffic() -> None:
+        with httpx.Client(base_url=server.url, timeout=10) as client:
+            i = 0
+            while not stop.is_set():
+                client.post("/predict", json=rows[i % len(rows) : i % len(rows) + 1])
+                i += 1
+
+    def reload() -> None:
+        headers = {"authorization": f"Bearer {server.token}"}
+        httpx.post(f"{server.admin_url}/admin/reload", headers=headers, timeout=60).raise_for_status()
+
+    windows = Table(title=f"rollout of version {version}: analysis windows", title_justify="left")
+    for col in ("weight", "canary requests", "error rate", "p99 ms", "prediction PSI", "verdict"):
+        windows.add_column(col)
+
+    def on_window(spec: object, verdict: Verdict) -> None:
+        canary = verdict.evidence.get("canary", {})
+        weight = next((v.weight for v in spec.variants if v.role == "canary"), 0.0)  # type: ignore[attr-defined]
+        windows.add_row(
+            f"{weight:g}%",
+            str(canary.get("requests")),
+            str(canary.get("error_rate")),
+            str(canary.get("p99_ms")),
+            str(verdict.evidence.get("prediction_psi")),
+            "pass" if verdict.passed else "fail: " + "; ".join(verdict.reasons),
+        )
+
+    loader = threading.Thread(target=traffic, daemon=True)
+    loader.start()
+    try:
+        set_shadow(store, version, sample=100.0, why="demo: shadow the retrained version", admin_urls=())
+        reload()
+        time.sleep(3)
+        report = shadow_report(scrape([server.url]), shadow=version, primary=store.current().primary.version)
+        set_shadow(store, None, why="demo: the shadow becomes the canary", admin_urls=())
+        checks = Checks(max_error_rate=0.01, min_requests=20, max_prediction_shift=0.5)
+        plan = CanaryPlan((50.0, 100.0), 2.0, checks, 2, (server.url,), ())
+        start_canary(store, version, plan, why=f"demo: {retrained.reason}")
+        reload()
+        final = Controller(store, on_window=on_window).run()
+    finally:
+        stop.set()
+        loader.join(15)
+        server.stop()
+    outcome = final.rollout.get("status") if final is not None and final.rollout else "unknown"
+    champion = store.registry.alias_version(store.name, "champion")
+    return (
+        f"v{version} shadowed (agreement {report['agreement']}, PSI {report.get('prediction_psi')}), "
+        f"then canaried: {outcome}; champion v{champion.version if champion else '?'}"
+    ), windows

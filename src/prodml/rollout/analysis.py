@@ -173,7 +173,11 @@ def analyse(window: Snapshot, *, canary: str, primary: str, checks: Checks) -> V
     if checks.max_prediction_shift is not None:
         ref, cur = window.scores.get(primary), window.scores.get(canary)
         enough = ref is not None and cur is not None and ref.sum() >= checks.min_requests and cur.sum() > 0
-        if not enough:
+        if evidence["primary"]["requests"] == 0 and c["requests"] >= checks.min_requests:
+            # the canary takes every request (the last step): nothing to compare with in this window;
+            # the earlier steps compared them
+            evidence["prediction_psi"] = "n/a: the primary answered no request in this window"
+        elif not enough:
             reasons.append("too few predictions of both variants to compare (or not a classifier)")
         else:
             assert ref is not None and cur is not None
