@@ -83,3 +83,16 @@ def test_a_replica_restarted_with_the_registry_down_routes_by_the_spec_it_last_a
             assert status["last_registry_error"] and status["deployment"]["revision"] is not None
     finally:
         reset(versions)
+
+
+def test_a_header_key_is_found_whatever_the_case_the_spec_gives_its_name() -> None:
+    from dataclasses import replace
+
+    from prodml.serve.routing import HEADERS, Router
+
+    table = replace(_table([50, 50]), header="X-User")
+    token = HEADERS.set({"x-user": "customer-7"})  # transports lower-case header and metadata names
+    try:
+        assert Router._key(table, {}) == "customer-7"
+    finally:
+        HEADERS.reset(token)

@@ -118,7 +118,7 @@ class Router:
             return _text(values[0]) if values is not None and len(values) > 0 else None
         if table.header is not None:
             headers = HEADERS.get()
-            return None if headers is None else headers.get(table.header)
+            return None if headers is None else headers.get(table.header.lower())  # names arrive lower-cased
         return None
 
     def observe(self, variant: str, model: LoadedModel, outputs: list[np.ndarray]) -> None:
