@@ -41,6 +41,19 @@ def test_unknown_key_suggests_the_close_one(tmp_path: Path) -> None:
     assert info.value.exit_code == 2
 
 
+def test_monitor_thresholds_per_feature_and_unknown_stats(tmp_path: Path) -> None:
+    text = MINIMAL + "monitor: {thresholds: {age: {psi: 0.3}, __prediction__: {ks: 0.2, js: null}}}\n"
+    monitor = load_project(write_project(tmp_path, text), environ={}).monitor
+    assert monitor.thresholds["age"].psi == 0.3 and monitor.thresholds["__prediction__"].ks == 0.2
+    with pytest.raises(ConfigError) as info:
+        load_project(
+            write_project(tmp_path, MINIMAL + "monitor: {thresholds: {age: {psy: 0.3}}}\n"), environ={}
+        )
+    problems = dict(info.value.problems)
+    assert "psy" in problems["monitor.thresholds.age.psy"], problems
+    assert "psi" in problems["monitor.thresholds.age.psy"]  # names the valid one
+
+
 def test_nested_key_path_value_and_message(tmp_path: Path) -> None:
     text = MINIMAL.replace("entity: id", "entity: id\ntask: clustering") + (
         "serve: {port: 99999, workres: 2}\n"

@@ -592,13 +592,16 @@ def _key_path(loc: tuple[int | str, ...]) -> str:
 def _fields_at(loc: tuple[int | str, ...]) -> list[str]:
     """The keys allowed at the model that ``loc`` points into (for did-you-mean hints)."""
     model: Any = Project
+    keyed = False  # the previous field was a mapping: this part is one of its keys, not a field
     for part in loc:
-        if isinstance(part, int) or model is None:
+        if isinstance(part, int) or model is None or keyed:
+            keyed = False
             continue
         field = model.model_fields.get(part) if hasattr(model, "model_fields") else None
         if field is None:
             model = None
             continue
+        keyed = getattr(field.annotation, "__origin__", None) is dict
         model = _inner_model(field.annotation)
     return list(model.model_fields) if model is not None and hasattr(model, "model_fields") else []
 
