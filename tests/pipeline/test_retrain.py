@@ -98,6 +98,8 @@ def test_retrain_gates_the_candidate_and_honours_the_cooldown(churn_dir: Path, t
     assert registry.alias_version("churn_rt", "challenger").version == "2"  # type: ignore[union-attr]
     assert registry.get("churn_rt", "3").tags["prodml.retrain.gate"] == "refused"
     assert np.isfinite(refused.verdict.value)  # type: ignore[union-attr]
+    assert canary_retrained(strict, refused, tracking) is refused  # a refused version is not canaried
+    assert store.current().revision == spec.revision
 
     # through the CLI after the cooldown: a version that passes the gate, and a rollout already running
     edit_project(churn_dir, promotion__min=None)
