@@ -366,21 +366,13 @@ class Controller:
                 evidence=verdict.evidence,
                 expect_revision=spec.revision,
             )
-        failures += 1
-        evidence = {**verdict.evidence, "reasons": verdict.reasons}
-        if failures >= plan.failures:
-            return abort(
-                self.store,
-                why=f"A/B guardrail: {failures} windows in a row: " + "; ".join(verdict.reasons),
-                action="stopped by the guardrail",
-                evidence=evidence,
-            )
-        return self.store.write(
-            replace(spec, rollout={**spec.rollout, "failures": failures}),
-            action=f"guardrail breached ({failures} of {plan.failures})",
-            why="; ".join(verdict.reasons),
-            evidence=evidence,
-            expect_revision=spec.revision,
+        return self._failed(
+            spec,
+            plan,
+            verdict,
+            dict(verdict.evidence),
+            ended="stopped by the guardrail",
+            what="guardrail breached",
         )
 
     def decide(self, spec: Deployment, plan: CanaryPlan, verdict: Verdict) -> Deployment:
@@ -405,18 +397,33 @@ class Controller:
             )
             notify(plan.admin_urls)
             return stored
+        return self._failed(spec, plan, verdict, evidence, ended="rolled back", what="check failed")
+
+    def _failed(
+        self,
+        spec: Deployment,
+        plan: CanaryPlan,
+        verdict: Verdict,
+        evidence: dict[str, Any],
+        *,
+        ended: str,
+        what: str,
+    ) -> Deployment:
+        """Count one failed window; the ``plan.failures``-th in a row ends the rollout (action ``ended``)
+        with the primary taking every request."""
+        assert spec.rollout is not None
         failures = int(spec.rollout["failures"]) + 1
         evidence["reasons"] = verdict.reasons
         if failures >= plan.failures:
             return abort(
                 self.store,
                 why=f"{failures} analysis windows failed in a row: " + "; ".join(verdict.reasons),
-                action="rolled back",
+                action=ended,
                 evidence=evidence,
             )
         return self.store.write(
             replace(spec, rollout={**spec.rollout, "failures": failures}),
-            action=f"check failed ({failures} of {plan.failures})",
+            action=f"{what} ({failures} of {plan.failures})",
             why="; ".join(verdict.reasons),
             evidence=evidence,
             expect_revision=spec.revision,
