@@ -179,9 +179,6 @@ def erroring(versions: Versions) -> str:
     import onnx
     from onnx import TensorProto, helper
 
-    from prodml.export.package import load_package
-    from prodml.registry.mlflow import Registry
-
     source = versions.root / ".prodml/models" / versions.name / "2"
     target = versions.root / "erroring-package"
     shutil.copytree(source, target)
@@ -211,9 +208,18 @@ def erroring(versions: Versions) -> str:
     )
     g.initializer.append(helper.make_tensor("zero_axis", TensorProto.INT64, [1], [0]))
     onnx.save(model, target / "model.onnx")
-    digests = load_package(target, None).digests
+    return register_package(versions, target, "fails on real rows")
+
+
+def register_package(versions: Versions, package: Path, note: str) -> str:
+    """Register an edited copy of a package as the model's next version (its own digests), cached as
+    replicas keep it; its version."""
+    from prodml.export.package import load_package
+    from prodml.registry.mlflow import Registry
+
+    digests = load_package(package, None).digests
     registry = Registry(versions.tracking)
-    with registry.start_run("erroring") as run:
-        mv = registry.register(versions.name, run, target, digests, {"prodml.note": "fails on real rows"})
+    with registry.start_run(package.name) as run:
+        mv = registry.register(versions.name, run, package, digests, {"prodml.note": note})
     registry.load(mv, versions.root / ".prodml/models")
     return mv.version

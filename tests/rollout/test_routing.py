@@ -90,7 +90,7 @@ def test_a_header_key_is_found_whatever_the_case_the_spec_gives_its_name() -> No
 
     from prodml.serve.routing import HEADERS, Router
 
-    table = replace(_table([50, 50]), header="X-User")
+    table = replace(_table([50, 50]), header=Stickiness(header="X-User").header)  # as the spec names it
     token = HEADERS.set({"x-user": "customer-7"})  # transports lower-case header and metadata names
     try:
         assert Router._key(table, {}) == "customer-7"

@@ -18,7 +18,7 @@ import pytest
 
 from prodml.serve.metrics import Metrics
 from prodml.serve.shadow import Mirror
-from tests.rollout.conftest import Replicas, Versions, load, reset, versions_served
+from tests.rollout.conftest import Replicas, Versions, load, register_package, reset, versions_served
 
 
 def test_a_slow_shadow_never_makes_a_request_wait_and_its_queue_is_bounded() -> None:
@@ -132,9 +132,6 @@ def slow(versions: Versions) -> str:
     import onnx
     from onnx import helper, numpy_helper
 
-    from prodml.export.package import load_package
-    from prodml.registry.mlflow import Registry
-
     source = versions.root / ".prodml/models" / versions.name / "2"
     target = versions.root / "slow-package"
     shutil.copytree(source, target)
@@ -162,12 +159,7 @@ def slow(versions: Versions) -> str:
         ]
     )
     onnx.save(model, target / "model.onnx")
-    digests = load_package(target, None).digests
-    registry = Registry(versions.tracking)
-    with registry.start_run("slow") as run:
-        mv = registry.register(versions.name, run, target, digests, {"prodml.note": "slow on purpose"})
-    registry.load(mv, versions.root / ".prodml/models")
-    return mv.version
+    return register_package(versions, target, "slow on purpose")
 
 
 @pytest.mark.integration

@@ -466,13 +466,14 @@ def shadow_report(
     """The shadow against the primary, over all replicas: agreement, prediction shift, errors, latency,
     drops."""
     from prodml.rollout.analysis import shadow_report as report_of
+    from prodml.rollout.controller import CanaryPlan
 
     project, store = _store()
     spec = store.current()
     mirrored = spec.role("shadow")
     if mirrored is None:
         raise ConfigError(f"'{store.name}' has no shadow", hint="start one: prodml rollout shadow VERSION")
-    urls = replica or project.rollout.replicas or [f"http://{project.serve.host}:{project.serve.port}"]
+    urls = replica or CanaryPlan.of(project).replicas
     report = report_of(_scrape(project)(urls), shadow=mirrored.version, primary=spec.primary.version)
     table = Table(title=f"{store.name} — shadow v{mirrored.version} vs primary v{spec.primary.version}")
     for col in ("", "requests", "server errors", "p99 ms"):
@@ -514,7 +515,7 @@ def set_spec(
     import yaml
 
     from prodml.core.errors import Unavailable
-    from prodml.registry.deployment import parse_spec, validate, who
+    from prodml.registry.deployment import parse_spec, who
     from prodml.rollout.controller import notify
 
     project, store = _store()
@@ -526,8 +527,7 @@ def set_spec(
         ) from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{spec_file} is not a spec object", hint='e.g. {"variants": [{"name": ...}]}')
-    spec = parse_spec(json.dumps(raw), where=str(spec_file))
-    validate(spec, [mv.version for mv in store.registry.versions(store.name)])
+    spec = parse_spec(json.dumps(raw), where=str(spec_file))  # validated where it is written
     stored = store.read()
     if stored is not None and stored.active:
         raise ConfigError(

@@ -44,10 +44,13 @@ class PackageCache:
         entry = json.loads(path.read_text()).get(ref)
         return None if entry is None else (str(entry["version"]), dict(entry["digests"]))
 
+    def _spec(self, name: str) -> Path:
+        return safe_join(self.root, f"{name}/deployment.json")
+
     def remember_spec(self, name: str, spec: str | None, digests: dict[str, dict[str, str]]) -> None:
         """Record the deployment spec (its JSON) a server last applied, with each variant's digests;
         None forgets it (the model has no spec any more)."""
-        path = safe_join(self.root, f"{name}/deployment.json")
+        path = self._spec(name)
         if spec is None:
             path.unlink(missing_ok=True)
             return
@@ -55,7 +58,7 @@ class PackageCache:
 
     def spec(self, name: str) -> tuple[str, dict[str, dict[str, str]]] | None:
         """The spec :meth:`remember_spec` recorded and its variants' digests, or None."""
-        path = safe_join(self.root, f"{name}/deployment.json")
+        path = self._spec(name)
         if not path.is_file():
             return None
         entry = json.loads(path.read_text())

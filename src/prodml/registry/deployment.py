@@ -69,6 +69,10 @@ class Stickiness:
     field: str | None = None
     header: str | None = None
 
+    def __post_init__(self) -> None:  # header names are case-insensitive; transports give them lower-cased
+        if self.header is not None and self.header != self.header.lower():
+            object.__setattr__(self, "header", self.header.lower())
+
 
 @dataclass(frozen=True)
 class Deployment:

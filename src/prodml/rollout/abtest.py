@@ -133,8 +133,9 @@ def metric_check(
         table = table.filter(pc.greater_equal(table.column("ts"), since))
     have = {name: len(_arm(table, name)[0]) for name in (primary, canary)}
     evidence: dict[str, Any] = {"metric": metric, "labelled": have}
-    if min(have.values()) < max(min_labels, 2):
-        evidence["skipped"] = f"fewer than {max(min_labels, 2)} labelled rows per variant"
+    least = max(min_labels, 2)  # ab_report needs two per arm
+    if min(have.values()) < least:
+        evidence["skipped"] = f"fewer than {least} labelled rows per variant"
         return None, evidence
     report = ab_report(table, primary, canary, metric=metric)
     drop = report["difference"] if metric == "error" else -report["difference"]
@@ -195,14 +196,14 @@ def start_ab(
         "status": "running",
         "started_at": time.time(),
     }
-    analysis = {**guardrail.to_dict(), "admin_urls": list(admin_urls)} if guardrail else {}
+    analysis = {**(guardrail.to_dict() if guardrail else {}), "admin_urls": list(admin_urls)}
     stored = store.write(
         replace(
             spec,
             variants=arms,
             stickiness=Stickiness(field=field, header=header),
             rollout=rollout,
-            analysis=analysis or {"admin_urls": list(admin_urls)},
+            analysis=analysis,
         ),
         action=f"A/B of version {version} at {split:g}%",
         why=why,

@@ -115,8 +115,7 @@ class _Servicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
                 response.raw_output_contents.append(tensor_bytes(datatype, arr))
             return response
 
-        metadata = context.invocation_metadata() or ()
-        HEADERS.set({str(k).lower(): v for k, v in metadata if isinstance(v, str)})  # a header stickiness key
+        HEADERS.set(dict(context.invocation_metadata() or ()))  # a header stickiness key (lower-case keys)
         try:
             return await self.plane.serve("grpc", work, request.id or None)
         except ProdmlError as exc:

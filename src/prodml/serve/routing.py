@@ -118,7 +118,7 @@ class Router:
             return _text(values[0]) if values is not None and len(values) > 0 else None
         if table.header is not None:
             headers = HEADERS.get()
-            return None if headers is None else headers.get(table.header.lower())  # names arrive lower-cased
+            return None if headers is None else headers.get(table.header)
         return None
 
     def observe(self, variant: str, model: LoadedModel, outputs: list[np.ndarray]) -> None:
@@ -195,6 +195,7 @@ class Router:
                 )
                 logger.info("deployment revision %d: %s", table.revision, shares)
             self._retire(old, table)
+            await asyncio.to_thread(self._remember, spec, table)  # on a change only: no write per check
 
     def _loaded(self) -> dict[str, LoadedModel]:
         table = self.table
@@ -216,21 +217,24 @@ class Router:
         name = self.manager._name()
         spec = DeploymentStore(registry, name).read()
         if spec is None:
-            self.manager.cache.remember_spec(name, None, {})
             return None, {}
         have = self._loaded()
         loaded: dict[str, Any] = {}
-        digests: dict[str, dict[str, str]] = {}
         for variant in spec.variants:
             mv = registry.get(name, variant.version)
-            digests[variant.version] = mv.digests
             model = have.get(variant.version)
             if model is not None and model.package.digests == mv.digests:
                 loaded[variant.version] = model
             else:
                 loaded[variant.version] = registry.load(mv, self.manager.cache_dir)
-        self.manager.cache.remember_spec(name, spec.to_json(), digests)  # a restart starts from it
         return spec, loaded
+
+    def _remember(self, spec: Deployment | None, table: Table | None) -> None:
+        """Keep the applied spec, with the digests of the packages its table serves, in the local cache:
+        a restart routes by it until the registry answers (:meth:`from_cache`)."""
+        models = (*table.models, *([table.shadow[1]] if table.shadow else [])) if table else ()
+        digests = {m.version: m.package.digests for m in models}
+        self.manager.cache.remember_spec(self.manager._name(), spec.to_json() if spec else None, digests)
 
     async def from_cache(self) -> None:
         """Route by the spec this server last applied (the local cache) until the registry answers: a
@@ -249,7 +253,7 @@ class Router:
             spec = parse_spec(text, where=f"the cached deployment of '{name}'")
             have = self._loaded()
             loaded: dict[str, Any] = {}
-            for variant in spec.variants:
+            for variant in (*spec.serving, *(v for v in spec.variants if v.role == "shadow")):
                 model = have.get(variant.version)
                 if model is not None and model.package.digests == digests.get(variant.version):
                     loaded[variant.version] = model
